@@ -1,0 +1,131 @@
+"""`strata canonicalize` and `strata image-diff`: make an image reproducible, and explain why two are not."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from builder.canonical import CanonicalPolicy
+from builder.errors import StrataError
+from builder.image_diff import ENTRY_FIELDS, diff_images, diff_to_json, render_text
+from builder.image_engine import canonicalize_image, open_image
+
+CANONICALIZE_EXAMPLE = (
+    "example: strata canonicalize strata/tf:2.15-gpu-build out/tf2.15-gpu --tag strata/tf:2.15-gpu --load"
+)
+DIFF_EXAMPLE = (
+    "example: strata image-diff out/run1 out/run2   (paths to layouts/archives, or engine references)"
+)
+
+
+def _epoch_default() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise StrataError(f"SOURCE_DATE_EPOCH={value!r}: must be an integer number of seconds") from None
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `canonicalize` and `image-diff` to the `strata` command."""
+    canon = subparsers.add_parser(
+        "canonicalize",
+        help="rewrite an engine image into a reproducible OCI layout",
+        description="Rewrite IMAGE (from the Docker engine) so its digest depends only on its content: "
+        "sorted layers, clamped mtimes, no build residue. " + CANONICALIZE_EXAMPLE,
+    )
+    canon.add_argument("image", help="reference of the image in the Docker engine")
+    canon.add_argument(
+        "layout", type=Path, help="directory to write the OCI layout to (replaced if it is one)"
+    )
+    canon.add_argument("--tag", help="name the canonical image gets (OCI ref.name, docker tag with --load)")
+    canon.add_argument(
+        "--epoch", type=int, help="clamp times to this Unix second (default: $SOURCE_DATE_EPOCH or 0)"
+    )
+    canon.add_argument(
+        "--compression", choices=("gzip", "none"), default="gzip", help="layer blob compression"
+    )
+    canon.add_argument(
+        "--keep", action="append", default=[], metavar="GLOB", help="keep a default volatile path"
+    )
+    canon.add_argument(
+        "--drop", action="append", default=[], metavar="GLOB", help="also drop files matching GLOB"
+    )
+    canon.add_argument(
+        "--load", action="store_true", help="load the result into the engine (ID = config digest)"
+    )
+    canon.add_argument("--json", action="store_true", help="print the result as JSON")
+    canon.set_defaults(func=run_canonicalize)
+
+    diff = subparsers.add_parser(
+        "image-diff",
+        help="explain why two images differ, layer by layer and file by file",
+        description="Compare two images and list what differs; exits 0 if identical, 1 if not. "
+        + DIFF_EXAMPLE,
+    )
+    diff.add_argument("a", help="first image: OCI layout, archive, or engine reference")
+    diff.add_argument("b", help="second image: OCI layout, archive, or engine reference")
+    diff.add_argument(
+        "--flatten", action="store_true", help="compare the merged filesystems, not layer by layer"
+    )
+    diff.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        choices=ENTRY_FIELDS,
+        help="file field to leave out (repeatable)",
+    )
+    diff.add_argument("--limit", type=int, default=50, help="file lines shown per layer (default 50)")
+    diff.add_argument("--json", action="store_true", help="print the diff as JSON")
+    diff.set_defaults(func=run_image_diff)
+
+
+def run_canonicalize(args: argparse.Namespace) -> int:
+    """Handler of `strata canonicalize`."""
+    defaults = CanonicalPolicy()
+    volatile = tuple(p for p in defaults.volatile_paths if p not in args.keep) + tuple(args.drop)
+    policy = CanonicalPolicy(
+        epoch=args.epoch if args.epoch is not None else _epoch_default(),
+        volatile_paths=volatile,
+        compression=args.compression,
+    )
+    image = canonicalize_image(args.image, args.layout, policy, tag=args.tag, load=args.load)
+    if args.json:
+        result = {
+            "layout": str(image.layout),
+            "manifest_digest": image.manifest_digest,
+            "config_digest": image.config_digest,
+            "tag": image.tag,
+            "layers": [
+                {"diff_id": la.diff_id, "digest": la.digest, "size": la.size, "dropped": list(la.dropped)}
+                for la in image.layers
+            ],
+        }
+        print(json.dumps(result, indent=2))
+        return 0
+    dropped = sum(len(layer.dropped) for layer in image.layers)
+    print(f"{image.layout}: manifest {image.manifest_digest}")
+    print(f"image id (config digest): {image.config_digest}")
+    print(
+        f"{len(image.layers)} layers, {dropped} volatile file(s) dropped" + (", loaded" if args.load else "")
+    )
+    return 0
+
+
+def run_image_diff(args: argparse.Namespace) -> int:
+    """Handler of `strata image-diff`: 0 when identical, 1 when different."""
+    with tempfile.TemporaryDirectory(prefix="strata-diff-") as scratch:
+        a = open_image(args.a, Path(scratch))
+        b = open_image(args.b, Path(scratch))
+        result = diff_images(a, b, flatten=args.flatten, ignore=args.ignore)
+    if args.json:
+        json.dump(diff_to_json(result), sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(render_text(result, limit=args.limit))
+    return 0 if result.identical else 1
