@@ -1,0 +1,137 @@
+"""Deterministic gzip for pushed layers, and an on-disk cache of compressed layers keyed by diff_id.
+
+The same uncompressed layer always gives the same compressed bytes (and so the same blob digest) as long as
+the zlib version and level are the same; `COMPRESSION` names both and is recorded in the manifest as the
+annotation `io.strata.compression`, so a reader can tell why two pushes of one layer differ if zlib changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+COMPRESSION_LEVEL = 6
+# gzip header: magic, deflate, no flags (so no file name, no comment), mtime 0, XFL 0, OS 255 ("unknown").
+GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\xff"
+COMPRESSION = f"gzip;zlib={zlib.ZLIB_RUNTIME_VERSION};level={COMPRESSION_LEVEL};mtime=0;os=255"
+COMPRESSION_ANNOTATION = "io.strata.compression"
+CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class CompressedLayer:
+    """A layer compressed with `COMPRESSION`: digests and sizes of both forms, and where the gzip bytes are."""
+
+    diff_id: str
+    uncompressed_size: int
+    digest: str
+    size: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class GzipSummary:
+    """What one pass of `gzip_stream` saw: the digest and size of its input and of its output."""
+
+    diff_id: str
+    uncompressed_size: int
+    digest: str
+    size: int
+
+
+def gzip_stream(source: BinaryIO, sink: BinaryIO, chunk_size: int = CHUNK_SIZE) -> GzipSummary:
+    """Compress `source` into `sink` deterministically, hashing both sides in the same pass.
+
+    Example: `gzip_stream(open("layer.tar", "rb"), open("layer.tar.gz", "wb")).digest` -> `"sha256:..."`.
+    """
+    raw_hash, gz_hash = hashlib.sha256(), hashlib.sha256()
+    raw_size = gz_size = 0
+    crc = 0
+
+    def emit(data: bytes) -> None:
+        nonlocal gz_size
+        if data:
+            gz_hash.update(data)
+            sink.write(data)
+            gz_size += len(data)
+
+    compressor = zlib.compressobj(
+        COMPRESSION_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_DEFAULT_STRATEGY
+    )
+    emit(GZIP_HEADER)
+    while chunk := source.read(chunk_size):
+        raw_hash.update(chunk)
+        raw_size += len(chunk)
+        crc = zlib.crc32(chunk, crc)
+        emit(compressor.compress(chunk))
+    emit(compressor.flush(zlib.Z_FINISH))
+    emit(struct.pack("<II", crc & 0xFFFFFFFF, raw_size & 0xFFFFFFFF))
+    return GzipSummary("sha256:" + raw_hash.hexdigest(), raw_size, "sha256:" + gz_hash.hexdigest(), gz_size)
+
+
+class CompressedLayerCache:
+    """Compressed layers on disk, keyed by diff_id and the compression settings, so a re-push never recompresses.
+
+    Entries are written to a temporary file and renamed into place, so a crash never leaves a half entry.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        # A different zlib or level gives different bytes: keep those entries apart.
+        self._variant = hashlib.sha256(COMPRESSION.encode()).hexdigest()[:12]
+
+    def _paths(self, diff_id: str) -> tuple[Path, Path]:
+        hexpart = diff_id.removeprefix("sha256:")
+        base = self.root / f"{hexpart}.{self._variant}"
+        return base.with_suffix(base.suffix + ".gz"), base.with_suffix(base.suffix + ".json")
+
+    def get(self, diff_id: str) -> CompressedLayer | None:
+        """The cached compressed form of layer `diff_id`, or None when it is not cached (or damaged)."""
+        blob_path, meta_path = self._paths(diff_id)
+        try:
+            meta = json.loads(meta_path.read_text())
+            size = blob_path.stat().st_size
+        except (OSError, ValueError):
+            return None
+        if meta.get("diff_id") != diff_id or meta.get("size") != size:
+            return None
+        return CompressedLayer(diff_id, int(meta["uncompressed_size"]), str(meta["digest"]), size, blob_path)
+
+    def add(self, source: BinaryIO, expected_diff_id: str | None = None) -> CompressedLayer:
+        """Compress `source` into the cache and return the entry.
+
+        When `expected_diff_id` is given and the uncompressed bytes hash differently, nothing is cached and
+        ValueError names both digests.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".partial-")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                summary = gzip_stream(source, sink)
+            if expected_diff_id is not None and summary.diff_id != expected_diff_id:
+                raise ValueError(f"layer content hashes to {summary.diff_id}, expected {expected_diff_id}")
+            blob_path, meta_path = self._paths(summary.diff_id)
+            os.replace(tmp, blob_path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        meta = {
+            "diff_id": summary.diff_id,
+            "uncompressed_size": summary.uncompressed_size,
+            "digest": summary.digest,
+            "size": summary.size,
+            "compression": COMPRESSION,
+        }
+        meta_tmp = meta_path.with_suffix(".json.partial")
+        meta_tmp.write_text(json.dumps(meta, sort_keys=True))
+        os.replace(meta_tmp, meta_path)
+        return CompressedLayer(
+            summary.diff_id, summary.uncompressed_size, summary.digest, summary.size, blob_path
+        )
