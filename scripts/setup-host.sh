@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Prepare a Debian bookworm build host for Strata, idempotently (run as root; CI runs it, so can you).
+#   1. apt-install what is missing (one `apt-get update`, skipped entirely when all is present)
+#   2. start dockerd if `/usr/bin/docker info` fails, with a bounded wait for its socket
+#   3. create/refresh a virtualenv at ${STRATA_VENV:-.venv} with `pip install -e '.[test]'`
+# A second run on a ready machine does no apt and no network-heavy work.
+# Exits non-zero with one line `setup-host: <reason>` on failure.
+set -euo pipefail
+
+PACKAGES=(docker.io mmdebstrap docker-registry skopeo docker-compose busybox-static uidmap diffoscope-minimal)
+DOCKERD_LOG=${STRATA_DOCKERD_LOG:-/var/log/strata-dockerd.log}
+DOCKERD_WAIT_SECONDS=${STRATA_DOCKERD_WAIT:-30}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${STRATA_VENV:-$REPO_ROOT/.venv}
+
+die() {
+    echo "setup-host: $*" >&2
+    exit 1
+}
+
+missing_packages() {
+    local pkg status
+    for pkg in "${PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+        [ "$status" = "installed" ] || echo "$pkg"
+    done
+}
+
+install_packages() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    if [ "${#missing[@]}" -eq 0 ]; then
+        echo "setup-host: packages present (${PACKAGES[*]})"
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] || die "missing Debian packages: ${missing[*]}; re-run as root to apt-install them"
+    echo "setup-host: installing ${missing[*]}"
+    # Other apt users (unattended-upgrades, a parallel job) hold the dpkg lock briefly: wait instead of failing.
+    apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null ||
+        die "apt-get update failed; check network access to the Debian archive"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends "${missing[@]}" >/dev/null ||
+        die "apt-get install ${missing[*]} failed; run it by hand to see why"
+}
+
+start_engine() {
+    if /usr/bin/docker info >/dev/null 2>&1; then
+        echo "setup-host: docker engine running"
+        return
+    fi
+    command -v dockerd >/dev/null || die "dockerd not found although docker.io is installed; reinstall docker.io"
+    [ "$(id -u)" -eq 0 ] || die "docker engine not running; start dockerd as root (or re-run this script as root)"
+    echo "setup-host: starting dockerd (log $DOCKERD_LOG)"
+    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    local pid=$! waited=0
+    until /usr/bin/docker info >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null || [ "$waited" -ge "$DOCKERD_WAIT_SECONDS" ]; then
+            local last
+            last=$(tail -n 3 "$DOCKERD_LOG" 2>/dev/null | tr '\n' ' ')
+            die "dockerd did not come up within ${DOCKERD_WAIT_SECONDS}s (log $DOCKERD_LOG: $last)"
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    echo "setup-host: docker engine up after ${waited}s"
+}
+
+setup_venv() {
+    local stamp="$VENV/.strata-installed"
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV" || die "cannot create virtualenv at $VENV; apt-get install python3-venv"
+    fi
+    # Reinstall only when the dependency declaration changed since the last successful install.
+    if [ -f "$stamp" ] && [ "$stamp" -nt "$REPO_ROOT/pyproject.toml" ]; then
+        echo "setup-host: virtualenv $VENV up to date"
+        return
+    fi
+    echo "setup-host: installing Strata into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$REPO_ROOT[test]" ||
+        die "pip install -e '.[test]' into $VENV failed; check network access to PyPI"
+    touch "$stamp"
+}
+
+install_packages
+start_engine
+setup_venv
+echo "setup-host: ready"
