@@ -1,0 +1,327 @@
+"""Canonicalizing: builds that differ only in time, order and residue give the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import py_compile
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from builder.canonical import (
+    CanonicalPolicy,
+    canonical_config,
+    canonicalize_archive,
+    clamp_pyc_timestamp,
+    plan_layer,
+)
+from builder.errors import StrataError
+from builder.image_archive import blob_path, pack_layout, read_image
+
+EPOCH = 1_600_000_000
+
+
+def tree(m, mtime: int, uname: str = "root") -> list:
+    """A small filesystem with a dir, files, a symlink and a capability xattr, stamped with `mtime`."""
+    return [
+        m("usr", kind=tarfile.DIRTYPE, mode=0o755, mtime=mtime, uname=uname),
+        m("usr/bin", kind=tarfile.DIRTYPE, mode=0o755, mtime=mtime, uname=uname),
+        m(
+            "usr/bin/tool",
+            b"#!/bin/sh\necho tool\n",
+            mode=0o755,
+            mtime=mtime,
+            uname=uname,
+            pax={"SCHILY.xattr.security.capability": "\x01\x00\x00\x02", "atime": str(mtime + 5)},
+        ),
+        m("usr/bin/alias", kind=tarfile.SYMTYPE, linkname="tool", mtime=mtime, uname=uname),
+        m("etc", kind=tarfile.DIRTYPE, mode=0o755, mtime=mtime, uname=uname),
+        m("etc/app.conf", b"threads = 4\n", mtime=mtime, uname=uname),
+    ]
+
+
+def layer_members(layout: Path, index: int = 0) -> list[tarfile.TarInfo]:
+    with read_image(layout).open_layer(index) as tar:
+        return tar.getmembers()
+
+
+def all_bytes(layout: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(layout).as_posix(): p.read_bytes() for p in sorted(layout.rglob("*")) if p.is_file()
+    }
+
+
+def test_builds_differing_in_time_order_owner_names_and_residue_become_byte_identical(
+    docker_archive, member, tmp_path
+):
+    early = docker_archive(tree(member, 1_700_000_000))
+    late_members = list(reversed(tree(member, 1_800_000_000, uname="builder")))
+    late = docker_archive(late_members, created="2027-01-01T00:00:00Z", container="fedcba9876543210")
+
+    one = canonicalize_archive(early, tmp_path / "one", CanonicalPolicy(epoch=EPOCH), tag="strata/t:1")
+    two = canonicalize_archive(late, tmp_path / "two", CanonicalPolicy(epoch=EPOCH), tag="strata/t:1")
+
+    assert read_image(early).config_digest != read_image(late).config_digest
+    assert one.manifest_digest == two.manifest_digest
+    assert one.config_digest == two.config_digest
+    assert all_bytes(tmp_path / "one") == all_bytes(tmp_path / "two")
+
+
+def test_canonicalizing_is_idempotent_and_repeatable(docker_archive, member, tmp_path):
+    saved = docker_archive(tree(member, 1_800_000_000))
+    first = canonicalize_archive(saved, tmp_path / "first", CanonicalPolicy(epoch=EPOCH))
+    again = canonicalize_archive(saved, tmp_path / "first", CanonicalPolicy(epoch=EPOCH))
+    of_canonical = canonicalize_archive(tmp_path / "first", tmp_path / "second", CanonicalPolicy(epoch=EPOCH))
+    assert first == again
+    assert of_canonical.manifest_digest == first.manifest_digest
+
+
+def test_members_are_sorted_and_times_clamped_but_older_times_kept(docker_archive, member, tmp_path):
+    old = EPOCH - 86_400
+    saved = docker_archive(
+        [
+            member("z-new", b"new", mtime=EPOCH + 999),
+            member("a-old", b"old", mtime=old),
+            member("./m-dotted", b"dot", mtime=EPOCH),
+        ]
+    )
+    canonicalize_archive(saved, tmp_path / "out", CanonicalPolicy(epoch=EPOCH))
+    members = layer_members(tmp_path / "out")
+    assert [m.name for m in members] == ["a-old", "m-dotted", "z-new"]
+    assert [m.mtime for m in members] == [old, EPOCH, EPOCH]
+    assert {(m.uname, m.gname) for m in members} == {("", "")}
+
+
+def test_xattrs_survive_and_access_times_do_not(docker_archive, member, tmp_path):
+    canonicalize_archive(
+        docker_archive(tree(member, 1_800_000_000)), tmp_path / "out", CanonicalPolicy(epoch=EPOCH)
+    )
+    tool = next(m for m in layer_members(tmp_path / "out") if m.name == "usr/bin/tool")
+    assert tool.pax_headers.get("SCHILY.xattr.security.capability") == "\x01\x00\x00\x02"
+    assert "atime" not in tool.pax_headers
+    assert tool.mode == 0o755
+
+
+def test_volatile_files_are_dropped_but_their_directories_and_whiteouts_stay(
+    docker_archive, member, tmp_path
+):
+    saved = docker_archive(
+        [
+            member("var", kind=tarfile.DIRTYPE),
+            member("var/log", kind=tarfile.DIRTYPE),
+            member("var/log/dpkg.log", b"2026-11-23 17:00:01 install foo\n"),
+            member("var/lib/apt/lists/deb.debian.org_dists_bookworm_InRelease", b"Date: today\n"),
+            member("var/lib/apt/lists/.wh.stale_Packages"),
+            member("usr/keep.txt", b"keep"),
+        ]
+    )
+    image = canonicalize_archive(saved, tmp_path / "out", CanonicalPolicy(epoch=EPOCH))
+    names = [m.name for m in layer_members(tmp_path / "out")]
+    assert names == ["usr/keep.txt", "var", "var/lib/apt/lists/.wh.stale_Packages", "var/log"]
+    assert image.layers[0].dropped == (
+        "var/lib/apt/lists/deb.debian.org_dists_bookworm_InRelease",
+        "var/log/dpkg.log",
+    )
+
+
+def test_hard_link_groups_point_at_their_first_path_whichever_name_held_the_data(
+    docker_archive, member, tmp_path
+):
+    walk_one = [member("lib/b.so", b"ELF"), member("lib/a.so", kind=tarfile.LNKTYPE, linkname="lib/b.so")]
+    walk_two = [member("lib/a.so", b"ELF"), member("lib/b.so", kind=tarfile.LNKTYPE, linkname="lib/a.so")]
+    one = canonicalize_archive(docker_archive(walk_one), tmp_path / "one", CanonicalPolicy(epoch=EPOCH))
+    two = canonicalize_archive(docker_archive(walk_two), tmp_path / "two", CanonicalPolicy(epoch=EPOCH))
+    assert one.config_digest == two.config_digest
+
+    members = layer_members(tmp_path / "one")
+    assert [(m.name, m.isreg(), m.linkname) for m in members] == [
+        ("lib/a.so", True, ""),
+        ("lib/b.so", False, "lib/a.so"),
+    ]
+    with read_image(tmp_path / "one").open_layer(0) as tar:
+        tar.extractall(tmp_path / "root", filter="tar")
+    assert (tmp_path / "root/lib/b.so").read_bytes() == b"ELF"
+    assert (tmp_path / "root/lib/a.so").stat().st_ino == (tmp_path / "root/lib/b.so").stat().st_ino
+
+
+def test_dropping_the_data_holder_of_a_hard_link_moves_the_data_to_the_next_name(
+    docker_archive, member, tmp_path
+):
+    saved = docker_archive(
+        [member("tmp/x", b"data"), member("opt/x", kind=tarfile.LNKTYPE, linkname="tmp/x")]
+    )
+    canonicalize_archive(saved, tmp_path / "out", CanonicalPolicy(epoch=EPOCH))
+    with read_image(tmp_path / "out").open_layer(0) as tar:
+        (only,) = tar.getmembers()
+        assert only.name == "opt/x" and only.isreg()
+        assert tar.extractfile(only).read() == b"data"  # type: ignore[union-attr]
+
+
+def test_clamped_pyc_is_still_trusted_by_python(docker_archive, member, tmp_path):
+    # The cache says 'pyc', the source says 'src': importing gives 'pyc' only if Python accepts the cache.
+    source_dir = tmp_path / "build"
+    source_dir.mkdir()
+    module = source_dir / "probe_mod.py"
+    module.write_text("VALUE = 'pyc'\n")
+    pyc = Path(py_compile.compile(str(module), invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP))
+    built_at = int(module.stat().st_mtime)
+    assert built_at > EPOCH
+    saved = docker_archive(
+        [
+            member("app", kind=tarfile.DIRTYPE, mtime=built_at),
+            member("app/probe_mod.py", b"VALUE = 'src'\n", mtime=built_at),
+            member(f"app/__pycache__/{pyc.name}", pyc.read_bytes(), mtime=built_at),
+        ]
+    )
+    canonicalize_archive(saved, tmp_path / "out", CanonicalPolicy(epoch=EPOCH))
+    with read_image(tmp_path / "out").open_layer(0) as tar:
+        tar.extractall(tmp_path / "root", filter="tar")
+
+    sys.path.insert(0, str(tmp_path / "root/app"))
+    sys.dont_write_bytecode, saved_flag = True, sys.dont_write_bytecode
+    try:
+        sys.modules.pop("probe_mod", None)
+        assert importlib.import_module("probe_mod").VALUE == "pyc"
+    finally:
+        sys.path.remove(str(tmp_path / "root/app"))
+        sys.modules.pop("probe_mod", None)
+        sys.dont_write_bytecode = saved_flag
+
+
+def test_pyc_clamping_leaves_hash_based_and_old_pycs_alone():
+    hash_based = b"MAGC" + (1).to_bytes(4, "little") + b"\xff" * 8 + b"code"
+    old = b"MAGC" + bytes(4) + (EPOCH - 1).to_bytes(4, "little") + bytes(4) + b"code"
+    new = b"MAGC" + bytes(4) + (EPOCH + 1).to_bytes(4, "little") + bytes(4) + b"code"
+    assert clamp_pyc_timestamp(hash_based, EPOCH) == hash_based
+    assert clamp_pyc_timestamp(old, EPOCH) == old
+    assert clamp_pyc_timestamp(new, EPOCH)[8:12] == EPOCH.to_bytes(4, "little")
+
+
+def test_config_keeps_what_a_container_sees_and_drops_build_residue():
+    raw = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2026-11-23T17:00:00.5Z",
+        "container": "abc",
+        "docker_version": "20.10",
+        "config": {
+            "Hostname": "abc",
+            "Image": "sha256:1",
+            "Env": ["A=1"],
+            "Cmd": ["python"],
+            "Labels": None,
+            "User": "1000",
+            "AttachStdin": False,
+        },
+        "container_config": {"Hostname": "abc"},
+        "history": [{"created": "2026-11-23T17:00:00Z", "created_by": "RUN x", "empty_layer": True}],
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:old"]},
+    }
+    assert canonical_config(raw, ["sha256:new"], 0) == {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {"Env": ["A=1"], "Cmd": ["python"], "User": "1000"},
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "RUN x", "empty_layer": True}],
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:new"]},
+    }
+
+
+def test_layout_is_valid_oci_and_docker_loadable_with_consistent_digests(docker_archive, member, tmp_path):
+    image = canonicalize_archive(
+        docker_archive(tree(member, 1)), tmp_path / "out", CanonicalPolicy(), tag="s/t:1"
+    )
+    layout = tmp_path / "out"
+    index = json.loads((layout / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == image.manifest_digest
+    assert index["manifests"][0]["annotations"] == {"org.opencontainers.image.ref.name": "s/t:1"}
+    manifest = json.loads((layout / blob_path(image.manifest_digest)).read_text())
+    assert manifest["config"]["digest"] == image.config_digest
+    docker_manifest = json.loads((layout / "manifest.json").read_text())
+    assert docker_manifest == [
+        {
+            "Config": blob_path(image.config_digest),
+            "RepoTags": ["s/t:1"],
+            "Layers": [blob_path(image.layers[0].digest)],
+        }
+    ]
+    # Every blob's name is its digest, and the config lists the uncompressed layer digests.
+    for blob in (layout / "blobs/sha256").iterdir():
+        assert blob_path(f"sha256:{hashlib.sha256(blob.read_bytes()).hexdigest()}").endswith(blob.name)
+    assert read_image(layout).diff_ids == (image.layers[0].diff_id,)
+    # Read back through the OCI index alone, and through a packed archive: the same image.
+    (layout / "manifest.json").unlink()
+    assert read_image(layout, tag="s/t:1").config_digest == image.config_digest
+    with open(tmp_path / "packed.tar", "wb") as out:
+        pack_layout(layout, out)
+    assert read_image(tmp_path / "packed.tar").config_digest == image.config_digest
+
+
+def test_uncompressed_layers_share_the_config_digest_of_gzip_ones(docker_archive, member, tmp_path):
+    saved = docker_archive(tree(member, 1))
+    gz = canonicalize_archive(saved, tmp_path / "gz", CanonicalPolicy())
+    plain = canonicalize_archive(saved, tmp_path / "plain", CanonicalPolicy(compression="none"))
+    assert gz.config_digest == plain.config_digest
+    assert gz.manifest_digest != plain.manifest_digest
+    assert plain.layers[0].digest == plain.layers[0].diff_id
+
+
+def test_bad_inputs_are_one_line_errors_naming_the_file(tmp_path, docker_archive, member):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(StrataError, match="junk.tar"):
+        canonicalize_archive(junk, tmp_path / "out")
+    with pytest.raises(StrataError, match="no such image"):
+        canonicalize_archive(tmp_path / "missing.tar", tmp_path / "out")
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    with pytest.raises(StrataError, match="not an OCI layout"):
+        canonicalize_archive(docker_archive(tree(member, 1)), occupied)
+    assert (occupied / "notes.txt").read_text() == "mine"
+    with pytest.raises(StrataError, match="negative"):
+        CanonicalPolicy(epoch=-1)
+
+
+def test_zstd_layers_are_refused_by_name(tmp_path):
+    layout = tmp_path / "zstd"
+    (layout / "blobs/sha256").mkdir(parents=True)
+    (layout / "blobs/sha256/aa").write_bytes(b"\x28\xb5\x2f\xfd" + bytes(64))
+    (layout / "blobs/sha256/cc").write_bytes(json.dumps({"rootfs": {"diff_ids": ["sha256:x"]}}).encode())
+    (layout / "manifest.json").write_text(
+        json.dumps([{"Config": "blobs/sha256/cc", "Layers": ["blobs/sha256/aa"]}])
+    )
+    with pytest.raises(StrataError, match="zstd"):
+        canonicalize_archive(layout, tmp_path / "out")
+
+
+names = st.lists(st.text(alphabet="abc/", min_size=1, max_size=6), min_size=1, max_size=8, unique=True)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=names, seed=st.randoms(), mtimes=st.lists(st.integers(0, 2_000_000_000), min_size=8, max_size=8))
+def test_member_order_and_times_never_change_the_plan(paths, seed, mtimes, member):
+    clean = sorted({p.strip("/") for p in paths if p.strip("/") and "//" not in p})
+    members = [member(p, p.encode(), mtime=mtimes[i % 8]) for i, p in enumerate(clean)]
+
+    shuffled = list(members)
+    seed.shuffle(shuffled)
+
+    def plan(ms):
+        infos = []
+        for m in ms:
+            info = tarfile.TarInfo(m.name)
+            info.size, info.mtime = len(m.data), m.mtime
+            infos.append(info)
+        planned, _ = plan_layer(infos, CanonicalPolicy(epoch=EPOCH))
+        return [(p.info.name, p.info.mtime, p.info.size) for p in planned]
+
+    assert plan(members) == plan(shuffled)
+    assert [name for name, _, _ in plan(shuffled)] == sorted(n for n, _, _ in plan(shuffled))
+    assert all(mtime <= EPOCH for _, mtime, _ in plan(members))
