@@ -441,14 +441,15 @@ class RegistryClient:
             return UploadSession(repository, self._resolve(response.headers["location"]), 0)
         raise self._unexpected(response, f"to mount {digest} from {source_repository} into {repository}")
 
-    def upload_bytes(self, repository: str, digest: str, data: bytes) -> None:
+    def upload_bytes(
+        self, repository: str, digest: str, data: bytes, *, session: UploadSession | None = None
+    ) -> None:
         """Upload a small blob in one monolithic PUT (POST, then PUT with the whole body)."""
         if sha256_of(data) != digest:
             raise RegistryError(
                 f"refusing to push blob to {repository}: content hashes to {sha256_of(data)}, not {digest}"
             )
-        session = self.start_upload(repository)
-        self._finish(session, digest, data)
+        self._finish(session or self.start_upload(repository), digest, data)
 
     def upload_file(
         self,
