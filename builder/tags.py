@@ -48,6 +48,7 @@ class TagFacts:
             "cuda": self.cuda,
             "cudnn": self.cudnn,
             "cuda_version": self.cuda_version,
+            "cuda_prefix": f"{self.cuda_version}-" if self.cuda else "",
             "version": self.version if self.tf else "",
         }
 
