@@ -100,10 +100,10 @@ def docker_archive(tmp_path: Path) -> Callable[..., Path]:
     """Write a docker-save archive from layers given as member lists; returns its path."""
     counter = iter(range(1000))
 
-    def make(*layers: Sequence[Member], config: dict[str, Any] | None = None, **overrides: Any) -> Path:
+    def make(*layers: Sequence[Member], **overrides: Any) -> Path:
         tars = [layer_tar(layer) for layer in layers]
         return write_docker_archive(
-            tmp_path / f"saved-{next(counter)}.tar", tars, config or config_for(tars, **overrides)
+            tmp_path / f"saved-{next(counter)}.tar", tars, config_for(tars, **overrides)
         )
 
     return make

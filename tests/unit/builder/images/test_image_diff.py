@@ -1,0 +1,144 @@
+"""The differ names the layer, the path and the field that keep two images from being identical."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tarfile
+
+import pytest
+
+from builder.canonical import CanonicalPolicy, canonicalize_archive
+from builder.errors import StrataError
+from builder.image_archive import read_image
+from builder.image_commands import register
+from builder.image_diff import diff_images, diff_to_json, render_text
+
+EPOCH = 1_600_000_000
+
+
+def base(m, stamp: str = "2026-11-23 17:00:01") -> list:
+    return [
+        m("etc", kind=tarfile.DIRTYPE, mode=0o755),
+        m("etc/build-info", f"version=1\nbuilt={stamp}\nhost=ci\n".encode()),
+        m("usr/lib/libx.so", b"\x7fELF" + bytes(32)),
+    ]
+
+
+def test_identical_images_are_reported_identical_without_opening_layers(docker_archive, member):
+    saved = docker_archive(base(member))
+    result = diff_images(read_image(saved), read_image(saved))
+    assert result.identical
+    assert result.layers == () and result.config_changes == ()
+    assert render_text(result).startswith("identical:")
+
+
+def test_changed_text_file_is_named_with_its_layer_step_and_a_content_diff(docker_archive, member, tmp_path):
+    shared = [member("bin", kind=tarfile.DIRTYPE, mode=0o755)]
+    one = docker_archive(shared, base(member, "2026-11-23 17:00:01"))
+    two = docker_archive(shared, base(member, "2026-11-24 09:30:00"))
+    a = canonicalize_archive(one, tmp_path / "a", CanonicalPolicy(epoch=EPOCH))
+    b = canonicalize_archive(two, tmp_path / "b", CanonicalPolicy(epoch=EPOCH))
+    assert a.layers[0].diff_id == b.layers[0].diff_id
+
+    result = diff_images(read_image(tmp_path / "a"), read_image(tmp_path / "b"))
+    assert not result.identical
+    assert result.config_changes == ()
+    (layer,) = result.layers
+    assert layer.index == 1 and layer.created_by == "/bin/sh -c step 1"
+    (change,) = layer.changes
+    assert (change.path, change.kind, change.fields) == ("etc/build-info", "changed", ("sha256",))
+    assert "-built=2026-11-23 17:00:01" in (change.text_diff or "")
+    assert "+built=2026-11-24 09:30:00" in (change.text_diff or "")
+    text = render_text(result)
+    assert "layer 1 (/bin/sh -c step 1): 1 path(s) differ" in text
+    assert "~ etc/build-info  (content differs)" in text
+
+
+def test_uncanonical_builds_show_metadata_fields_and_ignore_hides_them(docker_archive, member):
+    one = docker_archive([member("f", b"same", mtime=1, uname="root")])
+    two = docker_archive([member("f", b"same", mtime=2, uname="builder")])
+    result = diff_images(read_image(one), read_image(two))
+    (change,) = result.layers[0].changes
+    assert change.fields == ("owner", "mtime")
+    assert ".created" not in {c.path for c in result.config_changes}  # same residue in both fixtures
+    quiet = diff_images(read_image(one), read_image(two), ignore=("mtime", "owner"))
+    assert quiet.layers[0].changes == ()
+    assert "no file differs" in render_text(quiet)
+
+
+def test_added_removed_and_config_changes(docker_archive, member):
+    one = docker_archive([member("keep", b"k"), member("old", b"o")])
+    two = docker_archive(
+        [member("keep", b"k"), member("new", b"n")],
+        config={"Env": ["PATH=/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL=2"], "Cmd": ["/bin/sh"]},
+    )
+    result = diff_images(read_image(one), read_image(two))
+    kinds = {c.path: c.kind for c in result.layers[0].changes}
+    assert kinds == {"new": "added", "old": "removed"}
+    changed = {c.path: (c.a, c.b) for c in result.config_changes}
+    # Lists of different length are reported whole; fields only one side has show None on the other.
+    assert changed[".config.Env"] == (
+        ["PATH=/usr/bin:/bin"],
+        ["PATH=/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL=2"],
+    )
+    assert changed[".config.Hostname"] == ("0123456789ab", None)
+    assert ".rootfs.diff_ids" not in changed  # layer digests are reported per layer, not as config noise
+
+
+def test_flattened_view_applies_whiteouts_and_opaque_directories(docker_archive, member):
+    one = docker_archive([member("opt/a", b"1"), member("opt/b", b"2"), member("srv/x", b"x")])
+    two = docker_archive(
+        [member("opt/a", b"1"), member("opt/b", b"2"), member("srv/x", b"x")],
+        [member("opt/.wh.b"), member("srv/.wh..wh..opq"), member("srv/y", b"y")],
+    )
+    result = diff_images(read_image(one), read_image(two))
+    assert result.layer_counts == (1, 2) and result.layers == ()
+    assert [(c.path, c.kind) for c in result.flattened or ()] == [
+        ("opt/b", "removed"),
+        ("srv/x", "removed"),
+        ("srv/y", "added"),
+    ]
+    assert "layer count differs: 1 vs 2" in render_text(result)
+
+
+def test_json_report_is_plain_data(docker_archive, member):
+    one = docker_archive([member("f", b"1")])
+    two = docker_archive([member("f", b"2")])
+    data = json.loads(json.dumps(diff_to_json(diff_images(read_image(one), read_image(two)))))
+    assert data["identical"] is False
+    assert data["layers"][0]["changes"][0]["path"] == "f"
+    assert data["layers"][0]["changes"][0]["text_diff"].endswith("+2")
+
+
+def test_unknown_ignore_field_is_a_one_line_error(docker_archive, member):
+    one = docker_archive([member("f", b"1")])
+    two = docker_archive([member("f", b"2")])
+    with pytest.raises(StrataError, match="cannot ignore colour"):
+        diff_images(read_image(one), read_image(two), ignore=("colour",))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="strata")
+    register(top.add_subparsers(dest="command"))
+    return top
+
+
+def test_cli_image_diff_exits_one_on_difference_and_zero_when_identical(
+    docker_archive, member, tmp_path, capsys
+):
+    one = docker_archive([member("f", b"1")])
+    two = docker_archive([member("f", b"2")])
+    args = parser().parse_args(["image-diff", str(one), str(two)])
+    assert args.func(args) == 1
+    assert "~ f  (content differs)" in capsys.readouterr().out
+    args = parser().parse_args(["image-diff", str(one), str(one), "--json"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["identical"] is True
+
+
+def test_cli_help_carries_an_example():
+    top = parser()
+    for command in ("canonicalize", "image-diff"):
+        sub = top._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+        assert "example: strata " + command in sub.format_help().replace("\n", " ").replace("  ", " ")
