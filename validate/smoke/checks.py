@@ -1,0 +1,649 @@
+"""Smoke checks that run inside an image, plus the pure comparisons the host shares with them.
+
+Runs on the image's Python (3.9 or 3.11) with the stdlib only; TensorFlow and numpy are imported inside the
+checks that need them. Copied into a container beside `gpu_checks.py` and started as
+
+    python checks.py /tmp/strata-smoke/context.json
+
+It prints one `STRATA-SMOKE-PLAN [names...]` line, then one `STRATA-SMOKE-RESULT {json}` line per check as
+soon as the check ends, so a run killed by a timeout still reports what finished.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+PASS = "pass"
+FAIL = "fail"
+NOT_RUN = "not-run"
+STATUSES = (PASS, FAIL, NOT_RUN)
+
+PLAN_MARKER = "STRATA-SMOKE-PLAN "
+RESULT_MARKER = "STRATA-SMOKE-RESULT "
+
+LABEL_PREFIX = "io.strata."
+REQUIRED_LABELS = ("tf", "python", "flavor", "layer", "cell", "content-hash")
+USER_UID = 1000
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict. A failure carries evidence: what was expected and what was found."""
+
+    name: str
+    status: str
+    detail: str = ""
+    expected: str | None = None
+    found: str | None = None
+
+    @classmethod
+    def passed(cls, name: str, detail: str = "", found: str | None = None) -> CheckResult:
+        return cls(name, PASS, detail, None, found)
+
+    @classmethod
+    def failed(cls, name: str, expected: str, found: str, detail: str = "") -> CheckResult:
+        """A failure; `detail` defaults to `expected X, found Y` so every failure reads the same way."""
+        return cls(name, FAIL, detail or f"expected {expected}, found {found}", expected, found)
+
+    @classmethod
+    def not_run(cls, name: str, reason: str) -> CheckResult:
+        return cls(name, NOT_RUN, reason)
+
+    def summary(self) -> str:
+        """`pass`, `fail: <evidence>` or `not-run: <reason>`, as reports print it."""
+        return self.status + (": " + self.detail if self.detail else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "expected": self.expected,
+            "found": self.found,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
+        status = str(data["status"])
+        if status not in STATUSES:
+            raise ValueError("check {!r} has unknown status {!r}".format(data.get("name"), status))
+        return cls(
+            str(data["name"]),
+            status,
+            str(data.get("detail") or ""),
+            data.get("expected"),
+            data.get("found"),
+        )
+
+
+@dataclass(frozen=True)
+class SmokeContext:
+    """What the host tells the in-image checks: the image's labels and tag, and what was asked of the run."""
+
+    image: str
+    labels: dict[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    expect_gpu: bool = False
+    gpus: str | None = None  # "all", "2" or None when no GPU was requested
+    gpu_request_error: str | None = None  # the engine's answer when it could not give GPUs
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SmokeContext:
+        data = json.loads(text)
+        return cls(
+            image=data["image"],
+            labels=dict(data.get("labels") or {}),
+            workdir=data.get("workdir") or "",
+            expect_gpu=bool(data.get("expect_gpu")),
+            gpus=data.get("gpus"),
+            gpu_request_error=data.get("gpu_request_error"),
+        )
+
+    def label(self, key: str) -> str | None:
+        return self.labels.get(LABEL_PREFIX + key)
+
+    @property
+    def tag_facts(self) -> dict[str, str]:
+        return parse_tag(self.image)
+
+
+# ---------------------------------------------------------------- pure: tags, labels, versions
+
+
+def parse_tag(reference: str) -> dict[str, str]:
+    """Facts a Strata tag spells out.
+
+    >>> parse_tag("127.0.0.1:5000/strata/tensorflow:2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm")
+    {'tf': '2.13.1', 'flavor': 'gpu', 'cuda': '11.8', 'cudnn': '8.6', 'python': '3.11', 'os': 'bookworm'}
+    """
+    last = reference.rsplit("/", 1)[-1]
+    last = last.split("@", 1)[0]
+    if ":" not in last:
+        return {}
+    tag = last.split(":", 1)[1]
+    facts: dict[str, str] = {}
+    for i, token in enumerate(tag.split("-")):
+        if i == 0 and re.fullmatch(r"\d+\.\d+(\.\d+)?", token):
+            facts["tf"] = token
+        elif token in ("cpu", "gpu"):
+            facts["flavor"] = token
+        elif re.fullmatch(r"cudnn\d+(\.\d+)*", token):
+            facts["cudnn"] = token[len("cudnn") :]
+        elif re.fullmatch(r"cuda\d+(\.\d+)*", token):
+            facts["cuda"] = token[len("cuda") :]
+        elif re.fullmatch(r"py\d+\.\d+", token):
+            facts["python"] = token[len("py") :]
+        elif re.fullmatch(r"[a-z]+", token) and i > 0:
+            facts["os"] = token
+    return facts
+
+
+def version_parts(version: str) -> list[str]:
+    """Dotted components; TensorFlow's Windows-style `64_118` build numbers read as `11.8`."""
+    version = version.strip()
+    m = re.fullmatch(r"64_(\d+)(\d)", version)
+    if m:
+        return [str(int(m.group(1))), m.group(2)]
+    return [p for p in re.split(r"[.]", version) if p]
+
+
+def versions_agree(claimed: str, found: str) -> bool:
+    """True when the components both spell out are equal: `8.6` agrees with `8` and `8.6.0`, not `8.9`."""
+    a, b = version_parts(claimed), version_parts(found)
+    n = min(len(a), len(b))
+    return n > 0 and a[:n] == b[:n]
+
+
+def claims_for(ctx: SmokeContext, key: str) -> dict[str, str]:
+    """Where a fact is claimed, by source: `{"label io.strata.tf": "2.13.1", "tag": "2.13.1"}`."""
+    claims: dict[str, str] = {}
+    value = ctx.label(key)
+    if value:
+        claims["label " + LABEL_PREFIX + key] = value
+    tag_value = ctx.tag_facts.get(key)
+    if tag_value:
+        claims["tag"] = tag_value
+    return claims
+
+
+def check_claims(name: str, found: str, claims: dict[str, str], exact: bool = False) -> CheckResult:
+    """Compare a found value with every claim of it; fail naming each source that disagrees."""
+    if not claims:
+        return CheckResult.not_run(name, f"neither labels nor tag claim a value (found {found})")
+    wrong = {
+        source: value
+        for source, value in claims.items()
+        if (value != found if exact else not versions_agree(value, found))
+    }
+    if wrong:
+        expected = ", ".join(f"{v} ({s})" for s, v in sorted(wrong.items()))
+        return CheckResult.failed(name, expected, found)
+    return CheckResult.passed(name, "{} agrees with {}".format(found, ", ".join(sorted(claims))), found)
+
+
+def labels_match_tag(labels: dict[str, str], reference: str) -> list[CheckResult]:
+    """Host-side: required labels exist, and every fact the tag spells agrees with its label."""
+    missing = [LABEL_PREFIX + k for k in REQUIRED_LABELS if not labels.get(LABEL_PREFIX + k)]
+    present = (
+        CheckResult.failed("labels-present", "labels " + ", ".join(missing), "none of them")
+        if missing
+        else CheckResult.passed("labels-present", f"{len(REQUIRED_LABELS)} strata labels")
+    )
+    facts = parse_tag(reference)
+    if not facts:
+        return [present, CheckResult.not_run("labels-match-tag", f"tag of {reference} spells no facts")]
+    wrong = []
+    for key, tag_value in sorted(facts.items()):
+        label = labels.get(LABEL_PREFIX + key)
+        if key == "os" or label is None:
+            continue
+        same = label == tag_value if key == "flavor" else versions_agree(label, tag_value)
+        if not same:
+            wrong.append((key, label, tag_value))
+    if wrong:
+        expected = ", ".join(f"{k}={t} (tag)" for k, _, t in wrong)
+        found = ", ".join(f"{LABEL_PREFIX}{k}={lab}" for k, lab, _ in wrong)
+        return [present, CheckResult.failed("labels-match-tag", expected, found)]
+    return [present, CheckResult.passed("labels-match-tag", "tag facts: " + ", ".join(sorted(facts)))]
+
+
+def decode_cudart_version(value: int) -> str:
+    """cudaRuntimeGetVersion: 11080 -> `11.8`."""
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def decode_cudnn_version(value: int) -> str:
+    """cudnnGetVersion: 8600 -> `8.6.0` (cuDNN 8: M*1000+m*100+p); 90100 -> `9.1.0` (cuDNN 9: M*10000+m*100+p)."""
+    if value >= 90000:
+        return f"{value // 10000}.{(value % 10000) // 100}.{value % 100}"
+    return f"{value // 1000}.{(value % 1000) // 100}.{value % 100}"
+
+
+def decode_nccl_version(value: int) -> str:
+    """ncclGetVersion: 21504 -> `2.15.4` (since 2.9: M*10000+m*100+p); 2708 -> `2.7.8` before."""
+    if value >= 20900:
+        return f"{value // 10000}.{(value % 10000) // 100}.{value % 100}"
+    return f"{value // 1000}.{(value % 1000) // 100}.{value % 100}"
+
+
+def cuda_sonames(cuda: str, cudnn: str) -> list[tuple[str, str]]:
+    """(short name, soname) of each CUDA library TensorFlow dlopens, for a CUDA and cuDNN version.
+
+    >>> cuda_sonames("11.8", "8.6")[0]
+    ('libcudart', 'libcudart.so.11.0')
+    """
+    cuda_major = version_parts(cuda)[0] if version_parts(cuda) else "11"
+    cudnn_major = version_parts(cudnn)[0] if version_parts(cudnn) else "8"
+    if cuda_major == "11":
+        names = [
+            ("libcudart", "libcudart.so.11.0"),
+            ("libcublasLt", "libcublasLt.so.11"),
+            ("libcublas", "libcublas.so.11"),
+            ("libcufft", "libcufft.so.10"),
+            ("libcurand", "libcurand.so.10"),
+            ("libcusolver", "libcusolver.so.11"),
+            ("libcusparse", "libcusparse.so.11"),
+        ]
+    else:
+        names = [
+            ("libcudart", "libcudart.so." + cuda_major),
+            ("libcublasLt", "libcublasLt.so." + cuda_major),
+            ("libcublas", "libcublas.so." + cuda_major),
+            ("libcufft", "libcufft.so.11"),
+            ("libcurand", "libcurand.so.10"),
+            ("libcusolver", "libcusolver.so.11"),
+            ("libcusparse", "libcusparse.so." + cuda_major),
+        ]
+    return names + [("libcudnn", "libcudnn.so." + cudnn_major), ("libnccl", "libnccl.so.2")]
+
+
+def loss_went_down(losses: list[float]) -> bool:
+    """True when every loss is finite and the last is below the first."""
+    return len(losses) >= 2 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+def env_mismatches(promised: dict[str, str], actual: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(name, promised, actual) for each promised variable that is unset or differs."""
+    return [(k, v, actual.get(k)) for k, v in sorted(promised.items()) if actual.get(k) != v]
+
+
+def parse_promised_env(raw: str | None) -> dict[str, str]:
+    """The `io.strata.env` label: a JSON object of string values. Raises ValueError otherwise."""
+    if raw is None:
+        return {}
+    data = json.loads(raw)
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"io.strata.env is not a JSON object of strings: {raw[:200]}")
+    return {str(k): v for k, v in data.items()}
+
+
+# ---------------------------------------------------------------- in-image checks
+
+Check = Callable[["Session"], "list[CheckResult]"]
+
+
+class Session:
+    """State shared by checks in one run: the context and TensorFlow once it imported."""
+
+    def __init__(self, ctx: SmokeContext) -> None:
+        self.ctx = ctx
+        self.tf: Any = None
+        self.tf_error: str | None = None
+        self.loaded_libs: dict[str, Any] = {}
+
+    @property
+    def flavor(self) -> str:
+        return self.ctx.label("flavor") or self.ctx.tag_facts.get("flavor") or "cpu"
+
+    def tf_missing(self, name: str) -> CheckResult | None:
+        if self.tf is None:
+            return CheckResult.not_run(name, "tensorflow did not import (see tf-import)")
+        return None
+
+
+def check_python_version(s: Session) -> list[CheckResult]:
+    found = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return [check_claims("python-version", found, claims_for(s.ctx, "python"))]
+
+
+def check_tf_import(s: Session) -> list[CheckResult]:
+    try:
+        import tensorflow as tf
+    except Exception as exc:  # noqa: BLE001 - any import failure is the finding
+        s.tf_error = f"{type(exc).__name__}: {exc}"
+        return [CheckResult.failed("tf-import", "import tensorflow succeeds", s.tf_error)]
+    s.tf = tf
+    return [CheckResult.passed("tf-import", f"tensorflow {tf.__version__} from {tf.__file__}")]
+
+
+def check_tf_version(s: Session) -> list[CheckResult]:
+    missing = s.tf_missing("tf-version")
+    if missing:
+        return [missing]
+    return [check_claims("tf-version", str(s.tf.__version__), claims_for(s.ctx, "tf"), exact=True)]
+
+
+def check_tf_build_info(s: Session) -> list[CheckResult]:
+    names = ["tf-build-cuda", "tf-build-cuda-version", "tf-build-cudnn-version"]
+    missing = s.tf_missing("tf-build-info")
+    if missing:
+        return [CheckResult.not_run(n, missing.detail) for n in names]
+    info = dict(s.tf.sysconfig.get_build_info())
+    is_cuda = bool(info.get("is_cuda_build"))
+    want_cuda = s.flavor == "gpu"
+    results = [
+        CheckResult.passed(names[0], f"is_cuda_build={is_cuda} for flavor {s.flavor}")
+        if is_cuda == want_cuda
+        else CheckResult.failed(
+            names[0],
+            f"is_cuda_build={want_cuda} (flavor {s.flavor})",
+            f"is_cuda_build={is_cuda}",
+        )
+    ]
+    for name, key, claim in ((names[1], "cuda_version", "cuda"), (names[2], "cudnn_version", "cudnn")):
+        if not want_cuda:
+            results.append(CheckResult.not_run(name, f"flavor {s.flavor} has no CUDA"))
+        elif not info.get(key):
+            results.append(CheckResult.failed(name, f"build info {key}", f"none (is_cuda_build={is_cuda})"))
+        else:
+            results.append(check_claims(name, str(info[key]), claims_for(s.ctx, claim)))
+    return results
+
+
+def library_dirs() -> list[str]:
+    return [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+
+
+def check_cuda_libraries(s: Session) -> list[CheckResult]:
+    sonames = cuda_sonames(s.ctx.label("cuda") or "11", s.ctx.label("cudnn") or "8")
+    if s.flavor != "gpu":
+        return [
+            CheckResult.not_run("cuda-lib:" + short, f"flavor {s.flavor} has no CUDA") for short, _ in sonames
+        ]
+    results = []
+    path = os.environ.get("LD_LIBRARY_PATH", "")
+    for short, soname in sonames:
+        where = [os.path.join(d, soname) for d in library_dirs() if os.path.exists(os.path.join(d, soname))]
+        try:
+            s.loaded_libs[short] = ctypes.CDLL(soname, mode=ctypes.RTLD_GLOBAL)
+        except OSError as exc:
+            results.append(
+                CheckResult.failed(
+                    "cuda-lib:" + short,
+                    "{} loadable with LD_LIBRARY_PATH={}".format(soname, path or "(unset)"),
+                    str(exc),
+                )
+            )
+            continue
+        results.append(
+            CheckResult.passed(
+                "cuda-lib:" + short,
+                "{} loaded from {}".format(soname, where[0] if where else "loader default path"),
+                found=where[0] if where else soname,
+            )
+        )
+    return results
+
+
+def _ask_version(lib: Any, symbol: str, by_pointer: bool) -> int:
+    fn = getattr(lib, symbol)
+    if by_pointer:
+        out = ctypes.c_int(0)
+        status = fn(ctypes.byref(out))
+        if status != 0:
+            raise OSError(f"{symbol} returned status {status}")
+        return int(out.value)
+    fn.restype = ctypes.c_size_t
+    return int(fn())
+
+
+def check_cuda_versions(s: Session) -> list[CheckResult]:
+    """Ask each library its own version; none of these calls needs a device."""
+    asks = [
+        ("cuda-version:cudart", "libcudart", "cudaRuntimeGetVersion", True, decode_cudart_version, "cuda"),
+        ("cuda-version:cudnn", "libcudnn", "cudnnGetVersion", False, decode_cudnn_version, "cudnn"),
+        ("cuda-version:nccl", "libnccl", "ncclGetVersion", True, decode_nccl_version, None),
+    ]
+    results = []
+    for name, short, symbol, by_pointer, decode, claim in asks:
+        if s.flavor != "gpu":
+            results.append(CheckResult.not_run(name, f"flavor {s.flavor} has no CUDA"))
+            continue
+        lib = s.loaded_libs.get(short)
+        if lib is None:
+            results.append(CheckResult.not_run(name, f"{short} did not load (see cuda-lib:{short})"))
+            continue
+        try:
+            found = decode(_ask_version(lib, symbol, by_pointer))
+        except (OSError, AttributeError) as exc:
+            results.append(CheckResult.failed(name, f"{symbol}() answers", str(exc)))
+            continue
+        if claim is None:
+            results.append(CheckResult.passed(name, f"{short} reports {found} (no label claims it)", found))
+        else:
+            results.append(check_claims(name, found, claims_for(s.ctx, claim)))
+    return results
+
+
+def site_packages_dirs() -> list[str]:
+    return [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+
+
+def find_xla_tools() -> tuple[str | None, str | None]:
+    """(ptxas path, libdevice path) where XLA looks: PATH, XLA_FLAGS' data dir, CUDA dirs, nvidia wheels."""
+    ptxas = shutil.which("ptxas")
+    roots = []
+    m = re.search(r"--xla_gpu_cuda_data_dir=(\S+)", os.environ.get("XLA_FLAGS", ""))
+    if m:
+        roots.append(m.group(1))
+    roots += [os.environ.get("CUDA_DIR", ""), "/usr/local/cuda"]
+    roots += [os.path.join(sp, "nvidia", "cuda_nvcc") for sp in site_packages_dirs()]
+    libdevice = None
+    for root in [r for r in roots if r]:
+        if ptxas is None and os.access(os.path.join(root, "bin", "ptxas"), os.X_OK):
+            ptxas = os.path.join(root, "bin", "ptxas")
+        hits = sorted(glob.glob(os.path.join(root, "nvvm", "libdevice", "libdevice*.bc")))
+        if libdevice is None and hits:
+            libdevice = hits[0]
+    return ptxas, libdevice
+
+
+def check_xla_gpu_tools(s: Session) -> list[CheckResult]:
+    if s.ctx.label("xla-gpu") != "true":
+        return [CheckResult.not_run("xla-gpu-tools", 'io.strata.xla-gpu is not "true"; nothing promised')]
+    ptxas, libdevice = find_xla_tools()
+    if ptxas and libdevice:
+        return [CheckResult.passed("xla-gpu-tools", f"ptxas {ptxas}, libdevice {libdevice}")]
+    return [
+        CheckResult.failed(
+            "xla-gpu-tools",
+            "ptxas and libdevice (io.strata.xla-gpu=true)",
+            "ptxas={}, libdevice={}".format(ptxas or "missing", libdevice or "missing"),
+        )
+    ]
+
+
+def check_pip(s: Session) -> list[CheckResult]:
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "check"],
+            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1"),
+        )
+    except subprocess.TimeoutExpired:
+        return [CheckResult.failed("pip-check", "pip check within 300 s", "timed out")]
+    out = proc.stdout.strip()
+    if proc.returncode != 0 and "No module named pip" in out:
+        return [CheckResult.not_run("pip-check", f"pip is not installed for {sys.executable}")]
+    if proc.returncode == 0:
+        return [CheckResult.passed("pip-check", out.splitlines()[-1] if out else "clean")]
+    return [CheckResult.failed("pip-check", "no broken requirements", " | ".join(out.splitlines()[:20]))]
+
+
+def check_env(s: Session) -> list[CheckResult]:
+    raw = s.ctx.label("env")
+    if raw is None:
+        return [CheckResult.not_run("env-promised", "image has no io.strata.env label")]
+    try:
+        promised = parse_promised_env(raw)
+    except ValueError as exc:
+        return [CheckResult.failed("env-promised", "io.strata.env a JSON object of strings", str(exc))]
+    wrong = env_mismatches(promised, dict(os.environ))
+    if wrong:
+        return [
+            CheckResult.failed(
+                "env-promised",
+                ", ".join(f"{k}={v}" for k, v, _ in wrong),
+                ", ".join("{}={}".format(k, "(unset)" if a is None else a) for k, _, a in wrong),
+            )
+        ]
+    return [CheckResult.passed("env-promised", f"{len(promised)} variables as promised")]
+
+
+def check_user_layer(s: Session) -> list[CheckResult]:
+    layer = s.ctx.label("layer")
+    if layer != "user":
+        reason = f"layer is {layer!r}, not 'user'"
+        return [CheckResult.not_run("user-uid", reason), CheckResult.not_run("workdir-writable", reason)]
+    uid = os.getuid()
+    results = [
+        CheckResult.passed("user-uid", f"runs as uid {uid}")
+        if uid == USER_UID
+        else CheckResult.failed("user-uid", f"uid {USER_UID}", f"uid {uid}")
+    ]
+    workdir = s.ctx.workdir or os.getcwd()
+    try:
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".strata-smoke-"):
+            pass
+    except OSError as exc:
+        results.append(CheckResult.failed("workdir-writable", f"{workdir} writable by uid {uid}", str(exc)))
+    else:
+        results.append(CheckResult.passed("workdir-writable", f"{workdir} writable by uid {uid}"))
+    return results
+
+
+def check_keras_train(s: Session) -> list[CheckResult]:
+    missing = s.tf_missing("keras-train-cpu")
+    if missing:
+        return [missing]
+    import numpy as np
+
+    tf = s.tf
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x @ rng.normal(size=(8, 1)) + 0.5).astype("float32")
+    with tf.device("/CPU:0"):
+        model = tf.keras.Sequential(
+            [
+                tf.keras.layers.Dense(16, activation="relu", input_shape=(8,)),
+                tf.keras.layers.Dense(1),
+            ]
+        )
+        model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=0.05), loss="mse")
+        history = model.fit(x, y, batch_size=32, epochs=4, verbose=0, shuffle=False)
+    losses = [float(v) for v in history.history["loss"]]
+    shown = ", ".join(f"{v:.4g}" for v in losses)
+    if loss_went_down(losses):
+        return [CheckResult.passed("keras-train-cpu", "loss per epoch: " + shown)]
+    return [CheckResult.failed("keras-train-cpu", "finite loss that goes down over 4 epochs", shown)]
+
+
+CHECKS: list[tuple[tuple[str, ...], Check]] = [
+    (("python-version",), check_python_version),
+    (("tf-import",), check_tf_import),
+    (("tf-version",), check_tf_version),
+    (("tf-build-cuda", "tf-build-cuda-version", "tf-build-cudnn-version"), check_tf_build_info),
+    ((), check_cuda_libraries),  # names depend on the CUDA version; see planned_names
+    (("cuda-version:cudart", "cuda-version:cudnn", "cuda-version:nccl"), check_cuda_versions),
+    (("xla-gpu-tools",), check_xla_gpu_tools),
+    (("pip-check",), check_pip),
+    (("env-promised",), check_env),
+    (("user-uid", "workdir-writable"), check_user_layer),
+    (("keras-train-cpu",), check_keras_train),
+]
+
+
+def planned_names(ctx: SmokeContext) -> list[str]:
+    """Every check name this run will report, so the host can fail the missing ones after a timeout."""
+    from_gpu = _gpu_module().GPU_CHECK_NAMES
+    names: list[str] = []
+    for declared, fn in CHECKS:
+        if fn is check_cuda_libraries:
+            names += [
+                "cuda-lib:" + short
+                for short, _ in cuda_sonames(ctx.label("cuda") or "11", ctx.label("cudnn") or "8")
+            ]
+        names += list(declared)
+    return names + list(from_gpu)
+
+
+def _gpu_module() -> Any:
+    try:
+        from validate.smoke import gpu_checks
+    except ImportError:  # inside an image the two files sit side by side, outside any package
+        import gpu_checks  # type: ignore[no-redef]
+    return gpu_checks
+
+
+def emit(result: CheckResult) -> None:
+    sys.stdout.write(RESULT_MARKER + json.dumps(result.to_dict(), sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def run_guarded(names: tuple[str, ...], fn: Callable[[], list[CheckResult]]) -> list[CheckResult]:
+    """Run a check; an exception fails every name it owns, with the exception as evidence."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - a crashing check is a failing check, never a silent one
+        tail = traceback.format_exc().strip().splitlines()[-1]
+        return [CheckResult.failed(n, "check completes", f"raised {tail or exc}") for n in names]
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: checks.py CONTEXT.json\n")
+        return 2
+    with open(argv[1]) as fh:
+        ctx = SmokeContext.from_json(fh.read())
+    sys.stdout.write(PLAN_MARKER + json.dumps(planned_names(ctx)) + "\n")
+    sys.stdout.flush()
+    session = Session(ctx)
+    failed = False
+    for declared, fn in CHECKS:
+        names = declared or tuple(
+            "cuda-lib:" + short
+            for short, _ in cuda_sonames(ctx.label("cuda") or "11", ctx.label("cudnn") or "8")
+        )
+        for result in run_guarded(names, functools.partial(fn, session)):
+            failed = failed or result.status == FAIL
+            emit(result)
+    for result in _gpu_module().run_gpu_checks(session):
+        failed = failed or result.status == FAIL
+        emit(result)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
