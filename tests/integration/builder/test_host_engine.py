@@ -1,0 +1,140 @@
+"""builder.host and builder.engine_caps against this machine's real Docker engine and CLIs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from builder import engine_caps, host
+from builder.errors import HostError
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def client() -> Iterator[docker.DockerClient]:
+    engine = host.ensure_engine(auto_start=False)
+    yield engine
+    engine.close()
+
+
+def test_ensure_engine_returns_a_client_that_talks_to_the_running_engine(client: docker.DockerClient) -> None:
+    assert client.ping() is True
+    assert client.version()["Version"]
+
+
+def test_ensure_engine_is_idempotent_with_auto_start(client: docker.DockerClient) -> None:
+    # The engine is up, so auto_start must not start a second dockerd: same daemon id both times.
+    again = host.ensure_engine(auto_start=True)
+    try:
+        assert again.info()["ID"] == client.info()["ID"]
+    finally:
+        again.close()
+
+
+def test_missing_daemon_gives_one_line_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    socket = tmp_path / "no-such-dir" / "docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket}")
+    with pytest.raises(HostError) as info:
+        host.ensure_engine(auto_start=False)
+    message = str(info.value)
+    assert message.startswith(f"Docker engine not reachable at unix://{socket}: ")
+    assert message.endswith("run scripts/setup-host.sh or start dockerd")
+    assert "\n" not in message
+
+
+def test_auto_start_does_not_touch_a_non_default_socket(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Starting dockerd cannot create an engine at an arbitrary DOCKER_HOST, so we must not try.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    with pytest.raises(HostError, match="Docker engine not reachable"):
+        host.ensure_engine(auto_start=True)
+    assert not (tmp_path / "docker.sock").exists()
+
+
+def test_ensure_tools_is_a_no_op_when_everything_is_installed() -> None:
+    assert host.ensure_tools(["dpkg", "mmdebstrap", "dpkg"]) == []
+
+
+def test_ensure_tools_names_a_package_apt_does_not_know() -> None:
+    if not host.is_root():
+        pytest.skip("as non-root ensure_tools refuses before apt; this checks the apt failure path")
+    with pytest.raises(HostError) as info:
+        host.ensure_tools(["strata-no-such-package"])
+    assert "strata-no-such-package" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_detect_builder_picks_buildkit_through_the_debian_cli(client: docker.DockerClient) -> None:
+    engine_caps.clear_cache()
+    env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    env.pop("STRATA_BUILDER", None)
+    if not Path("/usr/local/bin/docker").exists() or not Path("/usr/bin/docker").exists():
+        pytest.skip("this checks the shadowing shape of the Strata build host (both CLIs present)")
+    choice = engine_caps.detect_builder(client, env)
+    assert choice.kind == "buildkit-cli"
+    assert choice.cli == "/usr/bin/docker"
+    assert choice.engine_version == client.version()["Version"]
+    assert engine_caps.detect_builder(client, env) is choice  # cached per process
+
+
+def test_a_build_through_the_chosen_builder_works_and_uses_buildkit(client: docker.DockerClient) -> None:
+    engine_caps.clear_cache()
+    env = {**os.environ, "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    env.pop("STRATA_BUILDER", None)
+    choice = engine_caps.detect_builder(client, env)
+    if choice.kind == "legacy":
+        pytest.fail(f"expected a BuildKit path on this host, got legacy: {choice.reason}")
+    tag = f"strata-test-caps:{uuid.uuid4().hex[:10]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        context = Path(tmp)
+        (context / "hello.txt").write_text("hello\n")
+        (context / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+        argv = choice.build_argv(context, tag)
+        proc = subprocess.run(
+            argv, env=choice.build_env(env), capture_output=True, text=True, timeout=300, check=False
+        )
+        output = proc.stdout + proc.stderr
+        try:
+            assert proc.returncode == 0, output
+            # BuildKit's progress output, which the legacy builder ("Step 1/2 : FROM scratch") never prints.
+            assert "load build definition from Dockerfile" in output
+            assert "Step 1/2" not in output
+            image = client.images.get(tag)
+            assert image.attrs["RootFS"]["Layers"]
+        finally:
+            client.images.remove(tag, force=True)
+
+
+def test_the_shadowing_new_cli_really_cannot_build_with_buildkit() -> None:
+    # Guards the premise of detect_builder: trusting the first docker on PATH would fail here.
+    cli = shutil.which("docker", path="/usr/local/bin")
+    if cli is None:
+        pytest.skip("no /usr/local/bin/docker on this host")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "Dockerfile").write_text("FROM scratch\n")
+        proc = subprocess.run(
+            [cli, "build", "-q", tmp],
+            check=False,
+            env={**os.environ, "DOCKER_BUILDKIT": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode != 0
+    assert "buildx" in proc.stderr
+
+
+def test_override_legacy_builds_through_the_sdk(client: docker.DockerClient) -> None:
+    engine_caps.clear_cache()
+    choice = engine_caps.detect_builder(client, {**os.environ, "STRATA_BUILDER": "legacy"})
+    assert (choice.kind, choice.cli) == ("legacy", None)
