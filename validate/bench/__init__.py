@@ -1,0 +1,1 @@
+"""Benchmarks: in-image workloads, equivalence statistics, the SQLite ledger, reports and the runner."""
