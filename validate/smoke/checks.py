@@ -600,9 +600,12 @@ def planned_names(ctx: SmokeContext) -> list[str]:
 
 
 def _gpu_module() -> Any:
-    try:
+    if __package__:  # imported from the host's validate.smoke package
         from validate.smoke import gpu_checks
-    except ImportError:  # inside an image the two files sit side by side, outside any package
+    else:  # run as a script inside an image: gpu_checks.py sits beside this file
+        here = os.path.dirname(os.path.abspath(__file__))
+        if here not in sys.path:
+            sys.path.insert(0, here)
         import gpu_checks  # type: ignore[no-redef]
     return gpu_checks
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-try:
+if __package__:
     from validate.smoke.checks import FAIL, NOT_RUN, CheckResult, run_guarded
-except ImportError:  # inside an image the two files sit side by side, outside any package
+else:  # inside an image the two files sit side by side, outside any package
     from checks import FAIL, NOT_RUN, CheckResult, run_guarded  # type: ignore[no-redef]
 
 GPU_CHECK_NAMES = (
