@@ -23,7 +23,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 SCHEMA = "strata.bench.workload/1"
 WORKLOADS = ("resnet50", "resnet50-xla", "bert-encoder", "matmul", "input-pipeline")
@@ -47,7 +48,7 @@ class WorkloadError(Exception):
     """A workload cannot run as asked (no GPU, unknown name); reported as one line, non-zero exit."""
 
 
-def coefficient_of_variation(values: List[float]) -> float:
+def coefficient_of_variation(values: list[float]) -> float:
     """Sample standard deviation over mean; 0.0 for fewer than two values."""
     if len(values) < 2:
         return 0.0
@@ -55,20 +56,20 @@ def coefficient_of_variation(values: List[float]) -> float:
     return statistics.stdev(values) / mean if mean > 0 else float("inf")
 
 
-def warmup_steps(step_times: List[float], window: int, cv_bound: float) -> Optional[int]:
+def warmup_steps(step_times: list[float], window: int, cv_bound: float) -> int | None:
     """Number of leading steps before the first window of `window` steps whose CV is under `cv_bound`.
 
     Returns None when no window is steady (the run never warmed up).
     >>> warmup_steps([5.0, 1.0, 1.0, 1.0, 1.0, 1.0], 5, 0.05)
     1
     """
-    for start in range(0, len(step_times) - window + 1):
+    for start in range(len(step_times) - window + 1):
         if coefficient_of_variation(step_times[start : start + window]) < cv_bound:
             return start
     return None
 
 
-def summarize_steps(step_times: List[float], device: str) -> Dict[str, Any]:
+def summarize_steps(step_times: list[float], device: str) -> dict[str, Any]:
     """Warm-up length and steady-state median step time from raw per-step times."""
     bound = WARMUP_CV_BOUND[device]
     warm = warmup_steps(step_times, WARMUP_WINDOW, bound)
@@ -112,7 +113,7 @@ NVIDIA_SMI_FIELDS = (
 )
 
 
-def nvidia_smi_gpus() -> List[Dict[str, str]]:
+def nvidia_smi_gpus() -> list[dict[str, str]]:
     """One dict per GPU from `nvidia-smi --query-gpu`; empty when nvidia-smi is absent or fails."""
     try:
         out = subprocess.run(
@@ -132,7 +133,7 @@ def nvidia_smi_gpus() -> List[Dict[str, str]]:
     return gpus
 
 
-def environment(tf: Any) -> Dict[str, Any]:
+def environment(tf: Any) -> dict[str, Any]:
     """What a reader needs to trust or question a number: TF build, settings, CPU and GPUs."""
     try:
         build_info = {k: str(v) for k, v in dict(tf.sysconfig.get_build_info()).items()}
@@ -183,7 +184,7 @@ def environment(tf: Any) -> Dict[str, Any]:
 # Each builder returns (step, samples_per_step, details); step() runs one step and blocks until it is done.
 
 
-def _resnet50(tf: Any, device: str, size: str, jit: bool) -> Tuple[Step, int, Dict[str, Any]]:
+def _resnet50(tf: Any, device: str, size: str, jit: bool) -> tuple[Step, int, dict[str, Any]]:
     batch, side = {"tiny": (2, 32), "small": (8, 64), "full": (64 if device == "cpu" else 128, 224)}[size]
     if device == "gpu":
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
@@ -204,7 +205,7 @@ def _resnet50(tf: Any, device: str, size: str, jit: bool) -> Tuple[Step, int, Di
     return step, batch, details
 
 
-def _bert_encoder(tf: Any, device: str, size: str) -> Tuple[Step, int, Dict[str, Any]]:
+def _bert_encoder(tf: Any, device: str, size: str) -> tuple[Step, int, dict[str, Any]]:
     # BERT-base is 12 layers x 768 hidden x 12 heads, seq 128; smaller shapes keep CPU runs short.
     layers_n, hidden, heads, seq, batch = {
         "tiny": (1, 64, 2, 32, 4),
@@ -239,7 +240,7 @@ def _bert_encoder(tf: Any, device: str, size: str) -> Tuple[Step, int, Dict[str,
     return step, batch, details
 
 
-def _matmul(tf: Any, device: str, size: str) -> Tuple[Step, int, Dict[str, Any]]:
+def _matmul(tf: Any, device: str, size: str) -> tuple[Step, int, dict[str, Any]]:
     n, chain = {"tiny": (512, 4), "small": (1024, 4), "full": (2048 if device == "cpu" else 8192, 8)}[size]
     dtype = tf.float16 if device == "gpu" else tf.float32
     a = tf.random.uniform((n, n), dtype=tf.float32, seed=4)
@@ -259,11 +260,13 @@ def _matmul(tf: Any, device: str, size: str) -> Tuple[Step, int, Dict[str, Any]]
     return step, chain, details
 
 
-def _input_pipeline(tf: Any, device: str, size: str) -> Tuple[Step, int, Dict[str, Any]]:
+def _input_pipeline(tf: Any, device: str, size: str) -> tuple[Step, int, dict[str, Any]]:
     side, batch = {"tiny": (64, 64), "small": (128, 32), "full": (256, 128)}[size]
     crop = side * 7 // 8
     raw = tf.random.uniform((64, side, side, 3), maxval=255, dtype=tf.int32, seed=6)
-    encoded = tf.map_fn(lambda im: tf.io.encode_jpeg(tf.cast(im, tf.uint8)), raw, fn_output_signature=tf.string)
+    encoded = tf.map_fn(
+        lambda im: tf.io.encode_jpeg(tf.cast(im, tf.uint8)), raw, fn_output_signature=tf.string
+    )
 
     def decode_augment(jpeg: Any) -> Any:
         image = tf.cast(tf.io.decode_jpeg(jpeg, channels=3), tf.float32) / 255.0
@@ -287,7 +290,7 @@ def _input_pipeline(tf: Any, device: str, size: str) -> Tuple[Step, int, Dict[st
     return step, batch, {"batch": batch, "image_side": side, "jpeg_decode": True}
 
 
-def build_workload(tf: Any, name: str, device: str, size: str) -> Tuple[Step, int, Dict[str, Any]]:
+def build_workload(tf: Any, name: str, device: str, size: str) -> tuple[Step, int, dict[str, Any]]:
     """The step function, samples per step and shape details of workload `name`."""
     if name == "resnet50":
         return _resnet50(tf, device, size, jit=False)
@@ -305,13 +308,13 @@ def build_workload(tf: Any, name: str, device: str, size: str) -> Tuple[Step, in
 # ---------------------------------------------------------------- timing
 
 
-def time_steps(step: Step, steps: int, sleep_fraction: float) -> Tuple[List[float], float]:
+def time_steps(step: Step, steps: int, sleep_fraction: float) -> tuple[list[float], float]:
     """Per-step wall times and the epoch time the first step finished.
 
     With sleep_fraction > 0 each step also sleeps that fraction of its duration (the planted-slowdown hook);
     the sleep is part of the recorded step time, as a real slowdown would be.
     """
-    times: List[float] = []
+    times: list[float] = []
     first_step_done = 0.0
     for i in range(steps):
         start = time.perf_counter()
@@ -324,14 +327,14 @@ def time_steps(step: Step, steps: int, sleep_fraction: float) -> Tuple[List[floa
     return times, first_step_done
 
 
-def run(name: str, device: str, size: str, steps: int) -> Dict[str, Any]:
+def run(name: str, device: str, size: str, steps: int) -> dict[str, Any]:
     """Run one workload and return the result document (see module docstring)."""
     if name not in WORKLOADS:
         raise WorkloadError("unknown workload {!r}; known: {}".format(name, ", ".join(WORKLOADS)))
     if size not in SIZES:
         raise WorkloadError("unknown size {!r}; known: {}".format(size, ", ".join(SIZES)))
     if steps < WARMUP_WINDOW + 1:
-        raise WorkloadError("--steps must be at least {}".format(WARMUP_WINDOW + 1))
+        raise WorkloadError(f"--steps must be at least {WARMUP_WINDOW + 1}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import_start = time.time()
     import tensorflow as tf
@@ -339,8 +342,9 @@ def run(name: str, device: str, size: str, steps: int) -> Dict[str, Any]:
     import_s = time.time() - import_start
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
-        raise WorkloadError("--device gpu but TensorFlow sees no GPU (built with CUDA: {})".format(
-            tf.test.is_built_with_cuda()))
+        raise WorkloadError(
+            f"--device gpu but TensorFlow sees no GPU (built with CUDA: {tf.test.is_built_with_cuda()})"
+        )
     if device == "cpu" and gpus:
         tf.config.set_visible_devices([], "GPU")  # a CPU benchmark must not silently use a GPU
     device_count = max(1, len(gpus)) if device == "gpu" else 1
@@ -373,7 +377,7 @@ def run(name: str, device: str, size: str, steps: int) -> Dict[str, Any]:
     }
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Command-line entry point inside the image."""
     parser = argparse.ArgumentParser(description="Strata benchmark workload (runs inside a TF image).")
     parser.add_argument("--workload", required=True, choices=WORKLOADS)
@@ -385,7 +389,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         result = run(args.workload, args.device, args.size, args.steps or DEFAULT_STEPS[args.size])
     except WorkloadError as exc:
-        print("strata-bench: {}: {}".format(args.workload, exc), file=sys.stderr)
+        print(f"strata-bench: {args.workload}: {exc}", file=sys.stderr)
         return EXIT_NO_GPU if "GPU" in str(exc) else EXIT_BAD_ARGS
     text = json.dumps(result, indent=1, sort_keys=True)
     if args.json_out:
