@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
-from registry_sync.client import DOCKER_MANIFEST_V2, RegistryClient, RegistryError, UploadSession, sha256_of
+from registry_sync.client import (
+    DEFAULT_CHUNK_SIZE,
+    DOCKER_MANIFEST_V2,
+    RegistryClient,
+    RegistryError,
+    UploadSession,
+    sha256_of,
+)
 from registry_sync.compress import COMPRESSION, COMPRESSION_ANNOTATION, CompressedLayer, CompressedLayerCache
 from registry_sync.tags import AuditLog, TagAction, TagPolicy, plan_tags
 
@@ -196,6 +203,7 @@ def push_archive(
     mount_from: Sequence[str] = (),
     cache_dir: Path | None = None,
     on_progress: ProgressCallback | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PushResult:
     """Push the image in `archive` to `repository` under `tags`; see the module docstring for the order.
 
@@ -224,7 +232,12 @@ def push_archive(
         session = _ensure_blob(client, repository, layer.digest, mount_from, tally)
         if session is not None:
             tally.bytes_uploaded += client.upload_file(
-                repository, layer.digest, layer.path, session=session, on_progress=on_progress
+                repository,
+                layer.digest,
+                layer.path,
+                session=session,
+                on_progress=on_progress,
+                chunk_size=chunk_size,
             )
             tally.uploaded.append(layer.digest)
     for digest in [image.config_digest] + [layer.digest for layer in layers]:
