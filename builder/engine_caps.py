@@ -217,11 +217,14 @@ def verify_choice(choice: BuilderChoice, client: docker.DockerClient) -> str | N
     tag = f"strata-builder-probe:{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="strata-probe-") as tmp:
         context = Path(tmp)
-        (context / "probe.txt").write_text("strata builder probe\n")
+        # Unique content: a cached, content-identical image could be pruned by someone else mid-probe.
+        (context / "probe.txt").write_text(f"strata builder probe {tag}\n")
         (context / "Dockerfile").write_text("FROM scratch\nCOPY probe.txt /probe.txt\n")
         try:
             if choice.cli is None:
-                client.images.build(path=str(context), tag=tag, rm=True, timeout=VERIFY_TIMEOUT_SECONDS)
+                client.images.build(
+                    path=str(context), tag=tag, rm=True, nocache=True, timeout=VERIFY_TIMEOUT_SECONDS
+                )
             else:
                 argv = choice.build_argv(context, tag, quiet=True)
                 proc = _run(argv, VERIFY_TIMEOUT_SECONDS, env=choice.build_env(os.environ))
@@ -252,7 +255,8 @@ def detect_builder(client: docker.DockerClient, environ: Mapping[str, str] | Non
     """
     env = os.environ if environ is None else environ
     override = read_override(env)
-    key = (str(client.api.base_url), env.get("PATH", ""), override)
+    # The daemon's ID, not the client's URL: unix sockets all show up as http+docker://localhost.
+    key = (str(client.info().get("ID", client.api.base_url)), env.get("PATH", ""), override)
     if key in _CACHE:
         return _CACHE[key]
     version_info = client.version()

@@ -3,6 +3,7 @@
 #   1. apt-install what is missing (one `apt-get update`, skipped entirely when all is present)
 #   2. start dockerd if `/usr/bin/docker info` fails, with a bounded wait for its socket
 #   3. create/refresh a virtualenv at ${STRATA_VENV:-.venv} with `pip install -e '.[test]'`
+#      (STRATA_SETUP_VENV=0 skips this, e.g. when CI already provides the Python environment)
 # A second run on a ready machine does no apt and no network-heavy work.
 # Exits non-zero with one line `setup-host: <reason>` on failure.
 set -euo pipefail
@@ -83,5 +84,5 @@ setup_venv() {
 
 install_packages
 start_engine
-setup_venv
+if [ "${STRATA_SETUP_VENV:-1}" != 0 ]; then setup_venv; fi
 echo "setup-host: ready"

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,51 @@ def test_override_legacy_builds_through_the_sdk(client: docker.DockerClient) -> 
     engine_caps.clear_cache()
     choice = engine_caps.detect_builder(client, {**os.environ, "STRATA_BUILDER": "legacy"})
     assert (choice.kind, choice.cli) == ("legacy", None)
+
+
+def test_start_dockerd_reports_a_daemon_that_dies_with_its_last_log_lines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A real process standing in for a dockerd that cannot start; the running engine is left alone
+    # because DOCKER_HOST points the readiness check at a socket nobody serves.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    failing = tmp_path / "dockerd"
+    failing.write_text(
+        "#!/bin/sh\necho 'starting up'\necho 'failed to start daemon: pid file found' >&2\nexit 1\n"
+    )
+    failing.chmod(0o755)
+    log = tmp_path / "logs" / "dockerd.log"
+    started = time.monotonic()
+    with pytest.raises(HostError) as info:
+        host.start_dockerd(str(failing), log, wait_seconds=20)
+    assert time.monotonic() - started < 10  # noticed the exit, did not sit out the whole wait
+    message = str(info.value)
+    assert "dockerd did not come up (exited with 1)" in message
+    assert "starting up | failed to start daemon: pid file found" in message
+    assert "\n" not in message
+
+
+SETUP_SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "setup-host.sh"
+SETUP_PACKAGES = ("docker.io", "mmdebstrap", "docker-registry", "skopeo", "docker-compose", "busybox-static",
+                  "uidmap", "diffoscope-minimal")  # fmt: skip
+
+
+def test_setup_host_is_a_fast_no_op_on_a_ready_host(client: docker.DockerClient) -> None:
+    missing = host.missing_packages(SETUP_PACKAGES, host.installed_statuses(SETUP_PACKAGES))
+    if missing:
+        pytest.skip(f"host not set up yet ({' '.join(missing)} missing): run scripts/setup-host.sh first")
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["bash", str(SETUP_SCRIPT)],
+        env={**os.environ, "STRATA_SETUP_VENV": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert "setup-host: packages present" in proc.stdout
+    assert "setup-host: docker engine running" in proc.stdout
+    assert "installing" not in proc.stdout and "starting dockerd" not in proc.stdout
+    assert elapsed < 10
