@@ -10,12 +10,10 @@ reference (tag in the strata scheme, labels set); the fault images are then deri
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,11 +172,14 @@ def fault_images(docker_client: docker.DockerClient, smoke_good_image: str) -> I
     faults.remove_all()
 
 
+@pytest.fixture(scope="session")
 def cudart_wheel() -> tuple[str, bytes]:
+    """The real nvidia-cuda-runtime-cu11 wheel (file name, bytes)."""
     wheel = max(ensure_wheels().glob("nvidia_cuda_runtime_cu11-*.whl"))
     return wheel.name, wheel.read_bytes()
 
 
+@pytest.fixture
 def private_key_pem() -> bytes:
     """A fresh RSA key, made for this test run only."""
     out = subprocess.run(
@@ -186,13 +187,3 @@ def private_key_pem() -> bytes:
         check=True, stdout=subprocess.PIPE,
     )  # fmt: skip
     return out.stdout
-
-
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
