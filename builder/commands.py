@@ -14,7 +14,7 @@ from builder.plan import Plan, build_plan
 
 def add_matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
     """--matrix, --profile and (optionally) --only, shared by every command that reads the matrix."""
-    p.add_argument("--matrix", default=DEFAULT_MATRIX, metavar="FILE", help="matrix file (default: matrix.yaml)")
+    p.add_argument("--matrix", nargs="?", const=DEFAULT_MATRIX, default=DEFAULT_MATRIX, metavar="FILE", help="matrix file (default: matrix.yaml)")
     p.add_argument("--profile", default=DEFAULT_PROFILE, help="where bases come from: hermetic (default) or upstream")
     if only:
         p.add_argument(
@@ -48,6 +48,8 @@ def register(sub: Any) -> None:
     add_matrix_args(p)
     p.add_argument("--format", choices=["table", "json", "github"], default="table")
     p.set_defaults(func=cmd_plan)
+    register_lock(sub)
+    register_build(sub)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -119,3 +121,95 @@ def print_plan_table(plan: Plan) -> None:
         state = "-" if n.lock_path is None else ("ok" if n.lock and n.lock.inputs == n.lock_inputs else "stale")
         table.add_row(n.id, n.layer, n.parent or "-", ",".join(n.cells), n.content_hash[:12], state, n.tags[0].split("/", 1)[1])
     Console(width=200).print(table)
+
+
+def register_lock(sub: Any) -> None:
+    p = sub.add_parser(
+        "lock",
+        help="pin every input: wheels with sha256, base root filesystems and their Debian packages",
+        description="Resolve each node's requirements for its Python and platform into locks/<profile>/<node>.lock.\n"
+        "Re-running with nothing changed writes nothing.\n\nexample: strata lock --check",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.add_argument("--check", action="store_true", help="only report; exit 1 if any lock is missing or stale")
+    p.add_argument("--refresh", action="store_true", help="re-resolve even fresh locks (picks up new releases)")
+    p.set_defaults(func=cmd_lock)
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from builder.lock import lock_states, write_locks
+    from builder.paths import cache_dir
+
+    plan = load_plan(args)
+    if args.check:
+        bad = [s for s in lock_states(plan) if s.state != "ok"]
+        for s in bad:
+            print(f"{s.path}: {s.state} (run: strata lock)", file=sys.stderr)
+        if not bad:
+            print(f"all {len(lock_states(plan))} locks are current")
+        return 1 if bad else 0
+    results = write_locks(plan, cache_dir(plan.matrix.root), refresh=args.refresh)
+    written = [r for r in results if r.state == "written"]
+    for r in written:
+        print(f"wrote {r.path}")
+    print(f"{len(written)} lock(s) written, {len(results) - len(written)} unchanged")
+    return 0
+
+
+def register_build(sub: Any) -> None:
+    p = sub.add_parser(
+        "fetch",
+        help="download every locked wheel once into the content-addressed wheelhouse",
+        description="Download and sha256-verify every wheel the selected locks name; corrupt files are re-fetched.\n\n"
+        "example: strata fetch --only 'tf2.13.1-*'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser(
+        "build",
+        help="build the plan's images on the local Docker engine",
+        description="Build every node of the plan that the engine does not already have, parents first;\n"
+        "sets up the host (engine, mmdebstrap) when missing.\n\nexample: strata build --matrix --only 'tf2.13.1-*'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.add_argument("--jobs", type=int, default=1, help="independent nodes to build at once (default 1)")
+    p.add_argument("--keep-going", action="store_true", help="after a failure, still build independent nodes")
+    p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
+    p.add_argument("--verbose", action="store_true", help="stream every build log line")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
+    p.set_defaults(func=cmd_build)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from builder.fetch import fetch_wheels
+    from builder.paths import cache_dir
+
+    plan = load_plan(args)
+    wheels = [w for n in plan.nodes if n.lock for w in n.lock.wheels]
+    result = fetch_wheels(cache_dir(plan.matrix.root), wheels, repair=True)
+    for name in result.repaired:
+        print(f"re-fetched {name}: the stored file failed its sha256 check")
+    print(f"{result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.1f} MB), {result.reused} already verified")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from builder.build import BuildOptions, build_images, check_buildable
+    from builder.host import ensure_engine
+    from builder.progress import BuildReporter
+
+    plan = load_plan(args)
+    check_buildable(plan)
+    reporter = BuildReporter(quiet=args.quiet or args.format == "json", verbose=args.verbose)
+    client = ensure_engine(auto_start=True)
+    outcomes = build_images(plan, client, BuildOptions(jobs=args.jobs, keep_going=args.keep_going, on_event=reporter.event))
+    if args.format == "json":
+        json.dump([o.to_json() for o in outcomes], sys.stdout, indent=2)
+        print()
+    else:
+        reporter.summary(outcomes)
+    return 1 if any(o.status in ("failed", "skipped") for o in outcomes) else 0

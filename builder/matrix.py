@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import fnmatch
 import typing
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def parse_matrix(text: str, file: str, *, profile: str = DEFAULT_PROFILE, root: 
     if profile not in model.profiles:
         raise MatrixError(
             f"unknown profile '{profile}' (matrix defines: {', '.join(model.profiles)})",
-            doc.locate(("profiles",)),
+            doc.locate(("profiles",), key=True),
         )
     cells = _expand_cells(model, profile, doc, root, errors)
     _check_references(model, cells, doc, root, errors)
@@ -111,7 +112,15 @@ def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
     kind = err["type"]
     if kind == "missing":
         field = loc[-1]
-        return MatrixError(f"missing required key '{field}'" + _under(loc[:-1]), doc.locate(loc[:-1]))
+        return MatrixError(f"missing required key '{field}'" + _under(loc[:-1]), doc.locate(loc[:-1], key=True))
+    if loc and loc[-1] == "[key]":
+        key = str(loc[-2])
+        expected = msg_choices = err["msg"].removeprefix("Input should be ")
+        close = difflib.get_close_matches(key, [c.strip("' ") for c in re.split(r",| or ", msg_choices)], n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return MatrixError(
+            f"unknown key '{key}' in '{_dotted(loc[:-2])}' (expected {expected}){hint}", doc.locate(loc[:-1], key=True)
+        )
     if kind == "extra_forbidden":
         key = str(loc[-1])
         hint = ""
@@ -123,7 +132,8 @@ def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
             hint = f" (valid keys: {', '.join(sorted(choices))})"
         return MatrixError(f"unknown key '{key}'" + _under(loc[:-1]) + hint, doc.locate(loc, key=True))
     value = _value_at(doc.data, loc)
-    where = doc.locate(loc)
+    # A rule about a whole mapping points at the key that names it.
+    where = doc.locate(loc, key=isinstance(value, dict))
     msg = err["msg"]
     if kind.endswith("_type") or kind in ("string_type", "int_type"):
         got = type(value).__name__
@@ -234,6 +244,10 @@ def _expand_cells(
                 )
             )
             continue
+        if compat.tf_minor(fw.tf) not in compat.TF_RULES:
+            known = ", ".join(sorted(compat.TF_RULES))
+            errors.append(MatrixError(f"no compatibility rules for tf {fw.tf} (known: {known})", doc.locate(fw_path + ("tf",))))
+            continue
         tools_req = model.tools.requirements.get(compat.tf_minor(fw.tf))
         if tools_req is None:
             errors.append(
@@ -297,8 +311,6 @@ def _expand_cells(
                     " (allowed only with 'allow: {reason: ...}' on this profile entry)" if v.deviation else ""
                 )
                 errors.append(MatrixError(v.message + suffix, doc.locate(field_path)))
-            if violations and not any(v.deviation for v in violations) and fp.allow is None:
-                pass
             if fp.allow is not None and not any(v.deviation for v in violations) and flavor == "gpu":
                 errors.append(
                     MatrixError(
@@ -393,5 +405,5 @@ def _check_references(
         for layer in ("base", "cuda", "framework", "tools", "user"):
             if layer not in declared:
                 errors.append(
-                    MatrixError(f"tags.{table} has no entry for layer '{layer}'", doc.locate(("tags", table)))
+                    MatrixError(f"tags.{table} has no entry for layer '{layer}'", doc.locate(("tags", table), key=True))
                 )

@@ -216,6 +216,8 @@ def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
             "variant": "minbase",
             "packages": sorted(cell.os.packages),
             "epoch": m.source_date_epoch,
+            "security": cell.os.security,
+            "updates": cell.os.updates,
         }
     chain.append(
         _Spec(

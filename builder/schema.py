@@ -46,6 +46,10 @@ class OsSpec(Strict):
     packages: list[str] = Field(min_length=1)
     suite: str | None = None
     mirror: str | None = None
+    # Off by default: the main suite changes only at point releases, so a committed lock stays valid;
+    # turn on for security fixes and refresh the lock (the weekly rebuild does) whenever the archive moves.
+    security: bool = False
+    updates: bool = False
     image: str | None = None
 
     @field_validator("python")

@@ -1,0 +1,258 @@
+"""`strata build`: turn the plan into canonical images on the local engine, parents first, skipping what exists.
+
+Flow per node: context (Dockerfile + lock or root filesystem) → engine build (BuildKit or legacy) → canonical
+image loaded back under the node's content tag and version tags. A node whose content hash is already in the
+engine is not rebuilt; a failed node skips its descendants and, with keep_going, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from builder.errors import BuildError, ErrorList, MatrixError, StrataError
+from builder.fetch import fetch_wheels, link_wheelhouse
+from builder.lock import lock_states, rootfs_spec
+from builder.paths import build_dir, cache_dir
+from builder.plan import LayerNode, Plan
+
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+LABEL_HASH = "io.strata.content-hash"
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    status: str  # built | cached | failed | skipped
+    seconds: float = 0.0
+    size: int = 0
+    image_id: str = ""
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "status": self.status,
+            "seconds": round(self.seconds, 2),
+            "size": self.size,
+            "image_id": self.image_id,
+            "message": self.message,
+        }
+
+
+@dataclass
+class BuildOptions:
+    jobs: int = 1
+    keep_going: bool = False
+    force: bool = False  # ignore images already in the engine (used by verify)
+    keep_layouts: bool = False
+    on_event: Callable[[str, str], None] = field(default=lambda node, msg: None)
+
+
+def check_buildable(plan: Plan) -> None:
+    """Everything that must hold before touching the engine: fresh locks, real digests."""
+    errors: list[StrataError] = []
+    for s in lock_states(plan):
+        if s.state != "ok":
+            errors.append(MatrixError(f"{s.path} is {s.state} for node {s.node}: run `strata lock`"))
+    for n in plan.nodes:
+        if n.base_image and n.base_image.endswith(PLACEHOLDER_DIGEST):
+            errors.append(MatrixError(f"node {n.id}: base image {n.base_image} has a placeholder digest; set the real one"))
+    if errors:
+        raise ErrorList(errors)
+
+
+def existing_image(client: docker.DockerClient, node: LayerNode) -> Any | None:
+    """The engine's image for this node's content hash, if present and labelled with that hash."""
+    try:
+        image = client.images.get(node.cache_ref)
+    except docker.errors.ImageNotFound:
+        return None
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return image if labels.get(LABEL_HASH) == node.content_hash else None
+
+
+def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions) -> list[NodeOutcome]:
+    """Build every node of the plan that the engine does not already have; return one outcome per node."""
+    check_buildable(plan)
+    root = plan.matrix.root
+    outcomes: dict[str, NodeOutcome] = {}
+    todo: list[LayerNode] = []
+    for node in plan.nodes:
+        image = None if options.force else existing_image(client, node)
+        if image is not None:
+            _tag_all(image, node)
+            outcomes[node.id] = NodeOutcome(node.id, "cached", size=int(image.attrs.get("Size", 0)), image_id=image.id)
+        else:
+            todo.append(node)
+    if not todo:
+        return [outcomes[n.id] for n in plan.nodes]
+
+    from builder.engine_caps import detect_builder
+
+    choice = detect_builder(client)
+    options.on_event("-", f"builder: {choice.kind} ({choice.reason})")
+    cache = cache_dir(root)
+    work = build_dir(root)
+    wheel_root = work / "wheelhouse"
+    # Fetch once for the whole run: each wheel is downloaded at most once and verified before any build.
+    wheels = [w for n in todo if n.lock for w in n.lock.wheels]
+    if wheels:
+        result = fetch_wheels(cache, wheels, repair=False, progress=None)
+        options.on_event("-", f"wheelhouse: {result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.0f} MB), {result.reused} reused")
+    for n in todo:
+        if n.lock and n.lock.wheels:
+            link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
+
+    from builder.wheelserver import WheelServer
+
+    with WheelServer(wheel_root) as server:
+        _run_dag(plan, todo, client, choice, server, cache, work, options, outcomes)
+    return [outcomes[n.id] for n in plan.nodes]
+
+
+def _run_dag(
+    plan: Plan,
+    todo: list[LayerNode],
+    client: docker.DockerClient,
+    choice: Any,
+    server: Any,
+    cache: Path,
+    work: Path,
+    options: BuildOptions,
+    outcomes: dict[str, NodeOutcome],
+) -> None:
+    pending = {n.id: n for n in todo}
+    running: dict[Future[NodeOutcome], str] = {}
+    stop = False
+    lock = threading.Lock()
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        while pending or running:
+            if not stop:
+                for node_id, node in list(pending.items()):
+                    parent_state = outcomes.get(node.parent).status if node.parent and node.parent in outcomes else None
+                    if node.parent and node.parent in pending:
+                        continue
+                    if node.parent and any(node.parent == rid for rid in running.values()):
+                        continue
+                    if node.parent and parent_state not in ("built", "cached"):
+                        outcomes[node_id] = NodeOutcome(node_id, "skipped", message=f"parent {node.parent} {parent_state}")
+                        del pending[node_id]
+                        continue
+                    if len(running) >= max(1, options.jobs):
+                        break
+                    del pending[node_id]
+                    fut = pool.submit(_build_one, plan, node, client, choice, server, cache, work, options)
+                    running[fut] = node_id
+            if not running:
+                if stop:
+                    for node_id in list(pending):
+                        outcomes[node_id] = NodeOutcome(node_id, "skipped", message="stopped after an earlier failure")
+                        del pending[node_id]
+                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                node_id = running.pop(fut)
+                with lock:
+                    outcomes[node_id] = fut.result()
+                if outcomes[node_id].status == "failed" and not options.keep_going:
+                    stop = True
+
+
+def _build_one(
+    plan: Plan,
+    node: LayerNode,
+    client: docker.DockerClient,
+    choice: Any,
+    server: Any,
+    cache: Path,
+    work: Path,
+    options: BuildOptions,
+) -> NodeOutcome:
+    from builder.canonical import CanonicalPolicy
+    from builder.engine import BuildRequest, build_image
+    from builder.image_engine import canonicalize_image
+
+    start = time.monotonic()
+    options.on_event(node.id, "preparing context")
+    try:
+        context = _prepare_context(plan, node, cache, work / "context" / node.id)
+        build_tag = f"strata-build/{node.id}:{node.content_hash[:16]}"
+        args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": server.url_for(node.id)}
+        if node.parent:
+            args["PARENT_IMAGE"] = plan.node(node.parent).local_ref
+        options.on_event(node.id, "building")
+        build_image(
+            client,
+            choice,
+            BuildRequest(node.id, context, build_tag, args, work / "logs" / f"{node.id}.log"),
+            on_line=lambda line: options.on_event(node.id, line),
+        )
+        options.on_event(node.id, "canonicalizing")
+        layout_dir = Path(tempfile.mkdtemp(prefix=f"strata-{node.id}-", dir=work))
+        try:
+            image = canonicalize_image(
+                build_tag,
+                layout_dir / "image",
+                CanonicalPolicy(epoch=plan.matrix.model.source_date_epoch, compression="none"),
+                tag=node.cache_ref,
+                load=True,
+                client=client,
+            )
+        finally:
+            if not options.keep_layouts:
+                shutil.rmtree(layout_dir, ignore_errors=True)
+        try:
+            client.images.remove(build_tag, noprune=False)
+        except docker.errors.APIError:
+            pass
+        loaded = client.images.get(image.config_digest)
+        _tag_all(loaded, node)
+        shutil.rmtree(context, ignore_errors=True)
+        return NodeOutcome(node.id, "built", time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id)
+    except StrataError as exc:
+        return NodeOutcome(node.id, "failed", time.monotonic() - start, message=str(exc))
+    except docker.errors.DockerException as exc:
+        return NodeOutcome(node.id, "failed", time.monotonic() - start, message=f"node {node.id}: docker: {exc}")
+
+
+def _tag_all(image: Any, node: LayerNode) -> None:
+    for ref in (node.cache_ref, *node.tags):
+        repo, tag = ref.rsplit(":", 1)
+        image.tag(repo, tag)
+
+
+def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path) -> Path:
+    if context.exists():
+        shutil.rmtree(context)
+    context.mkdir(parents=True)
+    (context / "Dockerfile").write_text(node.dockerfile, encoding="utf-8")
+    if node.lock and node.lock.wheels:
+        (context / "requirements.lock").write_text(node.lock.render(), encoding="utf-8")
+    if node.rootfs is not None:
+        from builder.rootfs import build_rootfs
+
+        assert node.lock is not None and node.lock.rootfs is not None
+        art = build_rootfs(rootfs_spec(node), cache, expected_sha256=node.lock.rootfs.sha256)  # type: ignore[arg-type]
+        try:
+            os.link(art.path, context / "rootfs.tar")
+        except OSError:
+            shutil.copy2(art.path, context / "rootfs.tar")
+    return context
+
+
+def raise_if_failed(outcomes: list[NodeOutcome]) -> None:
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise BuildError("; ".join(o.message for o in failed))

@@ -1,0 +1,124 @@
+"""`strata lock`: pin every node's inputs (wheels with sha256, the base root filesystem and its Debian packages).
+
+Layers resolve on top of their ancestors: a tools lock never repeats or contradicts a framework pin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder import compat
+from builder.errors import StrataError
+from builder.lockfile import DebPackage, Lock, PinnedRootfs, canonical_name
+from builder.pip_resolver import Target, resolve
+from builder.plan import LayerNode, Plan
+
+
+@dataclass(frozen=True)
+class LockStatus:
+    node: str
+    path: str
+    state: str  # "ok" | "stale" | "missing" | "written" | "unchanged"
+
+
+def lock_states(plan: Plan) -> list[LockStatus]:
+    """Which lock files are missing or stale for the plan (pure: compares input digests)."""
+    out = []
+    for n in plan.nodes:
+        if n.lock_path is None:
+            continue
+        state = "missing" if n.lock is None else ("ok" if n.lock.inputs == n.lock_inputs else "stale")
+        out.append(LockStatus(n.id, n.lock_path, state))
+    return out
+
+
+def ancestors(plan: Plan, node: LayerNode) -> list[LayerNode]:
+    chain = []
+    parent = node.parent
+    while parent:
+        p = plan.node(parent)
+        chain.append(p)
+        parent = p.parent
+    return list(reversed(chain))
+
+
+def rootfs_spec(node: LayerNode) -> "object":
+    from builder.rootfs import DEBIAN_SECURITY_MIRROR, RootfsSpec
+
+    r = node.rootfs or {}
+    return RootfsSpec(
+        suite=r["suite"],
+        epoch=int(r["epoch"]),
+        mirror=r["mirror"],
+        variant=r["variant"],
+        packages=tuple(r["packages"]),
+        security_mirror=DEBIAN_SECURITY_MIRROR if r.get("security") else None,
+        updates=bool(r.get("updates")),
+    )
+
+
+def lock_node(plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str, Lock]) -> Lock:
+    """Resolve one node (its ancestors' locks must be current, taken from `new_locks` first)."""
+    profile = plan.matrix.profile
+    if node.rootfs is not None:
+        from builder.rootfs import build_rootfs
+
+        art = build_rootfs(rootfs_spec(node), cache_dir)  # type: ignore[arg-type]
+        return Lock(
+            node=node.id,
+            profile=profile,
+            inputs=node.lock_inputs,
+            rootfs=PinnedRootfs(art.sha256, art.size),
+            debs=tuple(DebPackage(p.name, p.version, p.arch) for p in art.packages),
+        )
+    chain = [a for a in ancestors(plan, node) if a.requirements]
+    requirements: list[str] = []
+    constraints: dict[str, str] = {}
+    for a in chain:
+        requirements += list(a.requirements)
+        lock = new_locks.get(a.id) or a.lock
+        if lock is None:
+            raise StrataError(f"{node.id}: parent {a.id} is not locked yet")
+        constraints.update(lock.pins())
+    requirements += list(node.requirements)
+    target = Target(python=node.python, glibc=compat.OS_GLIBC.get(node.os_name, "2.31"))
+    wheels = resolve(requirements, constraints, target, node.id)
+    own = []
+    for w in wheels:
+        pinned = constraints.get(canonical_name(w.name))
+        if pinned is None:
+            own.append(w)
+        elif pinned != w.version:
+            raise StrataError(f"{node.id}: resolver picked {w.name} {w.version} but a parent layer pins {pinned}")
+    return Lock(node=node.id, profile=profile, inputs=node.lock_inputs, wheels=tuple(own))
+
+
+def write_locks(plan: Plan, cache_dir: Path, refresh: bool = False, log: "object" = print) -> list[LockStatus]:
+    """Lock every stale or missing node in plan order; rewriting a fresh lock leaves the bytes unchanged."""
+    from builder.plan import build_plan
+
+    results: list[LockStatus] = []
+    new_locks: dict[str, Lock] = {}
+    root = plan.matrix.root
+    for node in plan.nodes:
+        if node.lock_path is None:
+            continue
+        # Parents may have just been re-locked: recompute this node's input digest against them.
+        current = build_plan(plan.matrix).node(node.id)
+        if current.lock is not None and current.lock.inputs == current.lock_inputs and not refresh:
+            results.append(LockStatus(node.id, node.lock_path, "unchanged"))
+            continue
+        log(f"locking {node.id} ...")  # type: ignore[operator]
+        lock = lock_node(build_plan(plan.matrix), current, cache_dir, new_locks)
+        path = root / node.lock_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = lock.render()
+        old = path.read_text(encoding="utf-8") if path.exists() else None
+        if old != text:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        new_locks[node.id] = lock
+        results.append(LockStatus(node.id, node.lock_path, "written" if old != text else "unchanged"))
+    return results
