@@ -10,10 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from builder.canonical import CanonicalPolicy
+from builder.canonical import CanonicalPolicy, canonicalize_archive
 from builder.errors import StrataError
 from builder.image_diff import ENTRY_FIELDS, diff_images, diff_to_json, render_text
-from builder.image_engine import canonicalize_image, open_image
+from builder.image_engine import canonicalize_image, engine_client, load_layout, open_image
 
 CANONICALIZE_EXAMPLE = (
     "example: strata canonicalize strata/tf:2.15-gpu-build out/tf2.15-gpu --tag strata/tf:2.15-gpu --load"
@@ -36,10 +36,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     canon = subparsers.add_parser(
         "canonicalize",
         help="rewrite an engine image into a reproducible OCI layout",
-        description="Rewrite IMAGE (from the Docker engine) so its digest depends only on its content: "
+        description="Rewrite IMAGE (engine reference or archive) so its digest depends only on its content: "
         "sorted layers, clamped mtimes, no build residue. " + CANONICALIZE_EXAMPLE,
     )
-    canon.add_argument("image", help="reference of the image in the Docker engine")
+    canon.add_argument("image", help="engine image reference, or a docker-save/OCI archive or layout path")
     canon.add_argument(
         "layout", type=Path, help="directory to write the OCI layout to (replaced if it is one)"
     )
@@ -94,7 +94,12 @@ def run_canonicalize(args: argparse.Namespace) -> int:
         volatile_paths=volatile,
         compression=args.compression,
     )
-    image = canonicalize_image(args.image, args.layout, policy, tag=args.tag, load=args.load)
+    if Path(args.image).exists():
+        image = canonicalize_archive(Path(args.image), args.layout, policy, tag=args.tag)
+        if args.load:
+            load_layout(engine_client(), image)
+    else:
+        image = canonicalize_image(args.image, args.layout, policy, tag=args.tag, load=args.load)
     if args.json:
         result = {
             "layout": str(image.layout),

@@ -336,10 +336,11 @@ def _describe_change(change: EntryChange) -> str:
     if change.b is None:
         return f"  - {change.path}  (only in a: {change.a.kind})"
     details = ", ".join(
-        f"{name} {getattr(change.a, name)!r} -> {getattr(change.b, name)!r}" for name in change.fields
+        "content differs"
+        if name == "sha256"
+        else f"{name} {getattr(change.a, name)!r} -> {getattr(change.b, name)!r}"
+        for name in change.fields
     )
-    if "sha256" in change.fields:
-        details = details.replace(f"sha256 {change.a.sha256!r} -> {change.b.sha256!r}", "content differs")
     text = f"  ~ {change.path}  ({details})"
     if change.text_diff:
         text += "\n" + "\n".join("      " + line for line in change.text_diff.splitlines())

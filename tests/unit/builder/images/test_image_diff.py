@@ -142,3 +142,20 @@ def test_cli_help_carries_an_example():
     for command in ("canonicalize", "image-diff"):
         sub = top._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
         assert "example: strata " + command in sub.format_help().replace("\n", " ").replace("  ", " ")
+
+
+def test_cli_canonicalize_reads_an_archive_path_and_honours_source_date_epoch(
+    docker_archive, member, tmp_path, capsys, monkeypatch
+):
+    saved = docker_archive([member("f", b"1", mtime=EPOCH + 50), member("var/log/x.log", b"noise")])
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
+    args = parser().parse_args(["canonicalize", str(saved), str(tmp_path / "out"), "--json"])
+    assert args.func(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["layers"][0]["dropped"] == ["var/log/x.log"]
+    with read_image(tmp_path / "out").open_layer(0) as tar:
+        assert [(m.name, m.mtime) for m in tar.getmembers()] == [("f", EPOCH)]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    args = parser().parse_args(["canonicalize", str(saved), str(tmp_path / "out")])
+    with pytest.raises(StrataError, match="SOURCE_DATE_EPOCH='yesterday'"):
+        args.func(args)
