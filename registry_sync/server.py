@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Mapping
@@ -274,7 +275,9 @@ def _wait_until_serving(
     settings: ServerSettings, layout: ServerLayout, process: subprocess.Popen[bytes]
 ) -> None:
     scheme = "https" if settings.tls else "http"
-    verify: str | bool = str(layout.ca_cert) if settings.tls else False
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(layout.ca_cert)) if settings.tls else False
+    )
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     with httpx.Client(verify=verify, timeout=2.0) as http:
         while time.monotonic() < deadline:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,8 +16,16 @@ import httpx
 import pytest
 
 from registry_sync.client import RegistryClient, RetryPolicy
-from registry_sync.server import ServerLayout, ServerSettings, ensure_htpasswd, ensure_tls_files, start_registry
-from registry_sync.server import stop_registry
+from registry_sync.compress import CompressedLayerCache
+from registry_sync.push import compress_layers, read_docker_archive
+from registry_sync.server import (
+    ServerLayout,
+    ServerSettings,
+    ensure_htpasswd,
+    ensure_tls_files,
+    start_registry,
+    stop_registry,
+)
 
 HERE = Path(__file__).parent
 DOCKER = "/usr/bin/docker"
@@ -54,9 +63,17 @@ def registry_image(docker_engine: None) -> str:
     """The registry test image, built once from Debian packages (mmdebstrap + docker import + Dockerfile)."""
     if not _image_present(ROOTFS_IMAGE):
         rootfs = subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--include=docker-registry,ca-certificates", "bookworm", "-",
-             "http://deb.debian.org/debian"],
-            capture_output=True, timeout=900, check=True,
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--include=docker-registry,ca-certificates",
+                "bookworm",
+                "-",
+                "http://deb.debian.org/debian",
+            ],
+            capture_output=True,
+            timeout=900,
+            check=True,
         ).stdout
         _docker("import", "-", ROOTFS_IMAGE, input_bytes=rootfs)
     if not _image_present(REGISTRY_IMAGE):
@@ -94,12 +111,13 @@ def docker_compose_file(registry_image: str, registry_secrets: ServerLayout) -> 
     return str(HERE / "docker-compose.yml")
 
 
-def wait_for_v2(url: str, verify: str | bool = False, timeout: float = 30.0) -> None:
+def wait_for_v2(url: str, ca_file: Path | None = None, timeout: float = 30.0) -> None:
     """Poll `url`/v2/ until it answers 200 or 401, for at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
+            verify = ssl.create_default_context(cafile=str(ca_file)) if ca_file else False
             status = httpx.get(f"{url}/v2/", verify=verify, timeout=2).status_code
             if status in (200, 401):
                 return
@@ -135,7 +153,7 @@ def mirror_registry(docker_services: object) -> str:
 def secure_registry(docker_services: object, registry_secrets: ServerLayout) -> str:
     """host:port of a registry with htpasswd auth and TLS (CA in registry_secrets)."""
     address = _service_address(docker_services, "registry-secure")
-    wait_for_v2(f"https://{address}", verify=str(registry_secrets.ca_cert))
+    wait_for_v2(f"https://{address}", ca_file=registry_secrets.ca_cert)
     return address
 
 
@@ -191,6 +209,35 @@ def test_archives(docker_engine: None, tmp_path_factory: pytest.TempPathFactory)
     finally:
         _docker("rmi", *created)
     return TestArchives(*archives)
+
+
+@pytest.fixture
+def fast_retry() -> RetryPolicy:
+    """Retries short enough that failure tests finish in seconds."""
+    return FAST_RETRY
+
+
+@pytest.fixture
+def unused_address() -> str:
+    """host:port on 127.0.0.1 where nothing listens."""
+    return f"127.0.0.1:{free_port()}"
+
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    """Digests of an archive's blobs as a push computes them."""
+
+    config_digest: str
+    config_size: int
+    layer_digests: tuple[str, ...]
+
+
+@pytest.fixture
+def archive_facts(test_archives: TestArchives, tmp_path: Path) -> ArchiveFacts:
+    """Config and compressed layer digests of test_archives.v1."""
+    image = read_docker_archive(test_archives.v1)
+    layers = compress_layers(image, CompressedLayerCache(tmp_path / "facts-cache"))
+    return ArchiveFacts(image.config_digest, len(image.config_bytes), tuple(layer.digest for layer in layers))
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -43,7 +42,10 @@ def test_docker_pulls_by_digest_and_runs_it(plain_client, plain_registry, test_a
     try:
         subprocess.run([DOCKER, "pull", ref], capture_output=True, check=True, timeout=300)
         image_id = subprocess.run(
-            [DOCKER, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, check=True
+            [DOCKER, "image", "inspect", "--format", "{{.Id}}", ref],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         output = subprocess.run(
             [DOCKER, "run", "--rm", ref], capture_output=True, text=True, check=True, timeout=60
@@ -77,7 +79,11 @@ def test_changed_top_layer_uploads_only_that_layer_and_config(plain_client, test
 def test_mount_across_repositories_uploads_nothing(plain_client, test_archives, tmp_path):
     source = push_archive(plain_client, test_archives.v1, "strata/mount-src", ["1.0.0"], cache_dir=tmp_path)
     mounted = push_archive(
-        plain_client, test_archives.v1, "strata/mount-dst", ["1.0.0"], cache_dir=tmp_path,
+        plain_client,
+        test_archives.v1,
+        "strata/mount-dst",
+        ["1.0.0"],
+        cache_dir=tmp_path,
         mount_from=["strata/mount-src"],
     )
     assert mounted.bytes_uploaded == 0
@@ -105,14 +111,22 @@ def test_version_tag_is_immutable_and_force_is_audited(plain_client, test_archiv
     assert audit.records() == []
 
     v2 = push_archive(
-        plain_client, test_archives.v2, "strata/immutable", ["1.0.0"], cache_dir=tmp_path, force=True,
+        plain_client,
+        test_archives.v2,
+        "strata/immutable",
+        ["1.0.0"],
+        cache_dir=tmp_path,
+        force=True,
         audit_log=audit,
     )
     assert v2.manifest_digest in message  # the refusal named the digest we were about to push
     assert plain_client.manifest_digest("strata/immutable", "1.0.0") == v2.manifest_digest
     [record] = audit.records()
     assert (record.tag, record.old, record.new, record.action) == (
-        "1.0.0", v1.manifest_digest, v2.manifest_digest, "force-push"
+        "1.0.0",
+        v1.manifest_digest,
+        v2.manifest_digest,
+        "force-push",
     )
     assert record.user
 
@@ -131,13 +145,16 @@ def test_alias_moves_only_by_promotion(plain_client, test_archives, tmp_path):
     promote_alias(plain_client, "strata/alias", "latest", "2.0.0", policy=TagPolicy(), audit=audit)
     assert plain_client.manifest_digest("strata/alias", "latest") == v2.manifest_digest
     assert [(r.old, r.new) for r in audit.records()] == [
-        (None, v1.manifest_digest), (v1.manifest_digest, v2.manifest_digest)
+        (None, v1.manifest_digest),
+        (v1.manifest_digest, v2.manifest_digest),
     ]
     with pytest.raises(TagPolicyError, match="version tag"):
         promote_alias(plain_client, "strata/alias", "1.0.0", "2.0.0", policy=TagPolicy(), audit=audit)
 
 
-def test_same_archive_gives_same_digest_in_two_registries(plain_client, mirror_registry, test_archives, tmp_path):
+def test_same_archive_gives_same_digest_in_two_registries(
+    plain_client, mirror_registry, test_archives, tmp_path
+):
     here = push_archive(plain_client, test_archives.v1, "strata/repro", ["1.0.0"], cache_dir=tmp_path / "a")
     with RegistryClient(mirror_registry) as mirror:
         there = push_archive(mirror, test_archives.v1, "strata/repro", ["1.0.0"], cache_dir=tmp_path / "b")
