@@ -49,6 +49,10 @@ start_engine() {
         echo "setup-host: docker engine running"
         return
     fi
+    case "${DOCKER_HOST:-unix:///var/run/docker.sock}" in
+        unix:///var/run/docker.sock | unix:///run/docker.sock) ;;
+        *) die "Docker engine not reachable at $DOCKER_HOST; start it there or unset DOCKER_HOST" ;;
+    esac
     command -v dockerd >/dev/null || die "dockerd not found although docker.io is installed; reinstall docker.io"
     [ "$(id -u)" -eq 0 ] || die "docker engine not running; start dockerd as root (or re-run this script as root)"
     echo "setup-host: starting dockerd (log $DOCKERD_LOG)"

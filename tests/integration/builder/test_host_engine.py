@@ -187,3 +187,21 @@ def test_setup_host_is_a_fast_no_op_on_a_ready_host(client: docker.DockerClient)
     assert "setup-host: docker engine running" in proc.stdout
     assert "installing" not in proc.stdout and "starting dockerd" not in proc.stdout
     assert elapsed < 10
+
+
+def test_a_real_second_dockerd_that_refuses_to_start_gives_its_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, client: docker.DockerClient
+) -> None:
+    # The running engine holds /var/run/docker.pid, so a second real dockerd exits at once without
+    # touching it: this drives the start path with the real binary and a real failure.
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or not host.is_root() or not Path("/var/run/docker.pid").exists():
+        pytest.skip("needs root, dockerd and a running engine that owns /var/run/docker.pid")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    log = tmp_path / "dockerd.log"
+    with pytest.raises(HostError) as info:
+        host.start_dockerd(dockerd, log, wait_seconds=30)
+    message = str(info.value)
+    assert "dockerd did not come up (exited with 1)" in message
+    assert "pid file found" in message
+    assert client.ping() is True  # the running engine is unharmed
