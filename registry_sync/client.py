@@ -125,8 +125,10 @@ def sha256_of(data: bytes) -> str:
 
 def is_loopback_host(host: str) -> bool:
     """True for localhost and 127.0.0.0/8 or ::1 (with or without a port), where Docker allows plain HTTP."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
+    if host.startswith("["):
+        name = host[1:].split("]", 1)[0]
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if name == "localhost":
         return True
     try:

@@ -1,0 +1,59 @@
+"""Deterministic gzip: same input, same bytes; valid gzip with a fixed header; cache keyed by diff_id."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+
+import pytest
+
+from registry_sync.compress import COMPRESSION, CompressedLayerCache, gzip_stream
+
+
+def test_same_input_gives_same_bytes_and_valid_gzip():
+    data = os.urandom(200_000) + b"a" * 300_000
+    first, second = io.BytesIO(), io.BytesIO()
+    summary = gzip_stream(io.BytesIO(data), first, chunk_size=4096)
+    assert gzip_stream(io.BytesIO(data), second, chunk_size=65536) == summary
+    assert first.getvalue() == second.getvalue()
+    assert gzip.decompress(first.getvalue()) == data
+    assert summary.diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert summary.digest == "sha256:" + hashlib.sha256(first.getvalue()).hexdigest()
+    assert (summary.uncompressed_size, summary.size) == (len(data), len(first.getvalue()))
+
+
+def test_header_has_no_name_zero_mtime_and_fixed_os():
+    out = io.BytesIO()
+    gzip_stream(io.BytesIO(b"x"), out)
+    header = out.getvalue()[:10]
+    assert header == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+
+
+def test_descriptor_names_compressor_level_and_mtime():
+    assert COMPRESSION.startswith("gzip;zlib=")
+    assert ";level=6;mtime=0" in COMPRESSION
+
+
+def test_cache_returns_what_it_stored_and_misses_unknown(tmp_path):
+    cache = CompressedLayerCache(tmp_path)
+    data = b"layer" * 1000
+    entry = cache.add(io.BytesIO(data))
+    assert cache.get(entry.diff_id) == entry
+    assert gzip.decompress(entry.path.read_bytes()) == data
+    assert cache.get("sha256:" + "0" * 64) is None
+
+
+def test_cache_refuses_content_that_does_not_match_the_expected_diff_id(tmp_path):
+    cache = CompressedLayerCache(tmp_path)
+    with pytest.raises(ValueError, match="expected sha256:" + "1" * 64):
+        cache.add(io.BytesIO(b"other"), expected_diff_id="sha256:" + "1" * 64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_cache_entry_is_a_miss(tmp_path):
+    cache = CompressedLayerCache(tmp_path)
+    entry = cache.add(io.BytesIO(b"abc" * 100))
+    entry.path.write_bytes(b"truncated")
+    assert cache.get(entry.diff_id) is None

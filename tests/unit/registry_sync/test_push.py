@@ -1,0 +1,74 @@
+"""Pure parts of pushing: reading a docker-save archive, building deterministic manifests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import pytest
+
+from registry_sync.compress import CompressedLayer, CompressedLayerCache
+from registry_sync.push import ArchiveError, build_manifest, compress_layers, read_docker_archive
+
+
+def make_archive(path, layers, *, config_name=None, diff_ids=None):
+    diff_ids = diff_ids or ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config_name = config_name or hashlib.sha256(config).hexdigest() + ".json"
+    members = {config_name: config}
+    names = []
+    for i, layer in enumerate(layers):
+        names.append(f"{i}/layer.tar")
+        members[names[-1]] = layer
+    members["manifest.json"] = json.dumps([{"Config": config_name, "RepoTags": [], "Layers": names}]).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return config
+
+
+def test_reads_config_and_layers(tmp_path):
+    config = make_archive(tmp_path / "a.tar", [b"one", b"two"])
+    image = read_docker_archive(tmp_path / "a.tar")
+    assert image.config_bytes == config
+    assert image.layer_members == ("0/layer.tar", "1/layer.tar")
+    assert image.config_digest == "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+def test_config_with_wrong_name_is_refused(tmp_path):
+    make_archive(tmp_path / "a.tar", [b"one"], config_name="f" * 64 + ".json")
+    with pytest.raises(ArchiveError, match="hashes to"):
+        read_docker_archive(tmp_path / "a.tar")
+
+
+def test_layer_that_does_not_match_its_diff_id_is_refused(tmp_path):
+    make_archive(tmp_path / "a.tar", [b"one"], diff_ids=["sha256:" + "0" * 64])
+    image = read_docker_archive(tmp_path / "a.tar")
+    with pytest.raises(ArchiveError, match="0/layer.tar"):
+        compress_layers(image, CompressedLayerCache(tmp_path / "cache"))
+
+
+def test_not_an_archive(tmp_path):
+    (tmp_path / "x.tar").write_text("nope")
+    with pytest.raises(ArchiveError, match="x.tar"):
+        read_docker_archive(tmp_path / "x.tar")
+
+
+def test_manifest_bytes_are_deterministic_and_schema2(tmp_path):
+    layers = [CompressedLayer("sha256:" + "1" * 64, 10, "sha256:" + "2" * 64, 7, tmp_path / "l")]
+    one = build_manifest("sha256:" + "3" * 64, 99, layers, {"b": "2", "a": "1"})
+    two = build_manifest("sha256:" + "3" * 64, 99, layers, {"a": "1", "b": "2"})
+    assert one == two
+    parsed = json.loads(one)
+    assert parsed["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert parsed["config"] == {
+        "mediaType": "application/vnd.docker.container.image.v1+json",
+        "size": 99,
+        "digest": "sha256:" + "3" * 64,
+    }
+    assert parsed["layers"][0]["digest"] == "sha256:" + "2" * 64
+    assert list(parsed["annotations"]) == ["a", "b"]
