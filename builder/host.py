@@ -101,6 +101,19 @@ def last_lines(text: str, count: int = 3) -> str:
     return " | ".join(lines[-count:])
 
 
+def unreachable_reason(url: str, raw_reason: str, socket_exists: bool) -> str:
+    """Say why the engine at `url` did not answer in words a user acts on (falls back to `raw_reason`).
+
+    >>> unreachable_reason("unix:///var/run/docker.sock", "('Connection aborted.', ...)", False)
+    'no socket at /var/run/docker.sock (dockerd is not running)'
+    """
+    if url.startswith("unix://") and not socket_exists:
+        return f"no socket at {url.removeprefix('unix://')} (dockerd is not running)"
+    if "Permission denied" in raw_reason or "PermissionError" in raw_reason:
+        return "permission denied on the socket (run as root or join the docker group)"
+    return raw_reason
+
+
 def short_reason(exc: BaseException) -> str:
     """A one-line reason from an exception raised while connecting to the engine."""
     text = str(exc).strip().splitlines()
@@ -136,7 +149,8 @@ def ensure_engine(auto_start: bool = True, wait_seconds: float = DOCKERD_WAIT_SE
     try:
         return _connect(timeout=10)
     except ENGINE_ERRORS as exc:
-        reason = short_reason(exc)
+        socket_exists = Path(url.removeprefix("unix://")).exists() if url.startswith("unix://") else True
+        reason = unreachable_reason(url, short_reason(exc), socket_exists)
     dockerd = shutil.which("dockerd")
     if not (auto_start and is_root() and dockerd and is_local_default_socket(url)):
         raise HostError(f"Docker engine not reachable at {url}: {reason}; {SETUP_HINT}")

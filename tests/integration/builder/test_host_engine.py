@@ -48,6 +48,7 @@ def test_missing_daemon_gives_one_line_error(monkeypatch: pytest.MonkeyPatch, tm
         host.ensure_engine(auto_start=False)
     message = str(info.value)
     assert message.startswith(f"Docker engine not reachable at unix://{socket}: ")
+    assert f"no socket at {socket} (dockerd is not running)" in message
     assert message.endswith("run scripts/setup-host.sh or start dockerd")
     assert "\n" not in message
 

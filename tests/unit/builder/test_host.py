@@ -76,3 +76,17 @@ def test_check_free_disk_passes_and_fails_with_a_clear_message(tmp_path: Path) -
     assert str(not_yet) in message
     assert "free on the filesystem of" in message and "need" in message
     assert "\n" not in message
+
+
+def test_unreachable_reason_explains_common_cases() -> None:
+    url = "unix:///var/run/docker.sock"
+    assert host.unreachable_reason(url, "raw", socket_exists=False) == (
+        "no socket at /var/run/docker.sock (dockerd is not running)"
+    )
+    assert "run as root or join the docker group" in host.unreachable_reason(
+        url, "('Connection aborted.', PermissionError(13, 'Permission denied'))", socket_exists=True
+    )
+    assert (
+        host.unreachable_reason("tcp://h:2375", "Connection refused", socket_exists=True)
+        == "Connection refused"
+    )
