@@ -1,0 +1,185 @@
+"""`strata bench`: run benchmarks in images, compare two images, show a tag's history, write a report."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from pathlib import Path
+
+from builder.errors import StrataError
+from validate.bench.ledger import Ledger
+from validate.bench.report import compare_images, worst_verdict, write_report
+from validate.bench.runner import DEFAULT_TIMEOUT_S, run_benchmarks
+from validate.bench.stats import Verdict
+from validate.bench.workloads import SIZES, WORKLOADS
+
+DEFAULT_OUT = Path("results")
+DEFAULT_LEDGER = DEFAULT_OUT / "ledger.sqlite"
+# Exit codes of `bench compare`: a gate passes only on 0.
+EXIT_OK, EXIT_FAILED, EXIT_INCONCLUSIVE = 0, 1, 3
+
+
+def _add_ledger(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ledger", type=Path, default=DEFAULT_LEDGER, help=f"SQLite ledger (default {DEFAULT_LEDGER})"
+    )
+
+
+def _add_stats(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--margin", type=float, default=0.03, help="equivalence margin as a fraction (default 0.03)"
+    )
+    parser.add_argument("--confidence", type=float, default=0.90, help="interval confidence (default 0.90)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `strata bench` with its run, compare, history and report subcommands."""
+    bench = subparsers.add_parser(
+        "bench",
+        help="benchmark images and decide whether they are equivalent per GPU-hour",
+        description="Benchmark TensorFlow images in fresh containers and compare them statistically.",
+    )
+    sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run workloads in images, interleaved; record every repetition",
+        epilog="example: strata bench run img:2.13.1-cpu img:2.13.1-cpu-rebuild --workload matmul --repeats 5",
+    )
+    run.add_argument("images", nargs="+", metavar="IMAGE", help="image tags or ids present in the engine")
+    run.add_argument("--workload", action="append", choices=WORKLOADS, help="repeatable (default: all)")
+    run.add_argument(
+        "--repeats", type=int, default=5, help="fresh containers per image and workload (default 5)"
+    )
+    run.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    run.add_argument("--size", choices=SIZES, default="small", help="workload size (default small)")
+    run.add_argument("--steps", type=int, default=None, help="timed steps per repetition (default by size)")
+    run.add_argument("--seed", type=int, default=None, help="order seed (default random, recorded)")
+    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per container")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory (default results/)")
+    run.add_argument("--ledger", type=Path, default=None, help="SQLite ledger (default OUT/ledger.sqlite)")
+    run.set_defaults(func=run_command)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="is CANDIDATE equivalent to REFERENCE? exit 1 on regression or invalid, 3 if inconclusive",
+        epilog="example: strata bench compare img:2.13.1-cpu img:2.13.1-cpu-rebuild --margin 0.03",
+    )
+    cmp_.add_argument("reference", metavar="REFERENCE", help="tag or digest benchmarked in the ledger")
+    cmp_.add_argument("candidate", metavar="CANDIDATE", help="tag or digest benchmarked in the ledger")
+    cmp_.add_argument(
+        "--workload", action="append", choices=WORKLOADS, help="repeatable (default: all shared)"
+    )
+    _add_stats(cmp_)
+    _add_ledger(cmp_)
+    cmp_.set_defaults(func=compare_command)
+
+    hist = sub.add_parser(
+        "history",
+        help="a tag's throughput over time, one line per run, digest and workload",
+        epilog="example: strata bench history 127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm",
+    )
+    hist.add_argument("tag", metavar="TAG", help="tag or digest")
+    _add_ledger(hist)
+    hist.set_defaults(func=history_command)
+
+    rep = sub.add_parser(
+        "report",
+        help="write Markdown + HTML with plots for a run (default: the latest)",
+        epilog="example: strata bench report --out results/report",
+    )
+    rep.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT / "report", help="directory (default results/report)"
+    )
+    rep.add_argument("--run", dest="run_id", default=None, help="run id (default latest)")
+    rep.add_argument("--reference", default=None, help="reference image of the run (default its first)")
+    _add_stats(rep)
+    _add_ledger(rep)
+    rep.set_defaults(func=report_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`strata bench run`."""
+    import docker
+    import docker.errors
+
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    try:
+        client = docker.from_env(timeout=max(60, int(args.timeout) + 30))
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise StrataError(f"bench run: no Docker engine reachable ({exc})") from None
+    result = run_benchmarks(
+        client,
+        args.images,
+        args.workload or list(WORKLOADS),
+        args.repeats,
+        args.device,
+        args.out,
+        seed,
+        size=args.size,
+        steps=args.steps,
+        timeout_s=args.timeout,
+        ledger_path=args.ledger,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
+    print(f"run {result.info.run_id} (seed {seed}): {len(result.repetitions)} repetitions")
+    print(f"results: {result.run_dir}  ledger: {result.ledger_path}")
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """`strata bench compare`; exit 0 equivalent/improvement, 1 regression/invalid, 3 inconclusive."""
+    with Ledger.open(args.ledger, create=False) as ledger:
+        try:
+            comparisons = compare_images(
+                ledger,
+                args.reference,
+                args.candidate,
+                workloads=args.workload,
+                margin=args.margin,
+                confidence=args.confidence,
+                seed=args.seed,
+            )
+        except ValueError as exc:
+            raise StrataError(f"bench compare {args.reference} {args.candidate}: {exc}") from None
+    for wc in comparisons:
+        print(f"{wc.workload:16} {wc.comparison.summary()} ({wc.source})")
+    verdict = worst_verdict(comparisons)
+    print(f"overall: {verdict.value}")
+    if verdict.fails:
+        return EXIT_FAILED
+    return EXIT_INCONCLUSIVE if verdict is Verdict.INCONCLUSIVE else EXIT_OK
+
+
+def history_command(args: argparse.Namespace) -> int:
+    """`strata bench history`."""
+    with Ledger.open(args.ledger, create=False) as ledger:
+        points = ledger.history(args.tag)
+    print(
+        f"{'time':25} {'image id':19} {'workload':16} {'device':24} {'samples/s':>12} {'eff/hour':>12} reps"
+    )
+    for p in points:
+        print(
+            f"{p.time:25} {p.image_id[:19]:19} {p.workload:16} {p.device.model[:24]:24} "
+            f"{p.median_samples_per_s:12.4g} {p.median_effective_gpu_hour:12.4g} {p.repetitions}"
+        )
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """`strata bench report`."""
+    with Ledger.open(args.ledger, create=False) as ledger:
+        files = write_report(
+            ledger,
+            args.out,
+            run_id=args.run_id,
+            reference=args.reference,
+            margin=args.margin,
+            confidence=args.confidence,
+            seed=args.seed,
+        )
+    print(f"wrote {files.markdown} {files.html} " + " ".join(str(p) for p in files.plots))
+    return 0

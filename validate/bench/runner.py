@@ -1,0 +1,275 @@
+"""Run benchmark workloads in images: one fresh container per repetition, interleaved in a seeded order.
+
+    run = run_benchmarks(docker.from_env(), ["img:a", "img:b"], ["matmul"], repeats=5, device="cpu",
+                         out_dir=Path("results"), seed=42)
+
+The workload script (workloads.py) is copied into each container at run time, so images never carry it.
+Each repetition's JSON lands under out_dir/<run id>/ and in the ledger (out_dir/ledger.sqlite by default).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import re
+import tarfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+
+from builder.errors import StrataError
+from validate.bench import workloads as workloads_module
+from validate.bench.ledger import Ledger, RunInfo
+from validate.bench.metrics import Repetition
+
+SCRIPT_DIR = "/opt/strata-bench"
+SCRIPT_PATH = f"{SCRIPT_DIR}/workloads.py"
+RESULT_PATH = "/tmp/strata-bench-result.json"
+DEFAULT_TIMEOUT_S = 1800.0
+LOG_TAIL_LINES = 5
+
+
+class BenchError(StrataError):
+    """A benchmark repetition could not run or produced no result; names image, workload and repetition."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class BenchImage:
+    """An image as the engine knows it: the user's reference, its config digest and registry digest."""
+
+    ref: str
+    image_id: str
+    repo_digest: str | None
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What `run_benchmarks` did: the run record, every repetition, and where the files are."""
+
+    info: RunInfo
+    images: list[BenchImage]
+    repetitions: list[Repetition]
+    run_dir: Path
+    ledger_path: Path
+
+
+def resolve_image(client: docker.DockerClient, ref: str) -> BenchImage:
+    """Look an image up in the engine (no pull: benchmarks run what was built)."""
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise BenchError(f"{ref}: image not found in the engine (build or pull it first)") from None
+    except docker.errors.APIError as exc:
+        raise BenchError(f"{ref}: the engine could not inspect it ({exc.explanation})") from None
+    repo_digests = image.attrs.get("RepoDigests") or []
+    return BenchImage(ref, image.id, repo_digests[0] if repo_digests else None, dict(image.labels or {}))
+
+
+def interleaved_schedule(
+    images: Sequence[str], workloads: Sequence[str], repeats: int, seed: int
+) -> list[tuple[str, str, int]]:
+    """(image, workload, repetition) in run order: each round runs every pair once, shuffled.
+
+    Shuffling within rounds spreads slow drift (thermal, other tenants) evenly over images.
+    """
+    rng = random.Random(seed)
+    order: list[tuple[str, str, int]] = []
+    for repetition in range(repeats):
+        round_pairs = [(image, workload) for workload in workloads for image in images]
+        rng.shuffle(round_pairs)
+        order.extend((image, workload, repetition) for image, workload in round_pairs)
+    return order
+
+
+def _script_archive() -> bytes:
+    source = Path(workloads_module.__file__).read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo(SCRIPT_DIR.lstrip("/"))
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(directory)
+        script = tarfile.TarInfo(SCRIPT_PATH.lstrip("/"))
+        script.size, script.mode = len(source), 0o644
+        tar.addfile(script, io.BytesIO(source))
+    return buffer.getvalue()
+
+
+def _read_result(container: Any) -> dict[str, Any]:
+    stream, _ = container.get_archive(RESULT_PATH)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.extractfile(tar.getmembers()[0])
+        assert member is not None  # the archive holds the one regular file we asked for
+        result: dict[str, Any] = json.loads(member.read())
+    return result
+
+
+def run_repetition(
+    client: docker.DockerClient,
+    image: BenchImage,
+    workload: str,
+    repetition: int,
+    *,
+    device: str,
+    size: str,
+    steps: int | None,
+    timeout_s: float,
+    python: str = "python3",
+) -> tuple[dict[str, Any], str]:
+    """Run one workload once in a fresh container; return its result document and start time (ISO)."""
+    where = f"{image.ref}: workload {workload} repetition {repetition}"
+    command = [python, SCRIPT_PATH, "--workload", workload, "--device", device, "--size", size]
+    command += ["--json-out", RESULT_PATH] + (["--steps", str(steps)] if steps else [])
+    device_requests = (
+        [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if device == "gpu" else None
+    )
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    container = None
+    try:
+        container = client.containers.create(
+            image.image_id,
+            command=command,
+            environment={workloads_module.CONTAINER_START_ENV: repr(time.time())},
+            device_requests=device_requests,
+            network_mode="none",  # a benchmark needs no network; nothing should leak in or out
+            labels={"io.strata.bench": "1"},
+        )
+        container.put_archive("/", _script_archive())
+        container.start()
+        try:
+            status = container.wait(timeout=timeout_s)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            container.kill()
+            raise BenchError(f"{where}: timed out after {timeout_s:.0f}s") from None
+        code = int(status.get("StatusCode", -1))
+        if code != 0:
+            logs = container.logs(stdout=True, stderr=True).decode(errors="replace").strip().splitlines()
+            tail = " | ".join(logs[-LOG_TAIL_LINES:]) or "no output"
+            if code == workloads_module.EXIT_NO_GPU:
+                raise BenchError(f"{where}: --device gpu but the container sees no GPU ({tail})")
+            raise BenchError(f"{where}: exited {code}: {tail}")
+        result = _read_result(container)
+        result["engine_started_at"] = container.attrs.get("State", {}).get("StartedAt")
+        return result, started_at
+    except docker.errors.APIError as exc:
+        message = str(exc.explanation or exc)
+        if device == "gpu" and ("device driver" in message or "gpu" in message.lower()):
+            raise BenchError(f"{where}: --device gpu but the engine cannot give GPUs ({message})") from None
+        raise BenchError(f"{where}: the engine refused ({message})") from None
+    finally:
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass  # already gone; nothing of ours is left behind
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-80:]
+
+
+def run_benchmarks(
+    client: docker.DockerClient,
+    images: Sequence[str],
+    workloads: Sequence[str],
+    repeats: int,
+    device: str,
+    out_dir: Path,
+    seed: int,
+    *,
+    size: str = "small",
+    steps: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    ledger_path: Path | None = None,
+    python: str = "python3",
+    progress: Callable[[str], None] | None = None,
+) -> BenchRun:
+    """Benchmark every image on every workload `repeats` times, interleaved, and record everything.
+
+    Repetitions already finished stay in the ledger and on disk if a later one fails.
+    """
+    if not images:
+        raise BenchError("bench run: no images given")
+    if len(set(images)) != len(images):
+        raise BenchError("bench run: an image is listed twice; each image is benchmarked once per round")
+    unknown = [w for w in workloads if w not in workloads_module.WORKLOADS]
+    if unknown:
+        known = ", ".join(workloads_module.WORKLOADS)
+        raise BenchError(f"bench run: unknown workload {unknown[0]!r}; known: {known}")
+    if repeats < 1:
+        raise BenchError("bench run: --repeats must be at least 1")
+    resolved = {ref: resolve_image(client, ref) for ref in images}
+    created = datetime.now(timezone.utc)
+    run_id = f"{created:%Y%m%dT%H%M%SZ}-s{seed}"
+    schedule = interleaved_schedule(images, workloads, repeats, seed)
+    info = RunInfo(
+        run_id,
+        created.isoformat(timespec="seconds"),
+        device,
+        size,
+        repeats,
+        seed,
+        list(images),
+        list(workloads),
+        schedule,
+    )
+    run_dir = out_dir / run_id
+    (run_dir / "repetitions").mkdir(parents=True, exist_ok=True)
+    ledger_path = ledger_path or out_dir / "ledger.sqlite"
+    run_doc = {
+        "run_id": run_id,
+        "created_at": info.created_at,
+        "device": device,
+        "size": size,
+        "steps": steps,
+        "repeats": repeats,
+        "seed": seed,
+        "workloads": list(workloads),
+        "images": [vars(resolved[ref]) for ref in images],
+        "schedule": [list(entry) for entry in schedule],
+    }
+    (run_dir / "run.json").write_text(json.dumps(run_doc, indent=1))
+    done: list[Repetition] = []
+    with Ledger.open(ledger_path) as ledger:
+        ledger.record_run(info)
+        for index, (ref, workload, repetition) in enumerate(schedule):
+            image = resolved[ref]
+            if progress:
+                progress(f"[{index + 1}/{len(schedule)}] {ref} {workload} repetition {repetition}")
+            result, started_at = run_repetition(
+                client,
+                image,
+                workload,
+                repetition,
+                device=device,
+                size=size,
+                steps=steps,
+                timeout_s=timeout_s,
+                python=python,
+            )
+            name = f"{index:03d}-{_safe(ref)}-{workload}-r{repetition}.json"
+            (run_dir / "repetitions" / name).write_text(json.dumps(result, indent=1, sort_keys=True))
+            rep = Repetition.from_result(
+                result,
+                run_id=run_id,
+                image=ref,
+                image_id=image.image_id,
+                repo_digest=image.repo_digest,
+                repetition=repetition,
+                order_index=index,
+                started_at=started_at,
+            )
+            ledger.add(rep)
+            done.append(rep)
+    return BenchRun(info, list(resolved.values()), done, run_dir, ledger_path)
