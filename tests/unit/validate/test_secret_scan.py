@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -76,13 +77,39 @@ def test_key_deleted_in_a_later_layer_is_still_found(real_key: bytes) -> None:
     assert real_key.decode() not in key.detail
 
 
-def test_header_without_key_body_and_test_fixtures_do_not_fail(real_key: bytes) -> None:
+def test_header_without_key_body_does_not_count() -> None:
     doc = b'"""Pass a key like:\n    -----BEGIN PRIVATE KEY-----\n    ...\n"""\n'
-    checks = scan([{"usr/lib/python3/site-packages/pkg/keys.py": doc,
-                    "opt/venv/lib/python3.11/site-packages/tornado/test/test.key": real_key}])  # fmt: skip
+    assert scan([{"usr/lib/python3/site-packages/pkg/keys.py": doc}])["secrets:private-key"].status == PASS
+
+
+def record_line(path: str, data: bytes) -> bytes:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}\n".encode()
+
+
+def test_keys_a_package_ships_unmodified_are_public(real_key: bytes) -> None:
+    site = "opt/venv/lib/python3.11/site-packages"
+    library = b"\x7fELF" + real_key  # like GnuTLS, whose self-test keys are compiled in
+    checks = scan([
+        {"var/lib/dpkg/info/libgnutls30:amd64.md5sums":
+            hashlib.md5(library).hexdigest().encode() + b"  usr/lib/x86_64-linux-gnu/libgnutls.so.30\n",
+         "usr/lib/x86_64-linux-gnu/libgnutls.so.30": library},
+        {f"{site}/tornado/test/test.key": real_key,
+         f"{site}/tornado-6.4.dist-info/RECORD": record_line("tornado/test/test.key", real_key)},
+    ])  # fmt: skip
     key = checks["secrets:private-key"]
     assert key.status == PASS
-    assert "ignored test fixtures" in key.detail and "tornado/test/test.key" in key.detail
+    assert "ignored 2 packaged file(s)" in key.detail
+    assert "tornado/test/test.key" in key.detail and "libgnutls.so.30" in key.detail
+
+
+def test_a_packaged_path_with_changed_content_is_not_exempt(real_key: bytes) -> None:
+    site = "opt/venv/lib/python3.11/site-packages"
+    checks = scan([{
+        f"{site}/tornado/test/test.key": real_key,
+        f"{site}/tornado-6.4.dist-info/RECORD": record_line("tornado/test/test.key", b"the original key"),
+    }])  # fmt: skip
+    assert checks["secrets:private-key"].status == FAIL
 
 
 def test_private_key_in_a_large_file_is_found_across_chunks(real_key: bytes) -> None:
