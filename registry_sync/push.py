@@ -222,6 +222,20 @@ def push_archive(
     manifest_digest = sha256_of(manifest)
     decisions = plan_tags(client, repository, tags, manifest_digest, policy, force=force)
 
+    all_blobs = (image.config_digest, *(layer.digest for layer in layers))
+    if tags and all(d.action is TagAction.UNCHANGED for d in decisions):
+        # Every tag already names this manifest, which the registry accepted only with all its blobs present.
+        return PushResult(
+            client.host,
+            repository,
+            manifest_digest,
+            image.config_digest,
+            all_blobs[1:],
+            tuple(layer.size for layer in layers),
+            tuple(tags),
+            0,
+            blobs_skipped=all_blobs,
+        )
     tally = _BlobTally()
     config_missing = _ensure_blob(client, repository, image.config_digest, mount_from, tally)
     if config_missing is not None:
@@ -240,7 +254,7 @@ def push_archive(
                 chunk_size=chunk_size,
             )
             tally.uploaded.append(layer.digest)
-    for digest in [image.config_digest] + [layer.digest for layer in layers]:
+    for digest in all_blobs:
         if digest in tally.uploaded and client.blob_size(repository, digest) is None:
             raise RegistryError(
                 f"registry {client.host} does not show blob {digest} in {repository} after upload"
