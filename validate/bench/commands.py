@@ -9,6 +9,7 @@ from pathlib import Path
 
 from builder.errors import StrataError
 from validate.bench.ledger import Ledger
+from validate.bench.metrics import STEP_STATISTICS
 from validate.bench.report import compare_images, worst_verdict, write_report
 from validate.bench.runner import DEFAULT_TIMEOUT_S, run_benchmarks
 from validate.bench.stats import Verdict
@@ -32,6 +33,12 @@ def _add_stats(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--confidence", type=float, default=0.90, help="interval confidence (default 0.90)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument(
+        "--statistic",
+        choices=sorted(STEP_STATISTICS),
+        default="median",
+        help="per-repetition step time: median (default) or best-window (steadier on shared hosts)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -142,6 +149,7 @@ def compare_command(args: argparse.Namespace) -> int:
                 margin=args.margin,
                 confidence=args.confidence,
                 seed=args.seed,
+                statistic=args.statistic,
             )
         except ValueError as exc:
             raise StrataError(f"bench compare {args.reference} {args.candidate}: {exc}") from None
@@ -180,6 +188,7 @@ def report_command(args: argparse.Namespace) -> int:
             margin=args.margin,
             confidence=args.confidence,
             seed=args.seed,
+            statistic=args.statistic,
         )
     print(f"wrote {files.markdown} {files.html} " + " ".join(str(p) for p in files.plots))
     return 0

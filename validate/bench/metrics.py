@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SECONDS_PER_HOUR = 3600.0
+# Per-repetition step-time statistic a throughput is computed from (fields of the workload result).
+# "median": the steady-state median (default). "best-window": the smallest 5-step median, steadier on a
+# host shared with other work; a slowdown that stretches every step shows in full in either.
+STEP_STATISTICS = {"median": "steady_median_step_s", "best-window": "best_window_median_step_s"}
 
 
 def samples_per_s_per_device(samples_per_step: int, median_step_s: float, device_count: int = 1) -> float:
@@ -102,6 +106,17 @@ class Repetition:
     startup_s: float
     steady: bool
     result: Mapping[str, Any] = field(repr=False, compare=False)
+
+    def throughput(self, statistic: str = "median") -> float:
+        """Samples/s per device from the named per-repetition step-time statistic (see STEP_STATISTICS)."""
+        if statistic == "median":
+            return self.samples_per_s
+        if statistic not in STEP_STATISTICS:
+            raise ValueError(f"unknown statistic {statistic!r}; known: {', '.join(STEP_STATISTICS)}")
+        r = self.result
+        return samples_per_s_per_device(
+            r["samples_per_step"], r[STEP_STATISTICS[statistic]], r["device_count"]
+        )
 
     @property
     def gpu_hour(self) -> float:

@@ -46,6 +46,7 @@ def compare_images(
     margin: float = 0.03,
     confidence: float = 0.90,
     seed: int = 0,
+    statistic: str = "median",
 ) -> list[WorkloadComparison]:
     """Compare two images (tags or digests in the ledger) on every workload both have, or those named."""
     ref_id, cand_id = ledger.resolve(reference), ledger.resolve(candidate)
@@ -69,8 +70,8 @@ def compare_images(
                     f"at least {MIN_REPETITIONS} are needed"
                 )
         result = compare(
-            [r.samples_per_s for r in ref_s],
-            [c.samples_per_s for c in cand_s],
+            [r.throughput(statistic) for r in ref_s],
+            [c.throughput(statistic) for c in cand_s],
             margin=margin,
             confidence=confidence,
             seed=seed,
@@ -101,7 +102,7 @@ class _ImageSummary:
 
 
 def _summaries(
-    reps: list[Repetition], images: Sequence[str], confidence: float, seed: int
+    reps: list[Repetition], images: Sequence[str], confidence: float, seed: int, statistic: str
 ) -> list[_ImageSummary]:
     out = []
     for ref in images:
@@ -118,7 +119,8 @@ def _summaries(
                 tf=str(env.get("tf_version", "?")),
                 python=str(env.get("python", "?")),
                 medians={
-                    w: median_interval([r.samples_per_s for r in per[w]], confidence, seed) for w in names
+                    w: median_interval([r.throughput(statistic) for r in per[w]], confidence, seed)
+                    for w in names
                 },
                 effective={w: statistics.median(r.effective_gpu_hour for r in per[w]) for w in names},
                 startup={w: statistics.median(r.startup_s for r in per[w]) for w in names},
@@ -159,7 +161,7 @@ def plot_throughput(summaries: list[_ImageSummary], confidence: float, path: Pat
     return path
 
 
-def plot_repetitions(reps: list[Repetition], path: Path) -> Path:
+def plot_repetitions(reps: list[Repetition], statistic: str, path: Path) -> Path:
     """Every repetition's throughput in run order, one panel per workload: drift and outliers show here."""
     import matplotlib
 
@@ -173,7 +175,11 @@ def plot_repetitions(reps: list[Repetition], path: Path) -> Path:
         for image in images:
             mine = [r for r in reps if r.workload == name and r.image == image]
             ax.plot(
-                [r.order_index for r in mine], [r.samples_per_s for r in mine], "o-", label=image, alpha=0.8
+                [r.order_index for r in mine],
+                [r.throughput(statistic) for r in mine],
+                "o-",
+                label=image,
+                alpha=0.8,
             )
         ax.set_title(f"{name}: each repetition in run order", fontsize=10)
         ax.set_xlabel("position in interleaved schedule", fontsize=8)
@@ -203,6 +209,7 @@ def write_report(
     margin: float = 0.03,
     confidence: float = 0.90,
     seed: int = 0,
+    statistic: str = "median",
 ) -> ReportFiles:
     """Write report.md, report.html, throughput.png and repetitions.png for one run into out_dir."""
     run_id = run_id or ledger.latest_run_id()
@@ -217,10 +224,10 @@ def write_report(
     if reference not in run.images:
         raise StrataError(f"{reference}: not an image of run {run_id} ({', '.join(run.images)})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    summaries = _summaries(reps, run.images, confidence, seed)
+    summaries = _summaries(reps, run.images, confidence, seed, statistic)
     plots = [
         plot_throughput(summaries, confidence, out_dir / "throughput.png"),
-        plot_repetitions(reps, out_dir / "repetitions.png"),
+        plot_repetitions(reps, statistic, out_dir / "repetitions.png"),
     ]
     ref_summary = next(s for s in summaries if s.ref == reference)
 
@@ -230,7 +237,8 @@ def write_report(
         f"Run `{run.run_id}` on {device.device} ({device.model}{', driver ' + device.driver if device.driver else ''}), "
         f"size {run.size}, {run.repeats} repetitions per image and workload, fresh container each, "
         f"interleaved in a random order (seed {run.seed}). Reference: `{reference}`. "
-        f"Equivalence margin ±{margin:.1%}, {confidence:.0%} bootstrap intervals of the ratio of medians."
+        f"Equivalence margin ±{margin:.1%}, {confidence:.0%} bootstrap intervals of the ratio of medians; "
+        f"each repetition's throughput from its {statistic} step time."
     )
     sections.append(("", intro, f"<p>{html.escape(intro)}</p>"))
 
@@ -241,7 +249,7 @@ def write_report(
     for s in summaries:
         if s.ref == reference:
             continue
-        for wc in compare_run(reps, reference, s.ref, margin, confidence, seed):
+        for wc in compare_run(reps, reference, s.ref, margin, confidence, seed, statistic):
             c = wc.comparison
             needed = f"; ~{c.repetitions_needed} reps needed" if c.repetitions_needed else ""
             verdict_rows.append(
@@ -320,13 +328,19 @@ def write_report(
 
 
 def compare_run(
-    reps: list[Repetition], reference: str, candidate: str, margin: float, confidence: float, seed: int
+    reps: list[Repetition],
+    reference: str,
+    candidate: str,
+    margin: float,
+    confidence: float,
+    seed: int,
+    statistic: str = "median",
 ) -> list[WorkloadComparison]:
     """Compare two images within one run's repetitions (already interleaved), per shared workload."""
     out = []
     for name in sorted({r.workload for r in reps}):
-        ref_s = [r.samples_per_s for r in reps if r.image == reference and r.workload == name]
-        cand_s = [r.samples_per_s for r in reps if r.image == candidate and r.workload == name]
+        ref_s = [r.throughput(statistic) for r in reps if r.image == reference and r.workload == name]
+        cand_s = [r.throughput(statistic) for r in reps if r.image == candidate and r.workload == name]
         if len(ref_s) < MIN_REPETITIONS or len(cand_s) < MIN_REPETITIONS:
             continue  # reported in the throughput table; too few repetitions for a verdict
         kind = reps[0].device.device

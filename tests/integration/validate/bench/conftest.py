@@ -20,9 +20,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
 import pytest
-
-docker = pytest.importorskip("docker", reason="the docker SDK is needed to talk to the engine")
 
 CACHE = Path(os.environ.get("STRATA_TEST_CACHE", Path.home() / ".cache" / "strata-test"))
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -65,14 +65,22 @@ def ensure_base_image(client: docker.DockerClient) -> str:
     if _image_exists(client, BASE_TAG):
         return BASE_TAG
     if not shutil.which("mmdebstrap"):
-        pytest.skip("mmdebstrap is not installed, so the test base image cannot be made (apt install mmdebstrap)")
+        pytest.skip(
+            "mmdebstrap is not installed, so the test base image cannot be made (apt install mmdebstrap)"
+        )
     rootfs = CACHE / "py311" / "rootfs.tar"
     if not rootfs.exists():
         rootfs.parent.mkdir(parents=True, exist_ok=True)
         partial = rootfs.with_suffix(".partial")
         subprocess.run(
-            ["mmdebstrap", "--variant=minbase", "--include=python3,python3-venv,libgomp1", "bookworm",
-             str(partial), DEBIAN_MIRROR],
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,libgomp1",
+                "bookworm",
+                str(partial),
+                DEBIAN_MIRROR,
+            ],
             check=True,
         )
         partial.rename(rootfs)
@@ -90,10 +98,28 @@ def ensure_tf_image(client: docker.DockerClient) -> str:
     wheels = context / "wheels"
     if not (wheels.exists() and any(wheels.glob("tensorflow_cpu-*.whl"))):
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--python-version", "3.11",
-             "--implementation", "cp", "--platform", "manylinux2014_x86_64", "--platform",
-             "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "--platform", "linux_x86_64",
-             "-d", str(wheels), f"tensorflow-cpu=={TF_VERSION}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--platform",
+                "manylinux2014_x86_64",
+                "--platform",
+                "manylinux_2_17_x86_64",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "--platform",
+                "linux_x86_64",
+                "-d",
+                str(wheels),
+                f"tensorflow-cpu=={TF_VERSION}",
+            ],
             check=True,
         )
     (context / "Dockerfile").write_text(TF_DOCKERFILE)

@@ -1,0 +1,75 @@
+"""The in-image workload script: Python 3.9-compatible, stdlib + numpy + TF only, and its pure timing logic."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from validate.bench import workloads
+from validate.bench.workloads import coefficient_of_variation, summarize_steps, time_steps, warmup_steps
+
+SCRIPT = Path(workloads.__file__)
+
+
+def test_script_parses_as_python_3_9() -> None:
+    ast.parse(SCRIPT.read_text(), feature_version=(3, 9))
+
+
+def test_script_imports_only_stdlib_numpy_and_tensorflow() -> None:
+    tree = ast.parse(SCRIPT.read_text())
+    roots = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    not_allowed = {
+        r for r in roots - {"numpy", "tensorflow", "__future__"} if r not in sys.stdlib_module_names
+    }
+    assert not_allowed == set()
+    # Runtime calls to __import__ count too.
+    assert '__import__("numpy")' in SCRIPT.read_text()
+
+
+def test_warmup_ends_at_the_first_steady_window() -> None:
+    times = [5.0, 2.0, 1.2, 1.0, 1.0, 1.01, 0.99, 1.0, 1.0]
+    assert warmup_steps(times, 5, 0.05) == 3
+    assert warmup_steps([1.0, 2.0] * 5, 5, 0.05) is None
+
+
+def test_summary_of_a_run_that_never_settles_uses_its_second_half() -> None:
+    times = [1.0, 3.0] * 6
+    summary = summarize_steps(times, "cpu")
+    assert summary["steady"] is False and summary["warmup_steps"] is None
+    assert summary["steady_median_step_s"] == 2.0
+    settled = summarize_steps([4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], "cpu")
+    assert settled["warmup_steps"] == 1 and settled["warmup_s"] == 4.0
+    assert settled["steady_median_step_s"] == 1.0 and settled["steady_step_cv"] == 0.0
+
+
+def test_sleep_fraction_hook_stretches_each_step_by_that_fraction() -> None:
+    def step() -> None:
+        end = __import__("time").perf_counter() + 0.02
+        while __import__("time").perf_counter() < end:
+            pass
+
+    plain, _ = time_steps(step, 5, 0.0)
+    slowed, first_done = time_steps(step, 5, 0.5)
+    assert first_done > 0
+    ratio = sorted(slowed)[2] / sorted(plain)[2]
+    assert 1.3 < ratio < 2.0
+
+
+def test_cv_of_short_lists() -> None:
+    assert coefficient_of_variation([2.0]) == 0.0
+    assert coefficient_of_variation([1.0, 1.0, 1.0]) == 0.0
+
+
+def test_bad_arguments_exit_non_zero_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        workloads.main(["--workload", "matmul", "--device", "cpu", "--steps", "2"]) == workloads.EXIT_BAD_ARGS
+    )
+    assert capsys.readouterr().err.strip() == "strata-bench: matmul: --steps must be at least 6"
