@@ -402,20 +402,37 @@ def check_cuda_libraries(s: Session) -> list[CheckResult]:
     return results
 
 
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaRuntimeGetVersion answers only once libcuda.so.1 (the driver) loads
+
+
+class LibraryStatusError(OSError):
+    def __init__(self, symbol: str, status: int) -> None:
+        super().__init__(f"{symbol} returned status {status}")
+        self.status = status
+
+
 def _ask_version(lib: Any, symbol: str, by_pointer: bool) -> int:
     fn = getattr(lib, symbol)
     if by_pointer:
         out = ctypes.c_int(0)
         status = fn(ctypes.byref(out))
         if status != 0:
-            raise OSError(f"{symbol} returned status {status}")
+            raise LibraryStatusError(symbol, status)
         return int(out.value)
     fn.restype = ctypes.c_size_t
     return int(fn())
 
 
+def driver_loads() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
 def check_cuda_versions(s: Session) -> list[CheckResult]:
-    """Ask each library its own version; none of these calls needs a device."""
+    """Ask each library its own version; none of these calls needs a device (cudart needs the driver)."""
     asks = [
         ("cuda-version:cudart", "libcudart", "cudaRuntimeGetVersion", True, decode_cudart_version, "cuda"),
         ("cuda-version:cudnn", "libcudnn", "cudnnGetVersion", False, decode_cudnn_version, "cudnn"),
@@ -432,6 +449,17 @@ def check_cuda_versions(s: Session) -> list[CheckResult]:
             continue
         try:
             found = decode(_ask_version(lib, symbol, by_pointer))
+        except LibraryStatusError as exc:
+            if exc.status == CUDA_ERROR_INSUFFICIENT_DRIVER and not driver_loads():
+                reason = f"{symbol} needs the CUDA driver (libcuda.so.1), which this container lacks ({exc})"
+                results.append(
+                    CheckResult.failed(name, "the CUDA driver (--expect-gpu)", reason)
+                    if s.ctx.expect_gpu
+                    else CheckResult.not_run(name, reason)
+                )
+            else:
+                results.append(CheckResult.failed(name, f"{symbol}() answers", str(exc)))
+            continue
         except (OSError, AttributeError) as exc:
             results.append(CheckResult.failed(name, f"{symbol}() answers", str(exc)))
             continue
@@ -440,6 +468,51 @@ def check_cuda_versions(s: Session) -> list[CheckResult]:
         else:
             results.append(check_claims(name, found, claims_for(s.ctx, claim)))
     return results
+
+
+# Which label each NVIDIA wheel's version must agree with.
+CUDA_WHEEL_CLAIMS = {
+    "nvidia-cuda-runtime-cu11": "cuda",
+    "nvidia-cuda-runtime-cu12": "cuda",
+    "nvidia-cudnn-cu11": "cudnn",
+    "nvidia-cudnn-cu12": "cudnn",
+}
+
+
+def cuda_wheel_versions() -> dict[str, str]:
+    """Installed NVIDIA wheels that carry the CUDA and cuDNN versions: normalized name -> version."""
+    from importlib import metadata
+
+    found = {}
+    for dist in metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", str(dist.metadata["Name"] or "")).lower()
+        if name in CUDA_WHEEL_CLAIMS:
+            found[name] = str(dist.version)
+    return found
+
+
+def check_cuda_wheels(s: Session) -> list[CheckResult]:
+    """The NVIDIA wheels' own versions against the labels: works with no driver and no device."""
+    if s.flavor != "gpu":
+        return [CheckResult.not_run("cuda-wheels", f"flavor {s.flavor} has no CUDA")]
+    wheels = cuda_wheel_versions()
+    if not wheels:
+        return [CheckResult.not_run("cuda-wheels", "no nvidia-cuda-runtime/cudnn wheels installed")]
+    outcomes = [
+        check_claims("cuda-wheels", version, claims_for(s.ctx, CUDA_WHEEL_CLAIMS[name]))
+        for name, version in sorted(wheels.items())
+    ]
+    failures = [o for o in outcomes if o.status == FAIL]
+    shown = ", ".join(f"{n} {v}" for n, v in sorted(wheels.items()))
+    if failures:
+        return [
+            CheckResult.failed(
+                "cuda-wheels",
+                "; ".join(o.expected or "" for o in failures),
+                "; ".join(o.found or "" for o in failures),
+            )
+        ]
+    return [CheckResult.passed("cuda-wheels", shown + " agree with the labels", shown)]
 
 
 def site_packages_dirs() -> list[str]:
@@ -577,6 +650,7 @@ CHECKS: list[tuple[tuple[str, ...], Check]] = [
     (("tf-build-cuda", "tf-build-cuda-version", "tf-build-cudnn-version"), check_tf_build_info),
     ((), check_cuda_libraries),  # names depend on the CUDA version; see planned_names
     (("cuda-version:cudart", "cuda-version:cudnn", "cuda-version:nccl"), check_cuda_versions),
+    (("cuda-wheels",), check_cuda_wheels),
     (("xla-gpu-tools",), check_xla_gpu_tools),
     (("pip-check",), check_pip),
     (("env-promised",), check_env),
