@@ -63,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     run.add_argument("--size", choices=SIZES, default="small", help="workload size (default small)")
     run.add_argument("--steps", type=int, default=None, help="timed steps per repetition (default by size)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="TF threads in the container (default TF's; 1 on shared hosts)",
+    )
     run.add_argument("--seed", type=int, default=None, help="order seed (default random, recorded)")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per container")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory (default results/)")
@@ -130,6 +136,7 @@ def run_command(args: argparse.Namespace) -> int:
         steps=args.steps,
         timeout_s=args.timeout,
         ledger_path=args.ledger,
+        threads=args.threads,
         progress=lambda line: print(line, file=sys.stderr),
     )
     print(f"run {result.info.run_id} (seed {seed}): {len(result.repetitions)} repetitions")

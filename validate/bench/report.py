@@ -129,8 +129,10 @@ def _summaries(
     return out
 
 
-def plot_throughput(summaries: list[_ImageSummary], confidence: float, path: Path) -> Path:
-    """One panel per workload: each image's median samples/s per device with its bootstrap interval."""
+def plot_throughput(
+    summaries: list[_ImageSummary], reference: str, margin: float, confidence: float, path: Path
+) -> Path:
+    """One panel per workload: each image's median samples/s with its interval; shaded: reference ± margin."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,13 +148,24 @@ def plot_throughput(summaries: list[_ImageSummary], confidence: float, path: Pat
         medians = [s.medians[name][0] for s in rows]
         lows = [s.medians[name][0] - s.medians[name][1] for s in rows]
         highs = [s.medians[name][2] - s.medians[name][0] for s in rows]
+        ref = next((s for s in rows if s.ref == reference), None)
+        if ref is not None:
+            center = ref.medians[name][0]
+            ax.axvspan(
+                center * (1 - margin),
+                center * (1 + margin),
+                color="#2ca02c",
+                alpha=0.12,
+                label=f"reference ±{margin:.0%}",
+            )
+            ax.legend(fontsize=7, loc="lower left")
         ax.errorbar(medians, ys, xerr=[lows, highs], fmt="o", capsize=4, color="#1f5fa8")
         ax.set_yticks(ys, [s.ref for s in rows], fontsize=8)
         ax.invert_yaxis()
         ax.set_title(f"{name}: median samples/s per device, {confidence:.0%} CI", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
-        lo = min(m - e for m, e in zip(medians, lows))
-        hi = max(m + e for m, e in zip(medians, highs))
+        lo = min([m - e for m, e in zip(medians, lows)] + ([center * (1 - margin)] if ref else []))
+        hi = max([m + e for m, e in zip(medians, highs)] + ([center * (1 + margin)] if ref else []))
         pad = (hi - lo) * 0.15 or hi * 0.05
         ax.set_xlim(max(0.0, lo - pad), hi + pad)
     fig.tight_layout()
@@ -226,7 +239,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = _summaries(reps, run.images, confidence, seed, statistic)
     plots = [
-        plot_throughput(summaries, confidence, out_dir / "throughput.png"),
+        plot_throughput(summaries, reference, margin, confidence, out_dir / "throughput.png"),
         plot_repetitions(reps, statistic, out_dir / "repetitions.png"),
     ]
     ref_summary = next(s for s in summaries if s.ref == reference)

@@ -125,12 +125,14 @@ def run_repetition(
     size: str,
     steps: int | None,
     timeout_s: float,
+    threads: int | None = None,
     python: str = "python3",
 ) -> tuple[dict[str, Any], str]:
     """Run one workload once in a fresh container; return its result document and start time (ISO)."""
     where = f"{image.ref}: workload {workload} repetition {repetition}"
     command = [python, SCRIPT_PATH, "--workload", workload, "--device", device, "--size", size]
     command += ["--json-out", RESULT_PATH] + (["--steps", str(steps)] if steps else [])
+    command += ["--threads", str(threads)] if threads else []
     device_requests = (
         [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if device == "gpu" else None
     )
@@ -192,6 +194,7 @@ def run_benchmarks(
     steps: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ledger_path: Path | None = None,
+    threads: int | None = None,
     python: str = "python3",
     progress: Callable[[str], None] | None = None,
 ) -> BenchRun:
@@ -233,6 +236,7 @@ def run_benchmarks(
         "device": device,
         "size": size,
         "steps": steps,
+        "threads": threads,
         "repeats": repeats,
         "seed": seed,
         "workloads": list(workloads),
@@ -256,6 +260,7 @@ def run_benchmarks(
                 size=size,
                 steps=steps,
                 timeout_s=timeout_s,
+                threads=threads,
                 python=python,
             )
             name = f"{index:03d}-{_safe(ref)}-{workload}-r{repetition}.json"
