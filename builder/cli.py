@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -16,23 +17,66 @@ from builder.errors import ErrorList, StrataError
 # Each module registers one or more subcommands; order is the order `strata --help` lists them.
 COMMAND_MODULES = [
     "builder.commands",
+    "builder.image_commands",
+    "registry_sync.commands",
+    "validate.smoke_command",
+    "validate.bench.commands",
 ]
+# Which module owns a command, so `strata plan` does not import the registry client, numpy or matplotlib.
+COMMAND_OWNERS = {
+    "render": "builder.commands",
+    "plan": "builder.commands",
+    "lock": "builder.commands",
+    "fetch": "builder.commands",
+    "build": "builder.commands",
+    "verify": "builder.commands",
+    "canonicalize": "builder.image_commands",
+    "diff": "builder.image_commands",
+    "registry": "registry_sync.commands",
+    "smoke": "validate.smoke_command",
+    "bench": "validate.bench.commands",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="strata",
         description="Build, prove and publish reproducible TensorFlow images from one matrix.yaml.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    owner = COMMAND_OWNERS.get(command or "")
+    for name in [owner] if owner else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    parser.epilog = "examples:\n" + "\n".join(_examples(sub))
     return parser
 
 
+def _examples(sub: argparse._SubParsersAction) -> list[str]:  # type: ignore[type-arg]
+    """One example per subcommand, taken from the `example: strata ...` text of its help (or of its first child)."""
+    lines = []
+    for name, sp in sub.choices.items():
+        example = _find_example(sp)
+        lines.append(f"  {example or f'strata {name} --help'}")
+    return lines
+
+
+def _find_example(sp: argparse.ArgumentParser) -> str | None:
+    text = f"{sp.description or ''}\n{sp.epilog or ''}"
+    match = re.search(r"example:\s*(strata [^\n]+?)(\s{2,}\(|$)", text, re.M)
+    if match:
+        return match.group(1).strip()
+    for action in sp._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found = _find_example(child)
+                if found:
+                    return found
+    return None
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

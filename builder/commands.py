@@ -197,6 +197,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def engine_client_for_builds() -> Any:
+    """A client whose reads may take as long as saving or loading a multi-GB image does."""
+    import docker
+
+    return docker.from_env(timeout=3600)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from builder.build import BuildOptions, build_images, check_buildable
     from builder.host import ensure_engine
@@ -205,7 +212,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     plan = load_plan(args)
     check_buildable(plan)
     reporter = BuildReporter(quiet=args.quiet or args.format == "json", verbose=args.verbose)
-    client = ensure_engine(auto_start=True)
+    ensure_engine(auto_start=True).close()
+    client = engine_client_for_builds()
     outcomes = build_images(plan, client, BuildOptions(jobs=args.jobs, keep_going=args.keep_going, on_event=reporter.event))
     if args.format == "json":
         json.dump([o.to_json() for o in outcomes], sys.stdout, indent=2)

@@ -1,4 +1,4 @@
-"""`strata canonicalize` and `strata image-diff`: make an image reproducible, and explain why two are not."""
+"""`strata canonicalize` and `strata diff`: make an image reproducible, and explain why two are not."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CANONICALIZE_EXAMPLE = (
     "example: strata canonicalize strata/tf:2.15-gpu-build out/tf2.15-gpu --tag strata/tf:2.15-gpu --load"
 )
 DIFF_EXAMPLE = (
-    "example: strata image-diff out/run1 out/run2   (paths to layouts/archives, or engine references)"
+    "example: strata diff out/run1 out/run2   (paths to layouts/archives, or engine references)"
 )
 
 
@@ -32,7 +32,7 @@ def _epoch_default() -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add `canonicalize` and `image-diff` to the `strata` command."""
+    """Add `canonicalize` and `diff` to the `strata` command."""
     canon = subparsers.add_parser(
         "canonicalize",
         help="rewrite an engine image into a reproducible OCI layout",
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     canon.set_defaults(func=run_canonicalize)
 
     diff = subparsers.add_parser(
-        "image-diff",
+        "diff",
         help="explain why two images differ, layer by layer and file by file",
         description="Compare two images and list what differs; exits 0 if identical, 1 if not. "
         + DIFF_EXAMPLE,
@@ -123,7 +123,7 @@ def run_canonicalize(args: argparse.Namespace) -> int:
 
 
 def run_image_diff(args: argparse.Namespace) -> int:
-    """Handler of `strata image-diff`: 0 when identical, 1 when different."""
+    """Handler of `strata diff`: 0 when identical, 1 when different."""
     with tempfile.TemporaryDirectory(prefix="strata-diff-") as scratch:
         a = open_image(args.a, Path(scratch))
         b = open_image(args.b, Path(scratch))

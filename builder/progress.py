@@ -45,7 +45,7 @@ class BuildReporter:
                 return
             self._last[node] = message
             label = "strata" if node == "-" else node
-            self.console.log(f"[bold]{label}[/bold] {message}", highlight=False)
+            self.console.log(f"{label} {message}", markup=False, highlight=False)
 
     def summary(self, outcomes: list[Any]) -> None:
         table = Table(title="strata build")
@@ -62,4 +62,4 @@ class BuildReporter:
         Console(file=sys.stdout, width=120).print(table)
         for o in outcomes:
             if o.status == "failed":
-                self.console.print(f"[red]strata: {o.message}[/red]", highlight=False)
+                self.console.print(f"strata: {o.message}", style="red", markup=False, highlight=False)

@@ -60,7 +60,7 @@ def test_canonical_forms_of_two_builds_are_byte_identical(engine, two_builds, na
     two = canonicalize_image(second, tmp_path / "two", policy, tag=f"{namespace}:canonical", client=engine)
     assert one.manifest_digest == two.manifest_digest
     assert layout_bytes(tmp_path / "one") == layout_bytes(tmp_path / "two")
-    assert strata("image-diff", str(tmp_path / "one"), str(tmp_path / "two")) == 0
+    assert strata("diff", str(tmp_path / "one"), str(tmp_path / "two")) == 0
 
 
 def test_canonical_image_loads_with_its_config_digest_as_id_and_runs(engine, two_builds, namespace, tmp_path):
@@ -100,7 +100,7 @@ def test_a_real_content_difference_is_named_with_its_build_step(
     engine, build, two_builds, namespace, tmp_path, capsys
 ):
     other = build("other-nonce", nonce="2026-11-23T17:00:00")
-    assert strata("image-diff", two_builds[0], other, "--ignore", "mtime") == 1
+    assert strata("diff", two_builds[0], other, "--ignore", "mtime") == 1
     report = capsys.readouterr().out
     nonce_line = next(line for line in report.splitlines() if line.startswith("  ~ nonce  ("))
     assert nonce_line.endswith("size 5 -> 20, content differs)")

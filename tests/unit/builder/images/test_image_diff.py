@@ -129,17 +129,17 @@ def test_cli_image_diff_exits_one_on_difference_and_zero_when_identical(
 ):
     one = docker_archive([member("f", b"1")])
     two = docker_archive([member("f", b"2")])
-    args = parser().parse_args(["image-diff", str(one), str(two)])
+    args = parser().parse_args(["diff", str(one), str(two)])
     assert args.func(args) == 1
     assert "~ f  (content differs)" in capsys.readouterr().out
-    args = parser().parse_args(["image-diff", str(one), str(one), "--json"])
+    args = parser().parse_args(["diff", str(one), str(one), "--json"])
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out)["identical"] is True
 
 
 def test_cli_help_carries_an_example():
     top = parser()
-    for command in ("canonicalize", "image-diff"):
+    for command in ("canonicalize", "diff"):
         sub = top._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
         assert "example: strata " + command in sub.format_help().replace("\n", " ").replace("  ", " ")
 

@@ -1,0 +1,70 @@
+"""Shared integration fixtures: the real engine and the cpu cells of the default matrix built by Strata itself.
+
+Building is idempotent (content-hash build avoidance), so every test module that asks for the images pays for the
+build at most once per machine; CI builds them once per run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from builder.matrix import load_matrix
+from builder.plan import Plan, build_plan
+
+REPO = Path(__file__).resolve().parents[2]
+CPU_CELLS = "*-cpu"
+
+
+def strata(*args: str, env: dict[str, str] | None = None, timeout: int = 3600, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run the real `strata` CLI as a user would (a fresh process), capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "builder.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def run_strata():  # type: ignore[no-untyped-def]
+    """The `strata` CLI as a fresh process: run_strata("build", "--only", "tf2.13.1-cpu")."""
+    return strata
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[docker.DockerClient]:
+    client = docker.from_env(timeout=900)
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def default_plan() -> Plan:
+    return build_plan(load_matrix(REPO / "matrix.yaml"))
+
+
+@pytest.fixture(scope="session")
+def cpu_cells_built(engine: docker.DockerClient, default_plan: Plan) -> dict[str, str]:
+    """Build the cpu cells with `strata build` and return {cell id: final image reference}."""
+    proc = strata("build", "--only", CPU_CELLS, "--format", "json")
+    assert proc.returncode == 0, f"strata build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    outcomes = json.loads(proc.stdout)
+    assert {o["status"] for o in outcomes} <= {"built", "cached"}, outcomes
+    plan = default_plan.select([CPU_CELLS])
+    return {cell: plan.final_node(cell).tags[0] for cell in plan.cell_ids()}
