@@ -11,6 +11,7 @@ from validate.bench.stats import (
     compare,
     median_interval,
     repetitions_needed,
+    robust_cv,
 )
 
 
@@ -134,3 +135,23 @@ def test_cv_and_median_interval() -> None:
     assert coefficient_of_variation([9.0, 11.0]) == pytest.approx(np.std([9, 11], ddof=1) / 10)
     median, low, high = median_interval([10.0, 11.0, 12.0, 13.0, 14.0])
     assert median == 12.0 and 10.0 <= low <= median <= high <= 14.0
+
+
+def test_one_disturbed_repetition_does_not_void_the_run_but_a_bimodal_one_does() -> None:
+    rng = np.random.default_rng(12)
+    ref = samples(rng, 100.0, 0.005, 8)
+    burst = [*samples(rng, 100.0, 0.005, 7), 55.0]  # one container ran during a burst of host load
+    assert compare(ref, burst, seed=1).verdict is Verdict.EQUIVALENT
+    bimodal = samples(rng, 100.0, 0.005, 4) + samples(rng, 55.0, 0.005, 4)
+    assert compare(ref, bimodal, seed=1).verdict is Verdict.INVALID
+
+
+def test_robust_cv_matches_the_classic_cv_on_normal_data() -> None:
+    rng = np.random.default_rng(13)
+    values = list(rng.normal(100.0, 2.0, size=4000))
+    assert robust_cv(values) == pytest.approx(coefficient_of_variation(values), rel=0.05)
+    assert (
+        robust_cv([100.0, 101.0, 99.0, 100.0, 180.0])
+        < 0.02
+        < coefficient_of_variation([100, 101, 99, 100, 180])
+    )
