@@ -97,8 +97,11 @@ def complete_results(run: ContainerRun, timeout_s: float) -> list[CheckResult]:
     results = list(run.results) + [CheckResult.failed(n, "a result", why, why) for n in missing]
     if not run.planned:
         tail = " | ".join(run.log.strip().splitlines()[-5:]) or "(empty log)"
-        found = why if run.timed_out else f"exit {run.exit_code}, no plan printed: {tail}"
-        results.append(CheckResult.failed("smoke-run", "the checks start and report", found))
+        if run.timed_out:
+            results.append(CheckResult.failed("smoke-run", "the checks start and report", why, why))
+        else:
+            found = f"exit {run.exit_code}, no plan printed: {tail}"
+            results.append(CheckResult.failed("smoke-run", "the checks start and report", found))
     return results
 
 

@@ -685,7 +685,8 @@ def _gpu_module() -> Any:
 
 
 def emit(result: CheckResult) -> None:
-    sys.stdout.write(RESULT_MARKER + json.dumps(result.to_dict(), sort_keys=True) + "\n")
+    # The leading newline keeps the marker at a line start even if a check printed a partial line.
+    sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result.to_dict(), sort_keys=True) + "\n")
     sys.stdout.flush()
 
 

@@ -44,7 +44,7 @@ def test_no_plan_means_the_run_itself_failed_with_the_log_tail() -> None:
     assert only.name == "smoke-run" and only.status == FAIL
     assert only.found == "exit 127, no plan printed: strata smoke: no python in the image"
     timed_out = complete_results(ContainerRun(timed_out=True), 5)
-    assert timed_out[0].found == "timed out after 5 s"
+    assert timed_out[0].summary() == "fail: timed out after 5 s"
 
 
 def test_context_archive_carries_the_check_code_readable_by_any_uid() -> None:

@@ -229,7 +229,7 @@ def test_check_script_runs_standalone_and_reports_every_planned_check(tmp_path: 
         [python, "-I", str(tmp_path / "checks.py"), str(tmp_path / "ctx.json")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False,
     )  # fmt: skip
-    lines = proc.stdout.splitlines()
+    lines = [line for line in proc.stdout.splitlines() if line]
     assert lines[0].startswith(checks.PLAN_MARKER), proc.stderr
     planned = json.loads(lines[0][len(checks.PLAN_MARKER) :])
     results = [CheckResult.from_dict(json.loads(x[len(checks.RESULT_MARKER) :])) for x in lines[1:]]
