@@ -135,24 +135,24 @@ def log_outcome(text: str, gpu_ran: bool, expect_gpu: bool, reason: str) -> Chec
 # ---------------------------------------------------------------- in-image, needs TensorFlow and a GPU
 
 
-def _matmul(tf: Any) -> list[CheckResult]:
+def _matmul(tf: Any, device: str) -> list[CheckResult]:
     import numpy as np
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((512, 256)).astype("float32")
     b = rng.standard_normal((256, 384)).astype("float32")
-    with tf.device("/GPU:0"):
+    with tf.device(device):
         product = tf.matmul(tf.constant(a), tf.constant(b))
-    if "GPU" not in product.device:
-        return [CheckResult.failed("gpu-matmul", "result placed on /GPU:0", product.device)]
+    if not product.device.upper().endswith(device.upper().lstrip("/")):
+        return [CheckResult.failed("gpu-matmul", f"result placed on {device}", product.device)]
     return [matmul_outcome(product.numpy(), a.astype("float64") @ b.astype("float64"))]
 
 
-def _conv_mixed(tf: Any, jit: bool) -> list[CheckResult]:
+def _conv_mixed(tf: Any, device: str, jit: bool) -> list[CheckResult]:
     name = "gpu-conv2d-mixed-float16" + ("-xla" if jit else "")
     tf.keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        with tf.device("/GPU:0"):
+        with tf.device(device):
             layer = tf.keras.layers.Conv2D(8, 3, padding="same")
             x = tf.random.stateless_normal((4, 32, 32, 3), seed=(1, 2))
             layer.build(x.shape)
@@ -178,16 +178,11 @@ def _conv_mixed(tf: Any, jit: bool) -> list[CheckResult]:
                 f"loss={float(loss.numpy())}, grad norms={norms}",
             )
         ]
-    return [
-        CheckResult.passed(
-            name,
-            "forward+backward on {}, grad norms {}".format(out.device, ", ".join(f"{n:.3g}" for n in norms)),
-        )
-    ]
+    shown = ", ".join(f"{n:.3g}" for n in norms)
+    return [CheckResult.passed(name, f"forward+backward on {out.device}, grad norms {shown}")]
 
 
-def _mirrored(tf: Any, gpus: list[Any]) -> list[CheckResult]:
-    devices = [f"/gpu:{i}" for i in range(len(gpus))]
+def _mirrored(tf: Any, devices: list[str]) -> list[CheckResult]:
     strategy = tf.distribute.MirroredStrategy(devices)
 
     def replica_value() -> Any:
@@ -198,6 +193,21 @@ def _mirrored(tf: Any, gpus: list[Any]) -> list[CheckResult]:
     per_replica = strategy.run(tf.function(replica_value))
     values = [float(v.numpy()) for v in strategy.experimental_local_results(per_replica)]
     return [allreduce_outcome(values, strategy.num_replicas_in_sync)]
+
+
+def device_workloads(tf: Any, device_type: str, count: int) -> list[CheckResult]:
+    """Matmul, mixed-precision Conv2D (with and without XLA) and an all-reduce on `/<device_type>:0..count-1`.
+
+    The GPU checks call it with "GPU"; tests call it with "CPU" to prove the TensorFlow code itself works
+    on hosts without a GPU (results named gpu-* then say nothing about a GPU).
+    """
+    first = f"/{device_type}:0"
+    results = run_guarded(("gpu-matmul",), lambda: _matmul(tf, first))
+    results += run_guarded(("gpu-conv2d-mixed-float16",), lambda: _conv_mixed(tf, first, jit=False))
+    results += run_guarded(("gpu-conv2d-mixed-float16-xla",), lambda: _conv_mixed(tf, first, jit=True))
+    devices = [f"/{device_type.lower()}:{i}" for i in range(count)]
+    results += run_guarded(("gpu-mirrored-allreduce",), lambda: _mirrored(tf, devices))
+    return results
 
 
 def run_gpu_checks(session: Any) -> list[CheckResult]:
@@ -233,10 +243,7 @@ def run_gpu_checks(session: Any) -> list[CheckResult]:
         return [CheckResult.passed("gpu-compute-capability", "; ".join(found), found="; ".join(found))]
 
     results += run_guarded(("gpu-compute-capability",), capabilities)
-    results += run_guarded(("gpu-matmul",), lambda: _matmul(tf))
-    results += run_guarded(("gpu-conv2d-mixed-float16",), lambda: _conv_mixed(tf, jit=False))
-    results += run_guarded(("gpu-conv2d-mixed-float16-xla",), lambda: _conv_mixed(tf, jit=True))
-    results += run_guarded(("gpu-mirrored-allreduce",), lambda: _mirrored(tf, gpus))
+    results += device_workloads(tf, "GPU", len(gpus))
     return results
 
 
@@ -245,6 +252,7 @@ __all__ = [
     "GPU_CHECK_NAMES",
     "LOG_CHECK_NAME",
     "NOT_RUN",
+    "device_workloads",
     "run_gpu_checks",
     "scan_log",
     "unrunnable",
