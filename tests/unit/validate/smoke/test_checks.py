@@ -243,3 +243,29 @@ def test_check_script_runs_standalone_and_reports_every_planned_check(tmp_path: 
         assert proc.returncode == 1
         assert by_name["gpu-visible"].summary() == "not-run: tensorflow did not import (see tf-import)"
     assert by_name["user-uid"].status == NOT_RUN
+
+
+def test_xla_tools_are_found_where_xla_flags_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path / "cuda"
+    (data_dir / "nvvm" / "libdevice").mkdir(parents=True)
+    (data_dir / "nvvm" / "libdevice" / "libdevice.10.bc").write_bytes(b"BC")
+    (data_dir / "bin").mkdir()
+    ptxas = data_dir / "bin" / "ptxas"
+    ptxas.write_text("#!/bin/sh\n")
+    ptxas.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_gpu_cuda_data_dir={data_dir} --xla_gpu_autotune_level=2")
+    session = Session(SmokeContext(image="i:1", labels={"io.strata.xla-gpu": "true"}))
+    (found,) = checks.check_xla_gpu_tools(session)
+    assert found.status == PASS
+    assert found.detail == f"ptxas {ptxas}, libdevice {data_dir}/nvvm/libdevice/libdevice.10.bc"
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_gpu_cuda_data_dir={tmp_path / 'nothing'}")
+    (missing,) = checks.check_xla_gpu_tools(session)
+    if not Path("/usr/local/cuda/bin/ptxas").exists():
+        assert missing.summary() == (
+            "fail: expected ptxas and libdevice (io.strata.xla-gpu=true), found ptxas=missing, libdevice=missing"
+        )
+    unpromised = checks.check_xla_gpu_tools(
+        Session(SmokeContext(image="i:1", labels={"io.strata.xla-gpu": "false"}))
+    )
+    assert unpromised[0].status == NOT_RUN
