@@ -1,5 +1,8 @@
 """Smoke results stored per image digest, so promotion can require a passing run of the exact image.
 
+The digest is the image ID (the config digest `docker inspect` shows), which stays the same when the image is
+pushed; the registry manifest digests known at run time are recorded as `repo_digests`.
+
 Layout under a results directory (default `.strata/results/smoke/`):
 
     sha256:<hex>.json   the ImageReport of the latest run of that image
@@ -31,6 +34,7 @@ class ImageReport:
     digest: str
     checks: list[CheckResult]
     labels: dict[str, str] = field(default_factory=dict)
+    repo_digests: list[str] = field(default_factory=list)
     expect_gpu: bool = False
     gpus: str | None = None
     duration_s: float = 0.0
@@ -72,6 +76,7 @@ class ImageReport:
             "started": self.started,
             "duration_s": round(self.duration_s, 3),
             "labels": self.labels,
+            "repo_digests": self.repo_digests,
             "log_path": self.log_path,
             "checks": [c.to_dict() for c in self.checks],
         }
@@ -83,6 +88,7 @@ class ImageReport:
             digest=data["digest"],
             checks=[CheckResult.from_dict(c) for c in data["checks"]],
             labels=dict(data.get("labels") or {}),
+            repo_digests=list(data.get("repo_digests") or []),
             expect_gpu=bool(data.get("expect_gpu")),
             gpus=data.get("gpus"),
             duration_s=float(data.get("duration_s") or 0.0),

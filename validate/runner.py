@@ -184,15 +184,18 @@ def _start(
     client: docker.DockerClient, image_id: str, ctx: SmokeContext, requests_: list[docker.types.DeviceRequest]
 ) -> tuple[Any, str | None]:
     """Create, copy the checks in and start; (None, engine's answer) when only the GPU request failed."""
-    container = client.containers.create(
-        image_id,
-        entrypoint=["/bin/sh", "-c", PYTHON_LAUNCHER, "strata-smoke"],
-        command=[f"{SMOKE_DIR}/checks.py", f"{SMOKE_DIR}/context.json"],
-        detach=True,
-        network_disabled=True,
-        labels={"io.strata.smoke": ctx.image},
-        device_requests=requests_ or None,
-    )
+    try:
+        container = client.containers.create(
+            image_id,
+            entrypoint=["/bin/sh", "-c", PYTHON_LAUNCHER, "strata-smoke"],
+            command=[f"{SMOKE_DIR}/checks.py", f"{SMOKE_DIR}/context.json"],
+            detach=True,
+            network_disabled=True,
+            labels={"io.strata.smoke": ctx.image},
+            device_requests=requests_ or None,
+        )
+    except docker.errors.APIError as exc:
+        raise StrataError(f"smoke: {ctx.image}: cannot create a container: {exc.explanation or exc}") from exc
     try:
         container.put_archive("/", context_archive(ctx))
         container.start()
@@ -208,8 +211,15 @@ def scan_image_secrets(client: docker.DockerClient, image: Any, host_ca_bundle: 
     """Stream `docker save` of the image through the secret scanner."""
     scanner = secret_scan.SecretScanner(secret_scan.read_host_bundle(host_ca_bundle))
     diff_ids = list(image.attrs.get("RootFS", {}).get("Layers", []))
-    chunks: Iterable[bytes] = client.api.get_image(image.id)
-    result = scanner.scan_saved(chunks, diff_ids)
+    try:
+        chunks: Iterable[bytes] = client.api.get_image(image.id)
+        result = scanner.scan_saved(chunks, diff_ids)
+    except (tarfile.TarError, docker.errors.APIError, requests.exceptions.RequestException) as exc:
+        # A scan that stopped part way proves nothing: every secret check fails, saying why.
+        return [
+            CheckResult.failed(name, "a complete scan of every layer", f"the scan stopped: {exc}")
+            for name in secret_scan.CHECK_NAMES.values()
+        ]
     return secret_scan.secret_checks(result, str(host_ca_bundle))
 
 
@@ -249,6 +259,7 @@ def smoke_image(client: docker.DockerClient, reference: str, options: SmokeOptio
         digest=image.id,
         checks=results,
         labels=labels,
+        repo_digests=list(image.attrs.get("RepoDigests") or []),
         expect_gpu=options.expect_gpu,
         gpus=options.gpu_request,
         duration_s=time.monotonic() - started,
