@@ -277,7 +277,15 @@ def write_report(
                 ]
             )
     if verdict_rows:
-        header = ["candidate", "workload", "ratio", f"{confidence:.0%} CI", "robust CV ref / cand", "verdict", "why"]
+        header = [
+            "candidate",
+            "workload",
+            "ratio",
+            f"{confidence:.0%} CI",
+            "robust CV ref / cand",
+            "verdict",
+            "why",
+        ]
         sections.append(("Verdicts against the reference", *_table(header, verdict_rows)))
 
     throughput_rows = [

@@ -82,13 +82,23 @@ def best_window_median(step_times: list[float], window: int) -> float:
     return min(statistics.median(step_times[i : i + window]) for i in range(len(step_times) - window + 1))
 
 
-def summarize_steps(step_times: list[float], device: str) -> dict[str, Any]:
-    """Warm-up length and steady-state median step time from raw per-step times."""
+def summarize_steps(
+    step_times: list[float], device: str, run_delays: list[float] | None = None
+) -> dict[str, Any]:
+    """Warm-up length and steady-state step-time statistics from raw per-step times.
+
+    With per-step run-queue delays (time the process's threads waited for a CPU) the summary also says how
+    contended the host was: a diagnostic only, since delays of threads waiting at once add up, the
+    "uncontended" time (wall minus delay) is an under-estimate and is not used for verdicts.
+    """
     bound = WARMUP_CV_BOUND[device]
+    have_delays = run_delays is not None and len(run_delays) == len(step_times)
+    uncontended = [max(t - d, 0.0) for t, d in zip(step_times, run_delays or [])] if have_delays else None
     warm = warmup_steps(step_times, WARMUP_WINDOW, bound)
     # A run that never settles still gets a median (of its second half), flagged as not steady.
-    steady = step_times[warm:] if warm is not None else step_times[len(step_times) // 2 :]
-    return {
+    first = warm if warm is not None else len(step_times) // 2
+    steady = step_times[first:]
+    summary: dict[str, Any] = {
         "warmup_steps": warm,
         "warmup_s": sum(step_times[:warm]) if warm is not None else None,
         "steady": warm is not None,
@@ -97,7 +107,14 @@ def summarize_steps(step_times: list[float], device: str) -> dict[str, Any]:
         "steady_median_step_s": statistics.median(steady),
         "best_window_median_step_s": best_window_median(steady, WARMUP_WINDOW),
         "steady_step_cv": coefficient_of_variation(steady),
+        "steady_median_uncontended_step_s": None,
+        "run_queue_delay_fraction": None,
     }
+    if uncontended is not None:
+        steady_uncontended = uncontended[first:]
+        summary["steady_median_uncontended_step_s"] = statistics.median(steady_uncontended)
+        summary["run_queue_delay_fraction"] = sum((run_delays or [])[first:]) / sum(steady)
+    return summary
 
 
 # ---------------------------------------------------------------- environment
@@ -322,23 +339,48 @@ def build_workload(tf: Any, name: str, device: str, size: str) -> tuple[Step, in
 # ---------------------------------------------------------------- timing
 
 
-def time_steps(step: Step, steps: int, sleep_fraction: float) -> tuple[list[float], float]:
-    """Per-step wall times and the epoch time the first step finished.
+def run_queue_delay_s() -> float | None:
+    """Seconds this process's threads have spent runnable but waiting for a CPU (Linux schedstat).
+
+    None where /proc/<pid>/task/*/schedstat is unavailable. Threads that exit take their share with them.
+    """
+    total = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread exited between listdir and open
+    return total / 1e9
+
+
+def time_steps(step: Step, steps: int, sleep_fraction: float) -> tuple[list[float], list[float], float]:
+    """Per-step wall times, per-step run-queue delays (time the process waited for a CPU) and the epoch
+    time the first step finished.
 
     With sleep_fraction > 0 each step also sleeps that fraction of its duration (the planted-slowdown hook);
-    the sleep is part of the recorded step time, as a real slowdown would be.
+    the sleep is part of the recorded step time, as a real slowdown would be (sleeping is not run-queue wait).
     """
     times: list[float] = []
+    delays: list[float] = []
     first_step_done = 0.0
     for i in range(steps):
+        delay_before = run_queue_delay_s()
         start = time.perf_counter()
         step()
         if sleep_fraction > 0:
             time.sleep((time.perf_counter() - start) * sleep_fraction)
         times.append(time.perf_counter() - start)
+        delay_after = run_queue_delay_s()
         if i == 0:
             first_step_done = time.time()
-    return times, first_step_done
+        if delay_before is not None and delay_after is not None:
+            delays.append(max(0.0, delay_after - delay_before))
+    return times, delays, first_step_done
 
 
 def process_cpu_seconds() -> float:
@@ -374,9 +416,9 @@ def run(name: str, device: str, size: str, steps: int, threads: int | None = Non
         step, samples_per_step, details = build_workload(tf, name, device, size)
         sleep_fraction = float(os.environ.get(SLEEP_FRACTION_ENV) or 0.0)
         cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
-        step_times, first_step_done = time_steps(step, steps, sleep_fraction)
+        step_times, run_delays, first_step_done = time_steps(step, steps, sleep_fraction)
         cpu_s, wall_s = process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start
-    summary = summarize_steps(step_times, device)
+    summary = summarize_steps(step_times, device, run_delays)
     container_start = os.environ.get(CONTAINER_START_ENV)
     return {
         "schema": SCHEMA,
@@ -392,6 +434,7 @@ def run(name: str, device: str, size: str, steps: int, threads: int | None = Non
         "device_count": device_count,
         "details": details,
         "step_times_s": step_times,
+        "step_run_queue_delay_s": run_delays,
         **summary,
         "samples_per_s_per_device": samples_per_step / summary["steady_median_step_s"] / device_count,
         "process_start": _PROCESS_START,

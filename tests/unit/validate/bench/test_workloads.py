@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from validate.bench import workloads
-from validate.bench.workloads import coefficient_of_variation, summarize_steps, time_steps, warmup_steps
+from validate.bench.workloads import (
+    coefficient_of_variation,
+    run_queue_delay_s,
+    summarize_steps,
+    time_steps,
+    warmup_steps,
+)
 
 SCRIPT = Path(workloads.__file__)
 
@@ -56,11 +62,26 @@ def test_sleep_fraction_hook_stretches_each_step_by_that_fraction() -> None:
         while __import__("time").perf_counter() < end:
             pass
 
-    plain, _ = time_steps(step, 5, 0.0)
-    slowed, first_done = time_steps(step, 5, 0.5)
+    plain, delays, _ = time_steps(step, 5, 0.0)
+    slowed, _, first_done = time_steps(step, 5, 0.5)
     assert first_done > 0
+    assert len(delays) == 5 and all(d >= 0 for d in delays)
     ratio = sorted(slowed)[2] / sorted(plain)[2]
     assert 1.3 < ratio < 2.0
+
+
+def test_run_queue_delay_reads_linux_schedstat() -> None:
+    delay = run_queue_delay_s()
+    assert delay is not None and delay >= 0.0
+
+
+def test_contention_is_summarized_from_run_queue_delays() -> None:
+    times = [2.0] + [1.0] * 9
+    summary = summarize_steps(times, "cpu", [0.0] + [0.25] * 9)
+    assert summary["warmup_steps"] == 1
+    assert summary["run_queue_delay_fraction"] == pytest.approx(0.25)
+    assert summary["steady_median_uncontended_step_s"] == pytest.approx(0.75)
+    assert summarize_steps(times, "cpu")["run_queue_delay_fraction"] is None
 
 
 def test_cv_of_short_lists() -> None:
