@@ -1,0 +1,135 @@
+"""images.lock.json: image references, stable rendering, merging, the plan digest of a lock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from registry_sync.lockfile import (
+    ImageRef,
+    ImagesLock,
+    LockFileError,
+    lock_plan_digest,
+    parse_images_lock,
+    read_images_lock,
+    write_images_lock,
+)
+
+D = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("text", "registry", "repository", "tag", "digest"),
+    [
+        (
+            "127.0.0.1:5000/strata/base:bookworm-1700000000",
+            "127.0.0.1:5000",
+            "strata/base",
+            "bookworm-1700000000",
+            None,
+        ),
+        (f"127.0.0.1:5000/strata/base@{D}", "127.0.0.1:5000", "strata/base", None, D),
+        (
+            f"127.0.0.1:5000/mirror/nvidia/cuda:11.8.0-cudnn8@{D}",
+            "127.0.0.1:5000",
+            "mirror/nvidia/cuda",
+            "11.8.0-cudnn8",
+            D,
+        ),
+        ("ubuntu:22.04", None, "ubuntu", "22.04", None),
+        ("busybox", None, "busybox", None, None),
+        ("localhost/app:1", "localhost", "app", "1", None),
+        ("registry.example.com/team/app", "registry.example.com", "team/app", None, None),
+        ("[::1]:5000/strata/base:x", "[::1]:5000", "strata/base", "x", None),
+    ],
+)
+def test_parse_reference(text, registry, repository, tag, digest):
+    ref = ImageRef.parse(text)
+    assert ref == ImageRef(registry, repository, tag, digest)
+    assert str(ref) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["$BASE", "${REGISTRY}/x:1", "{{ .Values.image }}", "Upper/case:1", "a:b:c", "x@sha256:zz", ""]
+)
+def test_not_a_reference(text):
+    assert ImageRef.parse(text) is None
+
+
+def test_render_is_stable_sorted_and_has_no_time(kit):
+    a = kit.locked("127.0.0.1:5000/t/b:2", node="b")
+    b = kit.locked("127.0.0.1:5000/t/a:1", node="a")
+    one = ImagesLock({a.reference: a, b.reference: b}).render()
+    two = ImagesLock({b.reference: b, a.reference: a}).render()
+    assert one == two
+    doc = json.loads(one)
+    assert list(doc["images"]) == ["127.0.0.1:5000/t/a:1", "127.0.0.1:5000/t/b:2"]
+    assert doc["images"]["127.0.0.1:5000/t/a:1"]["size"] == {
+        "compressed": 612_345_678,
+        "uncompressed": 1_812_345_678,
+    }
+    assert "time" not in one and "date" not in one
+
+
+def test_round_trip(kit, tmp_path):
+    entry = kit.locked("127.0.0.1:5000/t/a:1", parent="p", cells=("c1", "c2"), uncompressed_size=None)
+    lock = ImagesLock({entry.reference: entry})
+    path = tmp_path / "images.lock.json"
+    assert write_images_lock(path, lock) is True
+    assert read_images_lock(path) == lock
+    assert write_images_lock(path, lock) is False  # same bytes: not rewritten
+
+
+def test_merge_replaces_and_drops_tags_no_longer_planned(kit):
+    old_a = kit.locked("r/a:1", digest=D)
+    old_gone = kit.locked("r/gone:1")
+    new_a = kit.locked("r/a:1")
+    merged = ImagesLock({old_a.reference: old_a, old_gone.reference: old_gone}).merged(
+        [new_a], keep={"r/a:1"}
+    )
+    assert merged.images == {"r/a:1": new_a}
+
+
+def test_lookup_by_tag_or_by_digest(kit):
+    entry = kit.locked("127.0.0.1:5000/t/a:1")
+    lock = ImagesLock({entry.reference: entry})
+    assert lock.lookup(ImageRef.require("127.0.0.1:5000/t/a:1", "x")) == entry
+    assert lock.lookup(ImageRef.require(f"127.0.0.1:5000/t/a@{entry.digest}", "x")) == entry
+    assert lock.lookup(ImageRef.require(f"127.0.0.1:5000/t/other@{entry.digest}", "x")) is None
+    assert lock.lookup(ImageRef.require("t/a:1", "x")) is None
+
+
+def test_lock_plan_digest_equals_plan_digest_for_a_full_lock(kit):
+    from builder.plan import plan_digest
+
+    nodes = [kit.node("base", "base", "t/base", "1"), kit.node("tools", "tools", "t/tf", "1", parent="base")]
+    plan = kit.plan(nodes)
+    lock = ImagesLock(
+        {
+            f"r/{n.id}:1": kit.locked(f"r/{n.id}:1", node=n.id, content_hash=n.content_hash)
+            for n in reversed(nodes)
+        }
+    )
+    assert lock_plan_digest(lock, [n.id for n in plan.nodes]) == plan_digest(plan)
+    assert plan_digest(plan) == hashlib.sha256("".join(n.content_hash for n in nodes).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not valid JSON"),
+        ('{"schema": 2, "images": {}}', "schema 1"),
+        ('{"schema": 1, "images": {"r/a:1": {}}}', "r/a:1"),
+    ],
+)
+def test_bad_lock_files_name_the_problem(text, message):
+    with pytest.raises(LockFileError, match=message):
+        parse_images_lock(text, "images.lock.json")
+
+
+def test_missing_lock(tmp_path):
+    with pytest.raises(LockFileError, match="strata push"):
+        read_images_lock(tmp_path / "images.lock.json")
+    assert read_images_lock(tmp_path / "images.lock.json", missing_ok=True).images == {}
