@@ -12,8 +12,9 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,11 @@ def check_buildable(plan: Plan) -> None:
             errors.append(MatrixError(f"{s.path} is {s.state} for node {s.node}: run `strata lock`"))
     for n in plan.nodes:
         if n.base_image and n.base_image.endswith(PLACEHOLDER_DIGEST):
-            errors.append(MatrixError(f"node {n.id}: base image {n.base_image} has a placeholder digest; set the real one"))
+            errors.append(
+                MatrixError(
+                    f"node {n.id}: base image {n.base_image} has a placeholder digest; set the real one"
+                )
+            )
     if errors:
         raise ErrorList(errors)
 
@@ -83,129 +88,170 @@ def existing_image(client: docker.DockerClient, node: LayerNode) -> Any | None:
     return image if labels.get(LABEL_HASH) == node.content_hash else None
 
 
+@dataclass
+class BuildSession:
+    """What every node build in one run shares: engine, builder choice, wheelhouse server, directories."""
+
+    plan: Plan
+    client: docker.DockerClient
+    choice: Any
+    server: Any
+    cache: Path
+    work: Path
+
+    def engine_build(
+        self,
+        node: LayerNode,
+        tag: str,
+        *,
+        no_cache: bool = False,
+        log_name: str | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> str:
+        """Build one node's Dockerfile into `tag` (raw, not canonical); returns the image id."""
+        from builder.engine import BuildRequest, build_image
+
+        context = _prepare_context(self.plan, node, self.cache, self.work / "context" / (log_name or node.id))
+        args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
+        if node.parent:
+            args["PARENT_IMAGE"] = self.plan.node(node.parent).local_ref
+        log = self.work / "logs" / f"{log_name or node.id}.log"
+        try:
+            return build_image(
+                self.client, self.choice, BuildRequest(node.id, context, tag, args, log, no_cache), on_line
+            )
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+
+
+class _FetchMeter:
+    """Reports bytes fetched every 100 MB (downloads run on several threads)."""
+
+    STEP = 100 * 10**6
+
+    def __init__(self, on_event: Callable[[str, str], None]) -> None:
+        self.on_event = on_event
+        self.total = 0
+        self.next_report = self.STEP
+        self.lock = threading.Lock()
+
+    def __call__(self, filename: str, nbytes: int) -> None:
+        with self.lock:
+            self.total += nbytes
+            if self.total >= self.next_report:
+                self.next_report += self.STEP
+                self.on_event("-", f"wheelhouse: {self.total / 1e6:.0f} MB fetched (now {filename})")
+
+
+@contextmanager
+def build_session(
+    plan: Plan, client: docker.DockerClient, nodes: list[LayerNode], on_event: Callable[[str, str], None]
+) -> Iterator[BuildSession]:
+    """Detect the builder, fetch and verify every wheel `nodes` need, and serve them on loopback for the session."""
+    from builder.engine_caps import detect_builder
+    from builder.wheelserver import WheelServer
+
+    root = plan.matrix.root
+    choice = detect_builder(client)
+    on_event("-", f"builder: {choice.kind} ({choice.reason})")
+    cache = cache_dir(root)
+    work = build_dir(root)
+    wheel_root = work / "wheelhouse"
+    # Fetch once for the whole run: each wheel is downloaded at most once and verified before any build.
+    wheels = [w for n in nodes if n.lock for w in n.lock.wheels]
+    if wheels:
+        result = fetch_wheels(cache, wheels, repair=False, progress=_FetchMeter(on_event))
+        on_event(
+            "-",
+            f"wheelhouse: {result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.0f} MB), {result.reused} reused",
+        )
+    for n in nodes:
+        if n.lock and n.lock.wheels:
+            link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
+    with WheelServer(wheel_root) as server:
+        yield BuildSession(plan, client, choice, server, cache, work)
+
+
 def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions) -> list[NodeOutcome]:
     """Build every node of the plan that the engine does not already have; return one outcome per node."""
     check_buildable(plan)
-    root = plan.matrix.root
     outcomes: dict[str, NodeOutcome] = {}
     todo: list[LayerNode] = []
     for node in plan.nodes:
         image = None if options.force else existing_image(client, node)
         if image is not None:
             _tag_all(image, node)
-            outcomes[node.id] = NodeOutcome(node.id, "cached", size=int(image.attrs.get("Size", 0)), image_id=image.id)
+            outcomes[node.id] = NodeOutcome(
+                node.id, "cached", size=int(image.attrs.get("Size", 0)), image_id=image.id
+            )
         else:
             todo.append(node)
-    if not todo:
-        return [outcomes[n.id] for n in plan.nodes]
-
-    from builder.engine_caps import detect_builder
-
-    choice = detect_builder(client)
-    options.on_event("-", f"builder: {choice.kind} ({choice.reason})")
-    cache = cache_dir(root)
-    work = build_dir(root)
-    wheel_root = work / "wheelhouse"
-    # Fetch once for the whole run: each wheel is downloaded at most once and verified before any build.
-    wheels = [w for n in todo if n.lock for w in n.lock.wheels]
-    if wheels:
-        result = fetch_wheels(cache, wheels, repair=False, progress=None)
-        options.on_event("-", f"wheelhouse: {result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.0f} MB), {result.reused} reused")
-    for n in todo:
-        if n.lock and n.lock.wheels:
-            link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
-
-    from builder.wheelserver import WheelServer
-
-    with WheelServer(wheel_root) as server:
-        _run_dag(plan, todo, client, choice, server, cache, work, options, outcomes)
+    if todo:
+        with build_session(plan, client, todo, options.on_event) as session:
+            _run_dag(session, todo, options, outcomes)
     return [outcomes[n.id] for n in plan.nodes]
 
 
 def _run_dag(
-    plan: Plan,
-    todo: list[LayerNode],
-    client: docker.DockerClient,
-    choice: Any,
-    server: Any,
-    cache: Path,
-    work: Path,
-    options: BuildOptions,
-    outcomes: dict[str, NodeOutcome],
+    session: BuildSession, todo: list[LayerNode], options: BuildOptions, outcomes: dict[str, NodeOutcome]
 ) -> None:
     pending = {n.id: n for n in todo}
     running: dict[Future[NodeOutcome], str] = {}
     stop = False
-    lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
         while pending or running:
             if not stop:
                 for node_id, node in list(pending.items()):
-                    parent_state = outcomes.get(node.parent).status if node.parent and node.parent in outcomes else None
-                    if node.parent and node.parent in pending:
-                        continue
-                    if node.parent and any(node.parent == rid for rid in running.values()):
-                        continue
+                    if node.parent and (node.parent in pending or node.parent in running.values()):
+                        continue  # wait for the parent
+                    parent_state = outcomes[node.parent].status if node.parent else None
                     if node.parent and parent_state not in ("built", "cached"):
-                        outcomes[node_id] = NodeOutcome(node_id, "skipped", message=f"parent {node.parent} {parent_state}")
+                        outcomes[node_id] = NodeOutcome(
+                            node_id, "skipped", message=f"parent {node.parent} {parent_state}"
+                        )
                         del pending[node_id]
                         continue
                     if len(running) >= max(1, options.jobs):
                         break
                     del pending[node_id]
-                    fut = pool.submit(_build_one, plan, node, client, choice, server, cache, work, options)
-                    running[fut] = node_id
+                    running[pool.submit(_build_one, session, node, options)] = node_id
             if not running:
-                if stop:
-                    for node_id in list(pending):
-                        outcomes[node_id] = NodeOutcome(node_id, "skipped", message="stopped after an earlier failure")
-                        del pending[node_id]
+                for node_id in list(pending):
+                    outcomes[node_id] = NodeOutcome(
+                        node_id, "skipped", message="stopped after an earlier failure"
+                    )
+                    del pending[node_id]
                 continue
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 node_id = running.pop(fut)
-                with lock:
-                    outcomes[node_id] = fut.result()
+                outcomes[node_id] = fut.result()
                 if outcomes[node_id].status == "failed" and not options.keep_going:
                     stop = True
 
 
-def _build_one(
-    plan: Plan,
-    node: LayerNode,
-    client: docker.DockerClient,
-    choice: Any,
-    server: Any,
-    cache: Path,
-    work: Path,
-    options: BuildOptions,
-) -> NodeOutcome:
+def canonical_policy(plan: Plan) -> Any:
     from builder.canonical import CanonicalPolicy
-    from builder.engine import BuildRequest, build_image
+
+    return CanonicalPolicy(epoch=plan.matrix.model.source_date_epoch, compression="none")
+
+
+def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) -> NodeOutcome:
     from builder.image_engine import canonicalize_image
 
     start = time.monotonic()
-    options.on_event(node.id, "preparing context")
+    client = session.client
     try:
-        context = _prepare_context(plan, node, cache, work / "context" / node.id)
         build_tag = f"strata-build/{node.id}:{node.content_hash[:16]}"
-        args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": server.url_for(node.id)}
-        if node.parent:
-            args["PARENT_IMAGE"] = plan.node(node.parent).local_ref
         options.on_event(node.id, "building")
-        build_image(
-            client,
-            choice,
-            BuildRequest(node.id, context, build_tag, args, work / "logs" / f"{node.id}.log"),
-            on_line=lambda line: options.on_event(node.id, line),
-        )
+        session.engine_build(node, build_tag, on_line=lambda line: options.on_event(node.id, line))
         options.on_event(node.id, "canonicalizing")
-        layout_dir = Path(tempfile.mkdtemp(prefix=f"strata-{node.id}-", dir=work))
+        layout_dir = Path(tempfile.mkdtemp(prefix=f"strata-{node.id}-", dir=session.work))
         try:
             image = canonicalize_image(
                 build_tag,
                 layout_dir / "image",
-                CanonicalPolicy(epoch=plan.matrix.model.source_date_epoch, compression="none"),
+                canonical_policy(session.plan),
                 tag=node.cache_ref,
                 load=True,
                 client=client,
@@ -219,12 +265,18 @@ def _build_one(
             pass
         loaded = client.images.get(image.config_digest)
         _tag_all(loaded, node)
-        shutil.rmtree(context, ignore_errors=True)
-        return NodeOutcome(node.id, "built", time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id)
+        return NodeOutcome(
+            node.id, "built", time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id
+        )
     except StrataError as exc:
         return NodeOutcome(node.id, "failed", time.monotonic() - start, message=str(exc))
-    except docker.errors.DockerException as exc:
-        return NodeOutcome(node.id, "failed", time.monotonic() - start, message=f"node {node.id}: docker: {exc}")
+    except (docker.errors.DockerException, OSError) as exc:
+        return NodeOutcome(
+            node.id,
+            "failed",
+            time.monotonic() - start,
+            message=f"node {node.id}: {type(exc).__name__}: {exc}",
+        )
 
 
 def _tag_all(image: Any, node: LayerNode) -> None:

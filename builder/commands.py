@@ -14,11 +14,23 @@ from builder.plan import Plan, build_plan
 
 def add_matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
     """--matrix, --profile and (optionally) --only, shared by every command that reads the matrix."""
-    p.add_argument("--matrix", nargs="?", const=DEFAULT_MATRIX, default=DEFAULT_MATRIX, metavar="FILE", help="matrix file (default: matrix.yaml)")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, help="where bases come from: hermetic (default) or upstream")
+    p.add_argument(
+        "--matrix",
+        nargs="?",
+        const=DEFAULT_MATRIX,
+        default=DEFAULT_MATRIX,
+        metavar="FILE",
+        help="matrix file (default: matrix.yaml)",
+    )
+    p.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help="where bases come from: hermetic (default) or upstream"
+    )
     if only:
         p.add_argument(
-            "--only", action="append", metavar="GLOB", help="cells or nodes to select, e.g. 'tf2.13.1-*' (repeatable)"
+            "--only",
+            action="append",
+            metavar="GLOB",
+            help="cells or nodes to select, e.g. 'tf2.13.1-*' (repeatable)",
         )
 
 
@@ -50,6 +62,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_plan)
     register_lock(sub)
     register_build(sub)
+    register_verify(sub)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -118,8 +131,18 @@ def print_plan_table(plan: Plan) -> None:
     for col in ("node", "layer", "parent", "cells", "hash", "lock", "tag"):
         table.add_column(col, overflow="fold")
     for n in plan.nodes:
-        state = "-" if n.lock_path is None else ("ok" if n.lock and n.lock.inputs == n.lock_inputs else "stale")
-        table.add_row(n.id, n.layer, n.parent or "-", ",".join(n.cells), n.content_hash[:12], state, n.tags[0].split("/", 1)[1])
+        state = (
+            "-" if n.lock_path is None else ("ok" if n.lock and n.lock.inputs == n.lock_inputs else "stale")
+        )
+        table.add_row(
+            n.id,
+            n.layer,
+            n.parent or "-",
+            ",".join(n.cells),
+            n.content_hash[:12],
+            state,
+            n.tags[0].split("/", 1)[1],
+        )
     Console(width=200).print(table)
 
 
@@ -133,7 +156,9 @@ def register_lock(sub: Any) -> None:
     )
     add_matrix_args(p)
     p.add_argument("--check", action="store_true", help="only report; exit 1 if any lock is missing or stale")
-    p.add_argument("--refresh", action="store_true", help="re-resolve even fresh locks (picks up new releases)")
+    p.add_argument(
+        "--refresh", action="store_true", help="re-resolve even fresh locks (picks up new releases)"
+    )
     p.set_defaults(func=cmd_lock)
 
 
@@ -193,7 +218,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     result = fetch_wheels(cache_dir(plan.matrix.root), wheels, repair=True)
     for name in result.repaired:
         print(f"re-fetched {name}: the stored file failed its sha256 check")
-    print(f"{result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.1f} MB), {result.reused} already verified")
+    print(
+        f"{result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.1f} MB), {result.reused} already verified"
+    )
     return 0
 
 
@@ -214,10 +241,88 @@ def cmd_build(args: argparse.Namespace) -> int:
     reporter = BuildReporter(quiet=args.quiet or args.format == "json", verbose=args.verbose)
     ensure_engine(auto_start=True).close()
     client = engine_client_for_builds()
-    outcomes = build_images(plan, client, BuildOptions(jobs=args.jobs, keep_going=args.keep_going, on_event=reporter.event))
+    outcomes = build_images(
+        plan, client, BuildOptions(jobs=args.jobs, keep_going=args.keep_going, on_event=reporter.event)
+    )
     if args.format == "json":
         json.dump([o.to_json() for o in outcomes], sys.stdout, indent=2)
         print()
     else:
         reporter.summary(outcomes)
     return 1 if any(o.status in ("failed", "skipped") for o in outcomes) else 0
+
+
+def register_verify(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="rebuild nodes twice from scratch and prove their images are identical",
+        description="Rebuild each selected node twice, isolated from every cache, canonicalize both and compare\n"
+        "config digests and diff_ids; differences are explained file by file. Exit 1 if any node differs.\n\n"
+        "example: strata verify --only tf2.13.1-cpu --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--rebuilds",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="2 (default): two isolated rebuilds; 1: compare one rebuild with the image the last build made",
+    )
+    p.add_argument("--keep", metavar="DIR", help="keep both canonical OCI layouts per node under DIR/<node>/")
+    p.set_defaults(func=cmd_verify)
+
+
+def verify_targets(plan: Plan, patterns: list[str] | None) -> set[str] | None:
+    """Nodes to verify: those a pattern names directly, and every node of a cell a pattern names (ancestors of a
+    directly named node are only built, not verified)."""
+    import fnmatch
+
+    if not patterns:
+        return None
+    cells = {c for c in plan.cell_ids() if any(fnmatch.fnmatchcase(c, p) for p in patterns)}
+    return {
+        n.id
+        for n in plan.nodes
+        if set(n.cells) & cells or any(fnmatch.fnmatchcase(n.id, p) for p in patterns)
+    }
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from builder.host import ensure_engine
+    from builder.progress import BuildReporter
+    from builder.verify import verify_nodes
+
+    plan = load_plan(args)
+    ensure_engine(auto_start=True).close()
+    reporter = BuildReporter(quiet=args.quiet or args.format == "json")
+    results = verify_nodes(
+        plan,
+        engine_client_for_builds(),
+        on_event=reporter.event,
+        rebuilds=args.rebuilds,
+        targets=verify_targets(plan, args.only),
+        keep=Path(args.keep).absolute() if args.keep else None,
+    )
+    if args.format == "json":
+        json.dump({"nodes": [r.to_json() for r in results]}, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="strata verify")
+        for col in ("node", "reproducible", "digest (1st)", "digest (2nd)", "differences"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            table.add_row(
+                r.id,
+                "yes" if r.reproducible else "NO",
+                r.digests[0][7:19] if r.digests else "-",
+                r.digests[1][7:19] if len(r.digests) > 1 else "-",
+                r.error or "; ".join(f"{d['path']} ({', '.join(d['fields'])})" for d in r.differences[:8]),
+            )
+        Console(width=160).print(table)
+    return 0 if all(r.reproducible for r in results) else 1

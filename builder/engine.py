@@ -34,6 +34,7 @@ class BuildRequest:
     tag: str
     build_args: dict[str, str]
     log_path: Path
+    no_cache: bool = False  # ignore the engine's build cache (reproducibility checks)
 
 
 def summarize_failure(log_text: str) -> str:
@@ -77,6 +78,8 @@ def _build_cli(choice: BuilderChoice, req: BuildRequest, log: Any, on_line: Call
     assert choice.cli is not None
     cmd = [choice.cli, *(["buildx", "build", "--load"] if choice.kind == "buildx" else ["build"])]
     cmd += ["--network", "host", "--progress", "plain", "--tag", req.tag, "--file", str(req.context / "Dockerfile")]
+    if req.no_cache:
+        cmd.append("--no-cache")
     for key, value in sorted(req.build_args.items()):
         cmd += ["--build-arg", f"{key}={value}"]
     cmd.append(str(req.context))
@@ -100,6 +103,7 @@ def _build_legacy(client: docker.DockerClient, req: BuildRequest, log: Any, on_l
         network_mode="host",
         rm=True,
         forcerm=True,
+        nocache=req.no_cache,
         decode=True,
     )
     ok = True
