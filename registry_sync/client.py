@@ -386,6 +386,69 @@ class RegistryClient:
             raise self._unexpected(response, f"HEAD of blob {digest} in {repository}")
         return int(response.headers.get("content-length", "0"))
 
+    def download_blob(self, repository: str, digest: str, path: Path, *, chunk_size: int = 1 << 20) -> int:
+        """Stream blob `digest` of `repository` into the file `path`, checking its sha256; returns its size.
+
+        Redirects to the registry's storage are followed without sending our credentials there; transient
+        failures restart the download (bounded by the retry policy). Example:
+        `client.download_blob("mirror/nvidia/cuda", "sha256:ab...", Path("layer.gz"))`.
+        """
+        if self.blob_size(repository, digest) is None:  # also answers any auth challenge for the pull scope
+            raise RegistryError(f"registry {self.host} has no blob {digest} in {repository}")
+        scope = " ".join(self._pull_scope(repository))
+        where = self._where("pulling", repository)
+        delays = iter(self.retry.delays())
+        deadline = time.monotonic() + self.retry.max_total_seconds
+        refreshed = False
+        while True:
+            try:
+                return self._stream_blob(repository, digest, path, scope, chunk_size)
+            except _AuthExpired:
+                if refreshed:
+                    raise self._auth_failure(where) from None
+                refreshed = True
+                self._tokens.pop(scope, None)
+                self.blob_size(repository, digest)
+            except (httpx.TransportError, _TransientStatus) as exc:
+                if not self._backoff(delays, deadline):
+                    reason = (
+                        describe_transport_error(exc) if isinstance(exc, httpx.TransportError) else str(exc)
+                    )
+                    raise RegistryUnreachable(
+                        f"registry {self.host}: download of {digest} failed ({reason}) {where}"
+                    ) from None
+
+    def _stream_blob(self, repository: str, digest: str, path: Path, scope: str, chunk_size: int) -> int:
+        url = httpx.URL(self._url(f"/v2/{repository}/blobs/{digest}"))
+        own_host = url.host
+        for _ in range(6):  # the registry, then at most a few redirects to its storage
+            headers = self._auth_headers(scope) if url.host == own_host else {}
+            with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
+                    url = url.join(response.headers["location"])
+                    continue
+                if response.status_code == 401 and url.host == own_host:
+                    raise _AuthExpired()
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise _TransientStatus(f"HTTP {response.status_code}")
+                if response.status_code != 200:
+                    response.read()
+                    raise self._unexpected(response, f"blob {digest} of {repository}")
+                hasher = hashlib.sha256()
+                size = 0
+                with open(path, "wb") as sink:
+                    for chunk in response.iter_bytes(chunk_size):
+                        hasher.update(chunk)
+                        sink.write(chunk)
+                        size += len(chunk)
+                got = "sha256:" + hasher.hexdigest()
+                if digest.startswith("sha256:") and got != digest:
+                    raise RegistryError(
+                        f"registry {self.host} sent blob {digest} of {repository} hashing to {got}"
+                    )
+                return size
+        raise RegistryError(f"registry {self.host}: too many redirects for blob {digest} of {repository}")
+
     def start_upload(self, repository: str) -> UploadSession:
         """Open a new blob upload session in `repository`."""
         response = self._request(
@@ -643,3 +706,11 @@ class RegistryClient:
 
 class _ChunkRejected(RegistryError):
     """A chunk was refused or failed at the registry (5xx after retries, 416): ask for the offset and resume."""
+
+
+class _AuthExpired(Exception):
+    """A blob download was answered 401: the cached token expired; fetch a new one and start again."""
+
+
+class _TransientStatus(Exception):
+    """A blob download was answered 429 or 5xx: retry after a backoff."""
