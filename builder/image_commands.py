@@ -14,6 +14,12 @@ from builder.canonical import CanonicalPolicy, canonicalize_archive
 from builder.errors import StrataError
 from builder.image_diff import ENTRY_FIELDS, diff_images, diff_to_json, render_text
 from builder.image_engine import canonicalize_image, engine_client, load_layout, open_image
+from builder.image_packages import (
+    PackageDiff,
+    compare_image_packages,
+    package_diff_to_json,
+    render_package_changes,
+)
 
 CANONICALIZE_EXAMPLE = (
     "example: strata canonicalize strata/tf:2.15-gpu-build out/tf2.15-gpu --tag strata/tf:2.15-gpu --load"
@@ -80,8 +86,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         choices=ENTRY_FIELDS,
         help="file field to leave out (repeatable)",
     )
-    diff.add_argument("--limit", type=int, default=50, help="file lines shown per layer (default 50)")
+    diff.add_argument(
+        "--limit", type=int, default=50, help="lines shown per layer and per package list (default 50)"
+    )
     diff.add_argument("--json", action="store_true", help="print the diff as JSON")
+    diff.add_argument(
+        "--packages",
+        action="store_true",
+        help="print only the Python and Debian packages added, removed or changed, all of them "
+        "(reads package metadata, hashes no file; --flatten, --ignore and --limit do not apply)",
+    )
     diff.set_defaults(func=run_image_diff)
 
 
@@ -123,7 +137,9 @@ def run_canonicalize(args: argparse.Namespace) -> int:
 
 
 def run_image_diff(args: argparse.Namespace) -> int:
-    """Handler of `strata diff`: 0 when identical, 1 when different."""
+    """Handler of `strata diff`: 0 when identical, 1 when different (with --packages too)."""
+    if args.packages:
+        return run_package_diff(args)
     with tempfile.TemporaryDirectory(prefix="strata-diff-") as scratch:
         a = open_image(args.a, Path(scratch))
         b = open_image(args.b, Path(scratch))
@@ -134,3 +150,29 @@ def run_image_diff(args: argparse.Namespace) -> int:
     else:
         print(render_text(result, limit=args.limit))
     return 0 if result.identical else 1
+
+
+def run_package_diff(args: argparse.Namespace) -> int:
+    """`strata diff --packages`: only the package changes; 0 when the images are identical, 1 when not."""
+    with tempfile.TemporaryDirectory(prefix="strata-diff-") as scratch:
+        a = open_image(args.a, Path(scratch))
+        b = open_image(args.b, Path(scratch))
+        identical = a.config_digest == b.config_digest
+        packages = PackageDiff() if identical else compare_image_packages(a, b)
+    if args.json:
+        result = {
+            "a_label": a.label,
+            "b_label": b.label,
+            "a_id": a.config_digest,
+            "b_id": b.config_digest,
+            "identical": identical,
+            "packages": package_diff_to_json(packages),
+        }
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    elif identical:
+        print(f"identical: {a.label} and {b.label} are both {a.config_digest}")
+    else:
+        print("\n".join([f"a: {a.label}  {a.config_digest}", f"b: {b.label}  {b.config_digest}"]))
+        print("\n".join(render_package_changes(packages)))
+    return 0 if identical else 1

@@ -1,10 +1,12 @@
-"""Explain why two images differ: config fields, then layer by layer, file by file.
+"""Explain why two images differ: packages, config fields, then layer by layer, file by file.
 
-The question it answers is "these two builds of one cell should be bit-for-bit equal; what stops them?".
-Layers whose `diff_id` already match are not opened. When both images have the same number of layers the
-comparison is per layer (a difference is pinned to the build step that made it); otherwise, or on request,
-the flattened filesystems (whiteouts applied) are compared. Small text files that differ come with a
-unified diff of their content.
+The questions it answers are "these two builds of one cell should be bit-for-bit equal; what stops them?"
+and "what changed between 2.13.1-gpu of last week and today?". The report opens with the Python and Debian
+packages added, removed or changed and counts of the paths that differ in the merged filesystems. When both
+images have the same number of layers the file comparison is per layer (a difference is pinned to the build
+step that made it; layers whose `diff_id` match are not compared); otherwise, or on request, the flattened
+filesystems (whiteouts applied) are compared. Small text files that differ come with a unified diff.
+A layer both images hold at the same place is read once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from typing import Any
 from builder.canonical import WHITEOUT_PREFIX, XATTR_PAX_PREFIXES, normalize_path
 from builder.errors import StrataError
 from builder.image_archive import ImageSource
+from builder.image_packages import (
+    OPAQUE_WHITEOUT,
+    PackageDiff,
+    PackageScan,
+    diff_packages,
+    package_diff_to_json,
+    paired_layers,
+    render_package_changes,
+    same_layers,
+)
 
-OPAQUE_WHITEOUT = ".wh..wh..opq"
 TEXT_DIFF_MAX_BYTES = 64 * 1024
 TEXT_DIFF_MAX_LINES = 40
 ENTRY_FIELDS = ("kind", "mode", "uid", "gid", "owner", "size", "mtime", "link", "sha256", "xattrs")
@@ -103,6 +114,21 @@ class LayerDiff:
 
 
 @dataclass(frozen=True)
+class FileSummary:
+    """How many paths of the merged filesystem b added, removed or changed relative to a."""
+
+    added: int = 0
+    removed: int = 0
+    changed: int = 0
+
+    @classmethod
+    def of(cls, changes: Iterable[EntryChange]) -> FileSummary:
+        """Count `changes` by kind."""
+        kinds = [c.kind for c in changes]
+        return cls(kinds.count("added"), kinds.count("removed"), kinds.count("changed"))
+
+
+@dataclass(frozen=True)
 class ImageDiff:
     """Everything that differs between images a and b."""
 
@@ -115,6 +141,8 @@ class ImageDiff:
     layer_counts: tuple[int, int] = (0, 0)
     flattened: tuple[EntryChange, ...] | None = None
     ignored_fields: tuple[str, ...] = field(default=())
+    packages: PackageDiff | None = None
+    files: FileSummary | None = None
 
     @property
     def identical(self) -> bool:
@@ -277,6 +305,8 @@ def diff_images(
     """Compare two images read from files.
 
     `ignore` names FileEntry fields to leave out (e.g. `("mtime", "owner")` for images not canonicalized).
+    Unless both stack the same layers, every layer is read (a layer both hold at the same place once), for
+    the package section and the merged-filesystem counts.
     Example: `diff_images(read_image(Path("run1")), read_image(Path("run2"))).identical`.
     """
     ignored = frozenset(ignore)
@@ -292,42 +322,52 @@ def diff_images(
         ignored_fields=tuple(sorted(ignored)),
     )
     if base.identical:
-        return base
+        return replace(base, packages=PackageDiff(), files=FileSummary())
     config_a = {k: v for k, v in a.config.items() if k != "rootfs"}
     config_b = {k: v for k, v in b.config.items() if k != "rootfs"}
     config_changes = tuple(diff_json(config_a, config_b))
 
-    if flatten or len(a.layer_refs) != len(b.layer_refs):
-        views = []
-        for source in (a, b):
-            filesystem: dict[str, FileEntry] = {}
-            for index in range(len(source.layer_refs)):
-                with source.open_layer(index) as tar:
-                    apply_layer(filesystem, layer_entries(tar, index)[0])
-            views.append(filesystem)
-        changes = _with_text_diffs(diff_entries(views[0], views[1], ignored), a, b)
-        return replace(base, config_changes=config_changes, flattened=tuple(changes))
-
+    per_layer = not flatten and len(a.layer_refs) == len(b.layer_refs)
+    if same_layers(a, b):  # only the config differs: no layer needs opening
+        unchanged = replace(base, config_changes=config_changes, packages=PackageDiff(), files=FileSummary())
+        return unchanged if per_layer else replace(unchanged, flattened=())
+    views: tuple[dict[str, FileEntry], dict[str, FileEntry]] = ({}, {})
+    scans = (PackageScan(a.label), PackageScan(b.label))
     layers = []
-    for index, (left_id, right_id) in enumerate(zip(a.diff_ids, b.diff_ids)):
-        if left_id == right_id:
-            continue
-        with a.open_layer(index) as left_tar:
-            left, left_order = layer_entries(left_tar, index)
-        with b.open_layer(index) as right_tar:
-            right, right_order = layer_entries(right_tar, index)
-        changes = _with_text_diffs(diff_entries(left, right, ignored), a, b)
-        layers.append(
-            LayerDiff(
-                index=index,
-                a_diff_id=left_id,
-                b_diff_id=right_id,
-                created_by=_created_by(b.config, index),
-                changes=tuple(changes),
-                order_differs=left_order != right_order,
+    for index, left_tar, right_tar in paired_layers(a, b):
+        left = layer_entries(left_tar, index) if left_tar is not None else None
+        if right_tar is left_tar:  # the same layer in both images: read it once
+            right = left
+        else:
+            right = layer_entries(right_tar, index) if right_tar is not None else None
+        for tar, layer, view, scan in zip((left_tar, right_tar), (left, right), views, scans):
+            if tar is not None and layer is not None:
+                apply_layer(view, layer[0])
+                scan.add_layer(tar, index)
+        if per_layer and right_tar is not left_tar and left is not None and right is not None:
+            layers.append(
+                LayerDiff(
+                    index=index,
+                    a_diff_id=a.diff_ids[index] if index < len(a.diff_ids) else "",
+                    b_diff_id=b.diff_ids[index] if index < len(b.diff_ids) else "",
+                    created_by=_created_by(b.config, index),
+                    changes=tuple(diff_entries(left[0], right[0], ignored)),
+                    order_differs=left[1] != right[1],
+                )
             )
-        )
-    return replace(base, config_changes=config_changes, layers=tuple(layers))
+    merged = diff_entries(views[0], views[1], ignored)
+    result = replace(
+        base,
+        config_changes=config_changes,
+        packages=diff_packages(scans[0].result(), scans[1].result()),
+        files=FileSummary.of(merged),
+    )
+    if not per_layer:
+        return replace(result, flattened=tuple(_with_text_diffs(merged, a, b)))
+    with_text = [
+        replace(layer, changes=tuple(_with_text_diffs(list(layer.changes), a, b))) for layer in layers
+    ]
+    return replace(result, layers=tuple(with_text))
 
 
 def _describe_change(change: EntryChange) -> str:
@@ -356,12 +396,22 @@ def _describe_changes(changes: Iterable[EntryChange], limit: int) -> list[str]:
 
 
 def render_text(diff: ImageDiff, limit: int = 50) -> str:
-    """A report a person reads top to bottom; at most `limit` file lines per layer."""
+    """A report a person reads top to bottom: packages, file counts, config, then layers or files.
+
+    At most `limit` lines per layer, per package ecosystem and for the flattened view.
+    """
     if diff.identical:
         return f"identical: {diff.a_label} and {diff.b_label} are both {diff.a_id}"
     lines = [f"a: {diff.a_label}  {diff.a_id}", f"b: {diff.b_label}  {diff.b_id}"]
+    if diff.packages is not None:
+        lines.extend(render_package_changes(diff.packages, limit))
     if diff.ignored_fields:
         lines.append(f"ignoring file fields: {', '.join(diff.ignored_fields)}")
+    if diff.files is not None:
+        files = diff.files
+        lines.append(
+            f"merged filesystem: {files.added} added, {files.removed} removed, {files.changed} changed"
+        )
     if diff.layer_counts[0] != diff.layer_counts[1]:
         lines.append(f"layer count differs: {diff.layer_counts[0]} vs {diff.layer_counts[1]}")
     for change in diff.config_changes:
@@ -387,4 +437,5 @@ def diff_to_json(diff: ImageDiff) -> dict[str, Any]:
     """The diff as plain JSON-able data (for CI artifacts and other tools)."""
     data = asdict(diff)
     data["identical"] = diff.identical
+    data["packages"] = package_diff_to_json(diff.packages) if diff.packages is not None else None
     return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tarfile
 
@@ -12,7 +13,8 @@ from builder.canonical import CanonicalPolicy, canonicalize_archive
 from builder.errors import StrataError
 from builder.image_archive import read_image
 from builder.image_commands import register
-from builder.image_diff import diff_images, diff_to_json, render_text
+from builder.image_diff import FileSummary, diff_images, diff_to_json, render_text
+from builder.image_packages import PackageDiff, compare_image_packages
 
 EPOCH = 1_600_000_000
 
@@ -30,7 +32,9 @@ def test_identical_images_are_reported_identical_without_opening_layers(docker_a
     result = diff_images(read_image(saved), read_image(saved))
     assert result.identical
     assert result.layers == () and result.config_changes == ()
+    assert result.packages == PackageDiff() and result.files == FileSummary(0, 0, 0)
     assert render_text(result).startswith("identical:")
+    assert diff_to_json(result)["packages"] == {"python": [], "debian": []}
 
 
 def test_changed_text_file_is_named_with_its_layer_step_and_a_content_diff(docker_archive, member, tmp_path):
@@ -159,3 +163,108 @@ def test_cli_canonicalize_reads_an_archive_path_and_honours_source_date_epoch(
     args = parser().parse_args(["canonicalize", str(saved), str(tmp_path / "out")])
     with pytest.raises(StrataError, match="SOURCE_DATE_EPOCH='yesterday'"):
         args.func(args)
+
+
+SITE = "usr/lib/python3/dist-packages"
+
+
+def release(m, foo: str, libc: str, *extra) -> list:
+    """A top layer as a release build leaves it: a dist-info for foo and a dpkg status naming libc6."""
+    status = f"Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nVersion: {libc}\n"
+    return [
+        *extra,
+        m(f"{SITE}/foo-{foo}.dist-info", kind=tarfile.DIRTYPE, mode=0o755),
+        m(f"{SITE}/foo-{foo}.dist-info/METADATA", f"Name: foo\nVersion: {foo}\n".encode()),
+        m("var/lib/dpkg/status", status.encode()),
+    ]
+
+
+@pytest.fixture
+def last_week_and_today(docker_archive, member):
+    shared = [*base(member), member("usr/bin/python3", b"\x7fELF")]
+    last_week = docker_archive(shared, release(member, "1.0", "2.36-9", member("etc/motd", b"hi")))
+    today = docker_archive(shared, release(member, "1.1", "2.36-9+deb12u4"))
+    return read_image(last_week), read_image(today)
+
+
+def test_report_opens_with_package_changes_and_merged_file_counts(last_week_and_today):
+    result = diff_images(*last_week_and_today)
+    assert [(c.name, c.kind, c.a and c.a.version, c.b and c.b.version) for c in result.packages.python] == [
+        ("foo", "changed", "1.0", "1.1")
+    ]
+    assert [(c.name, c.a and c.a.version, c.b and c.b.version) for c in result.packages.debian] == [
+        ("libc6", "2.36-9", "2.36-9+deb12u4")
+    ]
+    # Removed: motd and foo-1.0's directory and METADATA; added: foo-1.1's; changed: the dpkg status.
+    assert result.files == FileSummary(added=2, removed=3, changed=1)
+    assert [layer.index for layer in result.layers] == [1]  # still per layer, the shared layer 0 not compared
+    lines = render_text(result).splitlines()
+    assert lines[2:7] == [
+        "python packages: 1 changed",
+        f"  ~ foo 1.0 -> 1.1  ({SITE})",
+        "debian packages: 1 changed",
+        "  ~ libc6 2.36-9 -> 2.36-9+deb12u4  (amd64)",
+        "merged filesystem: 2 added, 3 removed, 1 changed",
+    ]
+    assert lines[7].startswith("layer 1 (")
+    data = json.loads(json.dumps(diff_to_json(result)))
+    assert data["files"] == {"added": 2, "removed": 3, "changed": 1}
+    assert data["packages"]["python"][0]["kind"] == "changed"
+    assert data["packages"]["debian"][0]["b"] == {
+        "name": "libc6",
+        "version": "2.36-9+deb12u4",
+        "where": "amd64",
+    }
+
+
+def test_merged_file_counts_follow_the_flattened_view_and_ignored_fields(docker_archive, member):
+    one = docker_archive([member("a", b"1", mtime=1), member("b", b"2", mtime=1)])
+    two = docker_archive([member("a", b"1", mtime=2)], [member("c", b"3")])
+    result = diff_images(read_image(one), read_image(two))
+    kinds = [c.kind for c in result.flattened or ()]
+    assert result.files == FileSummary(kinds.count("added"), kinds.count("removed"), kinds.count("changed"))
+    assert result.files == FileSummary(added=1, removed=1, changed=1)
+    quiet = diff_images(read_image(one), read_image(two), ignore=("mtime",))
+    assert quiet.files == FileSummary(added=1, removed=1, changed=0)
+    assert quiet.packages == PackageDiff()
+    assert "python packages: none differ" in render_text(quiet)
+
+
+def test_cli_packages_prints_only_the_package_changes(last_week_and_today, capsys):
+    a, b = (str(source.root) for source in last_week_and_today)
+    args = parser().parse_args(["diff", "--packages", a, b])
+    assert args.func(args) == 1
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "python packages: 1 changed",
+        f"  ~ foo 1.0 -> 1.1  ({SITE})",
+        "debian packages: 1 changed",
+        "  ~ libc6 2.36-9 -> 2.36-9+deb12u4  (amd64)",
+    ]
+    args = parser().parse_args(["diff", "--packages", "--json", a, b])
+    assert args.func(args) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["identical"] is False and set(data) == {
+        "a_label",
+        "b_label",
+        "a_id",
+        "b_id",
+        "identical",
+        "packages",
+    }
+    assert [(c["name"], c["kind"]) for c in data["packages"]["python"]] == [("foo", "changed")]
+    args = parser().parse_args(["diff", "--packages", a, a])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.startswith("identical:")
+
+
+def test_images_stacking_the_same_layers_differ_in_config_only_and_no_layer_is_opened(docker_archive, member):
+    layers = [member("f", b"1")]
+    one, two = docker_archive(layers), docker_archive(layers, config={"Cmd": ["/bin/true"]})
+    # Layer references that cannot be opened: reading any layer would fail the test.
+    a, b = (dataclasses.replace(read_image(p), layer_refs=("no-such-layer",)) for p in (one, two))
+    for flatten in (False, True):
+        result = diff_images(a, b, flatten=flatten)
+        assert not result.identical and ".config.Cmd[0]" in {c.path for c in result.config_changes}
+        assert result.packages == PackageDiff() and result.files == FileSummary()
+        assert (result.layers, result.flattened) == (((), None) if not flatten else ((), ()))
+    assert compare_image_packages(a, b) == PackageDiff()
