@@ -155,7 +155,7 @@ def entry_from_member(member: tarfile.TarInfo, data_sha256: str | None, layer: i
     return FileEntry(
         path=normalize_path(member.name),
         kind=_KINDS.get(member.type, f"type-{member.type!r}"),
-        mode=member.mode,
+        mode=member.mode & 0o7777,  # some writers put file-type bits in the mode field
         uid=member.uid,
         gid=member.gid,
         owner=f"{member.uname}:{member.gname}",
