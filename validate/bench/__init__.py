@@ -1,1 +1,15 @@
-"""Benchmarks: in-image workloads, equivalence statistics, the SQLite ledger, reports and the runner."""
+"""Benchmarks: can two TensorFlow images be called equivalent per GPU-hour?
+
+    workloads.py  runs INSIDE an image (stdlib + numpy + TF only), copied in per container; writes one JSON
+    runner.py     one fresh container per repetition, interleaved across images in a seeded order
+    metrics.py    samples/s per device, per device-hour, effective first hour (start-up charged), index
+    stats.py      ratio of medians with a bootstrap CI (TOST at alpha 0.05); equivalent / regression /
+                  improvement / inconclusive (with repetitions needed) / invalid (too noisy, never averaged)
+    ledger.py     SQLite: every repetition with its environment, keyed by image id, device model, driver
+    report.py     Markdown + HTML with PNG plots; compare_images() used by `strata bench compare`
+    commands.py   `strata bench run | compare | history | report`
+
+On a CPU host shared with other work, run with `--threads 1` and compare with `--statistic best-window`:
+one TF thread avoids the one-core/two-core bimodality, and the quietest 5-step stretch of each container is
+far steadier than its overall median while a slowdown that stretches every step still shows in full.
+"""

@@ -9,6 +9,7 @@ Each repetition's JSON lands under out_dir/<run id>/ and in the ledger (out_dir/
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -93,8 +94,12 @@ def interleaved_schedule(
     return order
 
 
-def _script_archive() -> bytes:
-    source = Path(workloads_module.__file__).read_bytes()
+def workload_script() -> bytes:
+    """The in-image workload script, read once per run so every repetition runs the same code."""
+    return Path(workloads_module.__file__).read_bytes()
+
+
+def _script_archive(source: bytes) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         directory = tarfile.TarInfo(SCRIPT_DIR.lstrip("/"))
@@ -127,6 +132,7 @@ def run_repetition(
     timeout_s: float,
     threads: int | None = None,
     python: str = "python3",
+    script: bytes | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Run one workload once in a fresh container; return its result document and start time (ISO)."""
     where = f"{image.ref}: workload {workload} repetition {repetition}"
@@ -147,7 +153,7 @@ def run_repetition(
             network_mode="none",  # a benchmark needs no network; nothing should leak in or out
             labels={"io.strata.bench": "1"},
         )
-        container.put_archive("/", _script_archive())
+        container.put_archive("/", _script_archive(script or workload_script()))
         container.start()
         try:
             status = container.wait(timeout=timeout_s)
@@ -162,6 +168,7 @@ def run_repetition(
                 raise BenchError(f"{where}: --device gpu but the container sees no GPU ({tail})")
             raise BenchError(f"{where}: exited {code}: {tail}")
         result = _read_result(container)
+        container.reload()  # attrs were read at create time; StartedAt is set once it ran
         result["engine_started_at"] = container.attrs.get("State", {}).get("StartedAt")
         return result, started_at
     except docker.errors.APIError as exc:
@@ -227,6 +234,7 @@ def run_benchmarks(
         list(workloads),
         schedule,
     )
+    script = workload_script()
     run_dir = out_dir / run_id
     (run_dir / "repetitions").mkdir(parents=True, exist_ok=True)
     ledger_path = ledger_path or out_dir / "ledger.sqlite"
@@ -240,6 +248,7 @@ def run_benchmarks(
         "repeats": repeats,
         "seed": seed,
         "workloads": list(workloads),
+        "workload_script_sha256": hashlib.sha256(script).hexdigest(),
         "images": [vars(resolved[ref]) for ref in images],
         "schedule": [list(entry) for entry in schedule],
     }
@@ -262,6 +271,7 @@ def run_benchmarks(
                 timeout_s=timeout_s,
                 threads=threads,
                 python=python,
+                script=script,
             )
             name = f"{index:03d}-{_safe(ref)}-{workload}-r{repetition}.json"
             (run_dir / "repetitions" / name).write_text(json.dumps(result, indent=1, sort_keys=True))

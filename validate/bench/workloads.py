@@ -9,8 +9,9 @@ Each workload times training (or compute) steps on synthetic data and writes one
 times, the warm-up length, the steady-state median step time and throughput, the cold-start time and the
 environment (TF build, threading and XLA settings, CPU, GPUs from nvidia-smi).
 
-Test hook: env STRATA_BENCH_SLEEP_FRACTION=f makes every step sleep f times its own duration, so a test
-image built with that ENV line is a known, planted slowdown (throughput x 1/(1+f)).
+Test hook: env STRATA_BENCH_SLEEP_FRACTION=f makes every step wait f times its own duration (spinning, not
+sleeping: see stall_until), so a test image built with that ENV line is a known, planted slowdown
+(throughput x 1/(1+f)).
 """
 
 from __future__ import annotations
@@ -358,12 +359,22 @@ def run_queue_delay_s() -> float | None:
     return total / 1e9
 
 
+def stall_until(deadline: float) -> None:
+    """Wait until perf_counter() reaches `deadline` without giving up the CPU.
+
+    The planted-slowdown hook spins instead of sleeping: a sleeping thread queues for a CPU again on every
+    wake-up, so on a loaded host time.sleep() would plant a slowdown larger and noisier than asked for.
+    """
+    while time.perf_counter() < deadline:
+        pass
+
+
 def time_steps(step: Step, steps: int, sleep_fraction: float) -> tuple[list[float], list[float], float]:
     """Per-step wall times, per-step run-queue delays (time the process waited for a CPU) and the epoch
     time the first step finished.
 
-    With sleep_fraction > 0 each step also sleeps that fraction of its duration (the planted-slowdown hook);
-    the sleep is part of the recorded step time, as a real slowdown would be (sleeping is not run-queue wait).
+    With sleep_fraction > 0 each step also stalls for that fraction of its duration (the planted-slowdown
+    hook, see stall_until); the stall is part of the recorded step time, as a real slowdown would be.
     """
     times: list[float] = []
     delays: list[float] = []
@@ -373,7 +384,7 @@ def time_steps(step: Step, steps: int, sleep_fraction: float) -> tuple[list[floa
         start = time.perf_counter()
         step()
         if sleep_fraction > 0:
-            time.sleep((time.perf_counter() - start) * sleep_fraction)
+            stall_until(time.perf_counter() + (time.perf_counter() - start) * sleep_fraction)
         times.append(time.perf_counter() - start)
         delay_after = run_queue_delay_s()
         if i == 0:
