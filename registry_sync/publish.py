@@ -77,16 +77,18 @@ class PublishError(StrataError):
 # ---------------------------------------------------------------------------------------------- registry access
 
 
-def open_registry(address: str, data_dir: Path, retry: RetryPolicy | None = None) -> RegistryClient:
+def open_registry(
+    address: str, data_dir: Path, retry: RetryPolicy | None = None, ca_file: Path | None = None
+) -> RegistryClient:
     """A client for `address`: the embedded registry's own client (its CA and generated password) when `address`
     is the embedded registry started from `data_dir` with TLS or htpasswd; otherwise credentials from the
-    environment or Docker's config (see `registry_sync.commands.client_for`)."""
+    environment or Docker's config and `ca_file` or $STRATA_REGISTRY_CA (see `registry_sync.commands.client_for`)."""
     from registry_sync.commands import client_for
 
     layout = ServerLayout(data_dir)
     if registry_status(data_dir).address == address and (layout.ca_cert.exists() or layout.htpasswd.exists()):
         return local_client(data_dir, retry=retry)
-    client = client_for(address, data_dir)
+    client = client_for(address, data_dir, ca_file)
     if retry is not None:
         client.retry = retry
     return client

@@ -113,6 +113,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--mount-from", action="append", default=[], metavar="REPO", help="DST repository to mount from"
     )
+    p.add_argument("--src-ca-file", type=Path, default=None, help="CA of SRC (default: $STRATA_REGISTRY_CA)")
+    p.add_argument("--dst-ca-file", type=Path, default=None, help="CA of DST (default: $STRATA_REGISTRY_CA)")
     _data_dir_option(p)
     p.set_defaults(func=cmd_sync)
 
@@ -311,8 +313,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     dst = parse_endpoint(args.destination, "DST")
     data_dir = args.data_dir or default_data_dir()
     with (
-        open_registry(src.registry, data_dir) as src_client,
-        open_registry(dst.registry, data_dir) as dst_client,
+        open_registry(src.registry, data_dir, ca_file=args.src_ca_file) as src_client,
+        open_registry(dst.registry, data_dir, ca_file=args.dst_ca_file) as dst_client,
     ):
         items = plan_sync(src, dst, args.only, lambda: src_client.list_tags(src.repository))
         work = strata_home() / "tmp"

@@ -1,0 +1,116 @@
+"""pull_cached: a node's image comes back from the registry by content tag, checked and tagged like a build;
+a missing tag, a down registry or a wrong image never fail, they return None (with one warning line when
+something is wrong)."""
+
+from __future__ import annotations
+
+import time
+
+import docker.errors
+import pytest
+
+from builder.plan import Plan
+from registry_sync.cache import CACHE_RETRY, pull_cached
+from registry_sync.client import RegistryClient
+from registry_sync.publish import NodeTarget, PushOptions, publish_plan
+from registry_sync.push import push_archive
+from registry_sync.tags import AuditLog, TagPolicy
+
+pytestmark = pytest.mark.engine
+
+
+def push_chain(chain, engine, client, tmp_path):
+    options = PushOptions(
+        registry=chain.registry,
+        policy=TagPolicy(),
+        audit=AuditLog(tmp_path / "audit.jsonl"),
+        cache_dir=tmp_path / "l",
+    )
+    return publish_plan(chain.plan, engine, client, options)
+
+
+def forget(engine, node):
+    """Remove the node's image from the engine, as on a fresh build machine."""
+    image_id = engine.images.get(node.cache_ref).id
+    engine.images.remove(image_id, force=True)
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.images.get(node.cache_ref)
+
+
+def test_pulls_checks_and_tags_like_a_build(make_chain, engine, plain_registry, plain_client, tmp_path):
+    chain = make_chain(plain_registry)
+    results = push_chain(chain, engine, plain_client, tmp_path)
+    tool = chain.node("tools")
+    config_digest = engine.images.get(tool.cache_ref).id
+    forget(engine, tool)
+    warnings: list[str] = []
+
+    image = pull_cached(engine, plain_client, tool, warn=warnings.append)
+
+    assert warnings == []
+    assert image is not None and image.id == config_digest
+    assert set(image.tags) >= {tool.cache_ref, tool.tags[0]}
+    assert image.labels["io.strata.content-hash"] == tool.content_hash
+    assert (
+        f"{plain_registry}/{NodeTarget.of(tool).repository}@{results[2].manifest_digest}"
+        in image.attrs["RepoDigests"]
+    )
+
+
+def test_missing_content_tag_is_a_quiet_miss(make_chain, engine, plain_registry, plain_client):
+    chain = make_chain(plain_registry)
+    warnings: list[str] = []
+    assert pull_cached(engine, plain_client, chain.node("base"), warn=warnings.append) is None
+    assert warnings == []
+
+
+def test_unreachable_registry_is_one_warning_and_fast(make_chain, engine, unused_address):
+    chain = make_chain(unused_address)
+    warnings: list[str] = []
+    started = time.monotonic()
+    with RegistryClient(unused_address, retry=CACHE_RETRY) as down:
+        assert pull_cached(engine, down, chain.node("base"), warn=warnings.append) is None
+    assert time.monotonic() - started < 10
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "unreachable (connection refused)" in warnings[0] and "building instead" in warnings[0]
+
+
+def test_image_with_another_content_hash_is_refused_and_removed(
+    make_chain, engine, plain_registry, plain_client, tmp_path
+):
+    chain = make_chain(plain_registry)
+    other = make_chain(plain_registry)
+    # Put other's image under chain's content tag: its label names another content hash.
+    node, impostor = chain.node("tools"), other.node("tools")
+    archive = tmp_path / "impostor.tar"
+    with open(archive, "wb") as out:
+        out.writelines(engine.images.get(impostor.cache_ref).save(named=False))
+    target = NodeTarget.of(node)
+    pushed = push_archive(
+        plain_client, archive, target.repository, [target.content_tag], cache_dir=tmp_path / "l"
+    )
+    forget(engine, node)
+    warnings: list[str] = []
+
+    assert pull_cached(engine, plain_client, node, warn=warnings.append) is None
+
+    assert (
+        len(warnings) == 1 and "is not this node's image" in warnings[0] and node.content_hash in warnings[0]
+    )
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.images.get(f"{plain_registry}/{target.repository}@{pushed.manifest_digest}")
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.images.get(node.cache_ref)
+
+
+def test_build_images_call_site(make_chain, engine, plain_registry, plain_client, tmp_path):
+    """The call builder/build.py makes for a node the engine lacks (see the report for the exact lines)."""
+    from builder.build import existing_image
+
+    chain = make_chain(plain_registry)
+    push_chain(chain, engine, plain_client, tmp_path)
+    forget(engine, chain.node("tools"))
+    node = chain.node("tools")
+    image = existing_image(engine, node) or pull_cached(engine, plain_client, node)
+    assert image is not None and existing_image(engine, node) is not None
+    assert isinstance(chain.plan, Plan)
