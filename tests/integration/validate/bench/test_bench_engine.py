@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import statistics
 from pathlib import Path
@@ -25,11 +26,11 @@ from validate.bench.stats import Comparison, Verdict
 pytestmark = pytest.mark.engine
 
 # Tuned on a 2-core host shared with other work: matmul 'tiny' steps take ~11 ms on one thread; one TF
-# thread avoids the two-thread/one-core bimodality, 300 steps give the best-window statistic a quiet stretch
+# thread avoids the two-thread/one-core bimodality, 400 steps give the best-window statistic a quiet stretch
 # to find, and 8 containers per image let the interval clear a 3% margin (6 left it inconclusive).
 WORKLOAD = "matmul"
 REPEATS = 8
-STEPS = 300
+STEPS = 400
 THREADS = 1
 STATISTIC = "best-window"
 SEED = 20240601
@@ -44,7 +45,9 @@ def bench_run(
     rebuilt_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> BenchRun:
-    out = tmp_path_factory.mktemp("bench")
+    # STRATA_TEST_BENCH_OUT keeps the run (JSON, ledger) for inspection; default: pytest's temporary dir.
+    keep = os.environ.get("STRATA_TEST_BENCH_OUT")
+    out = Path(keep) if keep else tmp_path_factory.mktemp("bench")
     return run_benchmarks(
         docker_client,
         [reference_image, planted_slow_image, rebuilt_image],
