@@ -279,7 +279,8 @@ def cmd_pin(args: argparse.Namespace) -> int:
                 line = line.replace(f": {outcome.outcome} ", f": would be {outcome.outcome} ", 1)
             print(line)
     changed = [r for r in results if r.changed]
-    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no image references"
+    names = {PINNED: "to pin", REPINNED: "to re-pin"} if args.check else {}
+    summary = ", ".join(f"{n} {names.get(k, k)}" for k, n in counts.items() if n) or "no image references"
     verb = "would change" if args.check else "changed"
     print(f"{summary}; {len(changed)} of {len(results)} files {verb}")
     return 1 if args.check and changed else 0

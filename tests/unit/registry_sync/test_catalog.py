@@ -86,3 +86,30 @@ def test_human_size():
         "612.3 MB",
         "1.81 GB",
     ]
+
+
+def test_cli_on_the_default_matrix_lists_locked_wheels_and_debian_packages(kit, tmp_path, capsys):
+    from pathlib import Path
+
+    from builder.matrix import load_matrix
+    from builder.plan import build_plan
+    from registry_sync.lockfile import write_images_lock
+    from registry_sync.publish_commands import main
+
+    repo = Path(__file__).resolve().parents[3]
+    plan = build_plan(load_matrix(repo / "matrix.yaml"))
+    tools = plan.node("tools-tf2.13.1-cpu")
+    entry = kit.locked(tools.tags[0], node=tools.id, parent=tools.parent, content_hash=tools.content_hash)
+    lock_path = tmp_path / "images.lock.json"
+    write_images_lock(lock_path, ImagesLock({entry.reference: entry}))
+    out = tmp_path / "catalog.md"
+
+    assert (
+        main(["catalog", "--matrix", str(repo / "matrix.yaml"), "--lock", str(lock_path), "--out", str(out)])
+        == 0
+    )
+    assert capsys.readouterr().out == f"{out}: written (1 tags)\n"
+    page = out.read_text()
+    assert "| tensorflow-cpu | 2.13.1 | framework (`tf2.13.1-cpu-py3.11`) |" in page
+    assert "<summary>Debian packages of <code>base-bookworm</code>" in page
+    assert "| python3.11 |" in page

@@ -129,6 +129,7 @@ def test_cli_check_exit_codes_and_one_line_per_reference(lock, tmp_path, capsys)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{k8s}:2: would be pinned {TF}@{digest(lock, TF)}"
     assert out[1] == f"{k8s}:3: unknown nginx:1.25 (not in the lock)"
+    assert out[2] == "1 to pin, 1 unknown; 1 of 1 files would change"
     assert main(["pin", str(k8s), "--lock", str(lock_path)]) == 0
     assert main(["pin", str(k8s), "--lock", str(lock_path), "--check"]) == 0
     assert f"{k8s}:2: already pinned {TF}@" in capsys.readouterr().out
@@ -139,4 +140,3 @@ def test_cli_missing_lock_is_one_line(tmp_path, capsys):
     assert main(["pin", str(tmp_path / "Dockerfile"), "--lock", str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run `strata push` first" in err
-

@@ -173,3 +173,25 @@ def test_push_to_embedded_registry_with_tls_and_htpasswd(make_chain, engine, sec
         pytest.raises(RegistryAuthError, match="requires credentials"),
     ):
         anonymous.ping()
+
+
+def test_cli_push_to_a_registry_that_is_down_is_one_line(repo, unused_address, tmp_path, monkeypatch, capsys):
+    from registry_sync.publish_commands import main
+
+    monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
+    args = [
+        "push",
+        "--matrix",
+        str(repo / "matrix.yaml"),
+        "--only",
+        "tf2.13.1-cpu",
+        "--registry",
+        unused_address,
+    ]
+    assert main([*args, "--lock", str(tmp_path / "lock.json"), "--data-dir", str(tmp_path / "reg")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"strata: registry {unused_address} unreachable (connection refused) while pinging; "
+        "start it with `strata registry up`\n"
+    )
+    assert not (tmp_path / "lock.json").exists()
