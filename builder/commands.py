@@ -206,6 +206,8 @@ def register_build(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
     p.add_argument("--verbose", action="store_true", help="stream every build log line")
     p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
+    p.add_argument("--smoke", action="store_true", help="run `strata smoke` on every freshly built cell's final image")
+    p.add_argument("--expect-gpu", action="store_true", help="with --smoke: a missing GPU fails gpu cells")
     p.set_defaults(func=cmd_build)
 
 
@@ -249,7 +251,25 @@ def cmd_build(args: argparse.Namespace) -> int:
         print()
     else:
         reporter.summary(outcomes)
-    return 1 if any(o.status in ("failed", "skipped") for o in outcomes) else 0
+    failed = any(o.status in ("failed", "skipped") for o in outcomes)
+    if args.smoke and not failed:
+        failed = not smoke_fresh_cells(plan, client, outcomes, args.expect_gpu, quiet=args.format == "json")
+    return 1 if failed else 0
+
+
+def smoke_fresh_cells(plan: Plan, client: Any, outcomes: list[Any], expect_gpu: bool, quiet: bool) -> bool:
+    """Smoke-test the final image of every cell whose final node this run built; True when nothing failed."""
+    from validate.runner import smoke_images
+    from validate.smoke_report import render
+
+    built = {o.node for o in outcomes if o.status == "built"}
+    refs = [plan.final_node(c).tags[0] for c in plan.cell_ids() if plan.final_node(c).id in built]
+    if not refs:
+        print("smoke: no cell was freshly built", file=sys.stderr)
+        return True
+    reports = smoke_images(client, refs, expect_gpu=expect_gpu)
+    print(render(reports, "table"), file=sys.stderr if quiet else sys.stdout)
+    return all(r.status != "fail" for r in reports)
 
 
 def register_verify(sub: Any) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from builder import compat
 from builder.errors import StrataError
 from builder.lockfile import DebPackage, Lock, PinnedRootfs, canonical_name
-from builder.pip_resolver import Target, resolve
+from builder.pip_resolver import resolve_in_image
 from builder.plan import LayerNode, Plan
 
 
@@ -43,7 +43,7 @@ def ancestors(plan: Plan, node: LayerNode) -> list[LayerNode]:
     return list(reversed(chain))
 
 
-def rootfs_spec(node: LayerNode) -> "object":
+def rootfs_spec(node: LayerNode) -> object:
     from builder.rootfs import DEBIAN_SECURITY_MIRROR, RootfsSpec
 
     r = node.rootfs or {}
@@ -58,7 +58,19 @@ def rootfs_spec(node: LayerNode) -> "object":
     )
 
 
-def lock_node(plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str, Lock]) -> Lock:
+def base_image_for(plan: Plan, node: LayerNode, engine: Any) -> str:
+    """The engine reference of the node's base (built first if missing): resolution runs in it."""
+    from builder.build import BuildOptions, build_images
+
+    base = ([a for a in ancestors(plan, node) if a.parent is None] or [node])[0]
+    outcomes = build_images(plan.select([base.id]), engine, BuildOptions())
+    failed = [o for o in outcomes if o.status not in ("built", "cached")]
+    if failed:
+        raise StrataError(f"{node.id}: cannot resolve without its base image: {failed[0].message}")
+    return base.cache_ref
+
+
+def lock_node(plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str, Lock], engine: Any = None) -> Lock:
     """Resolve one node (its ancestors' locks must be current, taken from `new_locks` first)."""
     profile = plan.matrix.profile
     if node.rootfs is not None:
@@ -82,8 +94,9 @@ def lock_node(plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str,
             raise StrataError(f"{node.id}: parent {a.id} is not locked yet")
         constraints.update(lock.pins())
     requirements += list(node.requirements)
-    target = Target(python=node.python, glibc=compat.OS_GLIBC.get(node.os_name, "2.31"))
-    wheels = resolve(requirements, constraints, target, node.id)
+    if engine is None:
+        raise StrataError(f"{node.id}: resolving needs the Docker engine (pip runs inside the base image)")
+    wheels = resolve_in_image(engine, base_image_for(plan, node, engine), requirements, constraints, cache_dir, node.id)
     own = []
     for w in wheels:
         pinned = constraints.get(canonical_name(w.name))
@@ -94,13 +107,14 @@ def lock_node(plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str,
     return Lock(node=node.id, profile=profile, inputs=node.lock_inputs, wheels=tuple(own))
 
 
-def write_locks(plan: Plan, cache_dir: Path, refresh: bool = False, log: "object" = print) -> list[LockStatus]:
+def write_locks(plan: Plan, cache_dir: Path, refresh: bool = False, log: object = print) -> list[LockStatus]:
     """Lock every stale or missing node in plan order; rewriting a fresh lock leaves the bytes unchanged."""
     from builder.plan import build_plan
 
     results: list[LockStatus] = []
     new_locks: dict[str, Lock] = {}
     root = plan.matrix.root
+    engine: Any = None
     for node in plan.nodes:
         if node.lock_path is None:
             continue
@@ -110,7 +124,14 @@ def write_locks(plan: Plan, cache_dir: Path, refresh: bool = False, log: "object
             results.append(LockStatus(node.id, node.lock_path, "unchanged"))
             continue
         log(f"locking {node.id} ...")  # type: ignore[operator]
-        lock = lock_node(build_plan(plan.matrix), current, cache_dir, new_locks)
+        if engine is None and current.rootfs is None:
+            from builder.host import ensure_engine
+
+            ensure_engine(auto_start=True).close()
+            import docker
+
+            engine = docker.from_env(timeout=3600)
+        lock = lock_node(build_plan(plan.matrix), current, cache_dir, new_locks, engine)
         path = root / node.lock_path
         path.parent.mkdir(parents=True, exist_ok=True)
         text = lock.render()

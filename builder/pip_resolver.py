@@ -1,18 +1,19 @@
-"""Resolve Python requirements for an image's Python and glibc on the host, with pip's installation report.
+"""Resolve Python requirements with pip's installation report, inside the image's own base (its Python, its glibc).
 
-Touches the network (PyPI). The host's own pip configuration (extra indexes, find-links, constraints) is ignored:
-a lock must depend only on the public index and the inputs we pass.
+Resolving on the host with `--python-version` is not enough: pip then evaluates environment markers with the host's
+interpreter, so a Python 3.9 image would miss `importlib-metadata; python_version < "3.10"`. So resolution runs in a
+container of the node's base image with a pinned, hash-checked pip wheel mounted in (bullseye's own pip predates
+`--report`). Touches the network (PyPI); the host CA bundle is mounted read-only for that run, never built into a layer.
+The host's pip configuration (extra indexes, find-links, constraints) is ignored: a lock depends only on the index.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from builder.errors import StrataError
 from builder.lockfile import PinnedWheel
@@ -20,60 +21,70 @@ from builder.lockfile import PinnedWheel
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-@dataclass(frozen=True)
-class Target:
-    """The interpreter and platform wheels must fit: e.g. Python 3.9 on glibc 2.31 (Debian bullseye)."""
-
-    python: str
-    glibc: str
-
-    def platforms(self) -> list[str]:
-        major, minor = (int(x) for x in self.glibc.split("."))
-        tags = [f"manylinux_{major}_{m}_x86_64" for m in range(minor, 4, -1)]
-        return tags + ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
-
-    def abi(self) -> str:
-        return "cp" + self.python.replace(".", "")
+# The pip that resolves inside images: pinned and verified like any other input.
+PIP_WHEEL = PinnedWheel(
+    name="pip",
+    version="24.2",
+    sha256="2cd581cf58ab7fcfca4ce8efa6dcacd0de5bf8d0a3eb9ec927e07405f4d9e2a2",
+    url="https://files.pythonhosted.org/packages/d4/55/90db48d85f7689ec6f81c0db0622d704306c5284850383c090e6c7195a5c/"
+    "pip-24.2-py3-none-any.whl",
+)
 
 
-def pip_command(requirements: Path, constraints: Path | None, target: Target, report: Path, workdir: Path) -> list[str]:
-    """The pip command line that resolves without installing (pure; unit-tested)."""
+def in_image_command(report: str, requirements: str, constraints: str | None, ca: str | None) -> list[str]:
+    """The pip command run inside the base image (pure; unit-tested)."""
     cmd = [
-        sys.executable, "-m", "pip", "install", "--isolated", "--disable-pip-version-check", "--quiet",
-        "--dry-run", "--ignore-installed", "--target", str(workdir / "target"),
-        "--report", str(report), "--only-binary=:all:",
-        "--python-version", target.python, "--implementation", "cp", "--abi", target.abi(), "--abi", "abi3", "--abi", "none",
+        "python3", f"/strata/{PIP_WHEEL.filename}/pip", "install", "--isolated", "--disable-pip-version-check",
+        "--no-cache-dir", "--quiet", "--dry-run", "--ignore-installed", "--only-binary=:all:", "--report", report,
+        "-r", requirements,
     ]
-    for tag in target.platforms():
-        cmd += ["--platform", tag]
-    if os.path.exists(CA_BUNDLE):
-        cmd += ["--cert", CA_BUNDLE]
-    cmd += ["-r", str(requirements)]
-    if constraints is not None:
-        cmd += ["-c", str(constraints)]
+    if constraints:
+        cmd += ["-c", constraints]
+    if ca:
+        cmd += ["--cert", ca]
     return cmd
 
 
-def resolve(requirements: list[str], constraints: dict[str, str], target: Target, what: str) -> list[PinnedWheel]:
-    """Resolve to exact wheels with sha256 hashes. `what` names the node in errors."""
+def resolve_in_image(
+    client: Any, image: str, requirements: list[str], constraints: dict[str, str], cache: Path, what: str
+) -> list[PinnedWheel]:
+    """Resolve in a container of `image` (the node's base): markers and wheel tags are the image's own."""
+    from builder.fetch import fetch_wheels, wheel_path
+
+    fetch_wheels(cache, [PIP_WHEEL], repair=True)
+    pip_wheel = wheel_path(cache, PIP_WHEEL)
     with tempfile.TemporaryDirectory(prefix="strata-resolve-") as tmp:
         work = Path(tmp)
-        req = work / "requirements.in"
-        req.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        con = None
-        if constraints:
-            con = work / "constraints.txt"
-            con.write_text("".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())), encoding="utf-8")
-        report = work / "report.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
-        env["PIP_CONFIG_FILE"] = os.devnull
-        proc = subprocess.run(
-            pip_command(req, con, target, report, work), capture_output=True, text=True, env=env, timeout=1800
+        (work / "requirements.in").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        has_constraints = bool(constraints)
+        if has_constraints:
+            (work / "constraints.txt").write_text(
+                "".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())), encoding="utf-8"
+            )
+        volumes = {
+            str(work): {"bind": "/work", "mode": "rw"},
+            str(pip_wheel.parent): {"bind": "/strata", "mode": "ro"},
+        }
+        ca = None
+        if os.path.exists(CA_BUNDLE):
+            volumes[CA_BUNDLE] = {"bind": "/run/strata-ca.crt", "mode": "ro"}
+            ca = "/run/strata-ca.crt"
+        cmd = in_image_command(
+            "/work/report.json", "/work/requirements.in", "/work/constraints.txt" if has_constraints else None, ca
         )
-        if proc.returncode != 0:
-            reason = _last_error(proc.stderr) or f"pip exited {proc.returncode}"
-            raise StrataError(f"cannot resolve requirements for {what} (Python {target.python}): {reason}")
-        data = json.loads(report.read_text(encoding="utf-8"))
+        container = client.containers.run(
+            image, cmd, volumes=volumes, network_mode="host", user="0", entrypoint=[], detach=True,
+            environment={"PIP_CONFIG_FILE": "/dev/null", "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        try:
+            status = container.wait(timeout=1800)
+            logs = container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+        if status.get("StatusCode") != 0:
+            reason = _last_error(logs) or f"pip exited {status.get('StatusCode')}"
+            raise StrataError(f"cannot resolve requirements for {what} (in {image}): {reason}")
+        data = json.loads((work / "report.json").read_text(encoding="utf-8"))
     return [_pinned(item, what) for item in data.get("install", [])]
 
 

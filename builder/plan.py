@@ -22,6 +22,8 @@ from builder.tags import TagFacts, check_tag, content_tag, expand
 
 # Bump when the way images are produced changes (templates' helpers, canonical form): every hash changes with it.
 PLAN_FORMAT = 1
+# Python layers are resolved by this pip, run inside the node's base image (see builder/pip_resolver.py).
+RESOLVER = "pip 24.2 in the base image"
 # Which CUDA wheel directories hold shared libraries TensorFlow dlopens (nvidia-<name>-cu11 → nvidia/<dir>/lib).
 _NO_LIB_DIR = {"cuda-nvcc"}
 
@@ -384,6 +386,8 @@ def _finish(
                 # Python layers resolve on top of their parent's pins: a changed parent lock makes this one stale.
                 "parent_lock": parent.lock.render() if parent and parent.lock else None,
                 "parent_inputs": parent.lock_inputs if parent else None,
+                # How pins are resolved is an input too: changing the resolver makes every lock stale.
+                "resolver": RESOLVER if spec.requirements else None,
             }
         )
     content_hash = digest_inputs(
