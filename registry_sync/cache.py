@@ -7,7 +7,7 @@ plain HTTP by Docker's defaults; other registries need TLS the engine trusts), t
 fresh build (`node.cache_ref` and the version tags). Any registry or engine trouble is one warning line and a
 `None`: a build never fails because its cache is down.
 
-    registry = open_cache_registry(plan.matrix)             # None when STRATA_REGISTRY_CACHE=off
+    registry = open_cache_registry(plan.matrix)    # None when the registry is down or STRATA_REGISTRY_CACHE=off
     image = pull_cached(engine, registry, node) if registry else None
 """
 
@@ -36,18 +36,28 @@ def _stderr(message: str) -> None:
     print(f"strata: warning: {message}", file=sys.stderr)
 
 
-def open_cache_registry(matrix: Any, data_dir: Path | None = None) -> RegistryClient | None:
-    """A client for the matrix's registry with short retries, or None when `STRATA_REGISTRY_CACHE=off`."""
+def open_cache_registry(
+    matrix: Any, data_dir: Path | None = None, warn: Callable[[str], None] = _stderr
+) -> RegistryClient | None:
+    """A client for the matrix's registry with short retries, checked once; None (and one `warn` line) when the
+    registry does not answer, None without a word when `STRATA_REGISTRY_CACHE=off`. The caller closes it."""
     from registry_sync.publish import open_registry
     from registry_sync.server import default_data_dir
 
     if os.environ.get(CACHE_ENV, "").lower() in ("off", "0", "false", "no"):
         return None
+    client = None
     try:
-        return open_registry(matrix.model.registry.address, data_dir or default_data_dir(), retry=CACHE_RETRY)
+        client = open_registry(
+            matrix.model.registry.address, data_dir or default_data_dir(), retry=CACHE_RETRY
+        )
+        client.ping()
     except StrataError as exc:
-        _stderr(f"registry cache disabled: {exc}")
+        if client is not None:
+            client.close()
+        warn(f"registry cache off for this build: {exc}")
         return None
+    return client
 
 
 def pull_cached(

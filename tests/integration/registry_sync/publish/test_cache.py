@@ -114,3 +114,24 @@ def test_build_images_call_site(make_chain, engine, plain_registry, plain_client
     image = existing_image(engine, node) or pull_cached(engine, plain_client, node)
     assert image is not None and existing_image(engine, node) is not None
     assert isinstance(chain.plan, Plan)
+
+
+def test_open_cache_registry_checks_once_and_can_be_turned_off(
+    plain_registry, unused_address, tmp_path, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from registry_sync.cache import open_cache_registry
+
+    def matrix(address):
+        return SimpleNamespace(model=SimpleNamespace(registry=SimpleNamespace(address=address)))
+
+    warnings: list[str] = []
+    client = open_cache_registry(matrix(plain_registry), tmp_path / "reg", warn=warnings.append)
+    assert client is not None and client.host == plain_registry and warnings == []
+    client.close()
+    assert open_cache_registry(matrix(unused_address), tmp_path / "reg", warn=warnings.append) is None
+    assert len(warnings) == 1 and warnings[0].startswith("registry cache off for this build: registry ")
+    monkeypatch.setenv("STRATA_REGISTRY_CACHE", "off")
+    assert open_cache_registry(matrix(plain_registry), tmp_path / "reg", warn=warnings.append) is None
+    assert len(warnings) == 1
