@@ -177,19 +177,40 @@ def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions)
     check_buildable(plan)
     outcomes: dict[str, NodeOutcome] = {}
     todo: list[LayerNode] = []
-    for node in plan.nodes:
-        image = None if options.force else existing_image(client, node)
-        if image is not None:
-            _tag_all(image, node)
-            outcomes[node.id] = NodeOutcome(
-                node.id, "cached", size=int(image.attrs.get("Size", 0)), image_id=image.id
-            )
-        else:
-            todo.append(node)
+    registry: Any = None
+    try:
+        for node in plan.nodes:
+            image = None if options.force else existing_image(client, node)
+            status = "cached"
+            if image is None and not options.force:
+                # Push with cache: a node the registry already has (by content hash) is pulled, not built.
+                if registry is None:
+                    registry = _open_cache_registry(plan)
+                if registry is not False:
+                    from registry_sync.cache import pull_cached
+
+                    image = pull_cached(client, registry, node)
+                    status = "pulled"
+            if image is not None:
+                _tag_all(image, node)
+                size = int(image.attrs.get("Size", 0))
+                outcomes[node.id] = NodeOutcome(node.id, status, size=size, image_id=image.id)
+            else:
+                todo.append(node)
+    finally:
+        if registry not in (None, False):
+            registry.close()
     if todo:
         with build_session(plan, client, todo, options.on_event) as session:
             _run_dag(session, todo, options, outcomes)
     return [outcomes[n.id] for n in plan.nodes]
+
+
+def _open_cache_registry(plan: Plan) -> Any:
+    """The registry client for build avoidance, or False when it is off or unreachable (builds go on)."""
+    from registry_sync.cache import open_cache_registry
+
+    return open_cache_registry(plan.matrix) or False
 
 
 def _run_dag(
@@ -205,7 +226,7 @@ def _run_dag(
                     if node.parent and (node.parent in pending or node.parent in running.values()):
                         continue  # wait for the parent
                     parent_state = outcomes[node.parent].status if node.parent else None
-                    if node.parent and parent_state not in ("built", "cached"):
+                    if node.parent and parent_state not in ("built", "cached", "pulled"):
                         outcomes[node_id] = NodeOutcome(
                             node_id, "skipped", message=f"parent {node.parent} {parent_state}"
                         )

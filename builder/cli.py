@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "builder.commands",
     "builder.image_commands",
     "registry_sync.commands",
+    "registry_sync.publish_commands",
     "validate.smoke_command",
     "validate.bench.commands",
 ]
@@ -33,6 +34,11 @@ COMMAND_OWNERS = {
     "canonicalize": "builder.image_commands",
     "diff": "builder.image_commands",
     "registry": "registry_sync.commands",
+    "push": "registry_sync.publish_commands",
+    "pin": "registry_sync.publish_commands",
+    "catalog": "registry_sync.publish_commands",
+    "sync": "registry_sync.publish_commands",
+    "promote": "registry_sync.publish_commands",
     "smoke": "validate.smoke_command",
     "bench": "validate.bench.commands",
 }
@@ -63,7 +69,7 @@ def _examples(sub: argparse._SubParsersAction) -> list[str]:  # type: ignore[typ
 
 def _find_example(sp: argparse.ArgumentParser) -> str | None:
     text = f"{sp.description or ''}\n{sp.epilog or ''}"
-    match = re.search(r"example:\s*(strata [^\n]+?)(\s{2,}\(|$)", text, re.M)
+    match = re.search(r"example:\s*(strata [^\n]+?)(\s{2,}\(|\s*\\?$)", text, re.M)
     if match:
         return match.group(1).strip()
     for action in sp._actions:

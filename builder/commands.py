@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from builder.errors import Location
 from builder.matrix import DEFAULT_MATRIX, DEFAULT_PROFILE, load_matrix
 from builder.plan import Plan, build_plan
 
@@ -179,7 +180,27 @@ def cmd_lock(args: argparse.Namespace) -> int:
     for r in written:
         print(f"wrote {r.path}")
     print(f"{len(written)} lock(s) written, {len(results) - len(written)} unchanged")
+    if args.bump_release and written:
+        new = bump_release(Path(args.matrix))
+        print(f"release bumped to {new} in {args.matrix}: new version tags end in -r{new}")
     return 0
+
+
+def bump_release(matrix_file: Path) -> int:
+    """Increment the top-level `release: N` line in place (comments and layout are kept)."""
+    import re
+
+    from builder.errors import MatrixError
+
+    text = matrix_file.read_text(encoding="utf-8")
+    match = re.search(r"^release:[ \t]*(\d+)", text, re.M)
+    if not match:
+        raise MatrixError("no top-level 'release: N' line to bump", Location(str(matrix_file)))
+    new = int(match.group(1)) + 1
+    tmp = matrix_file.with_suffix(".tmp")
+    tmp.write_text(text[: match.start(1)] + str(new) + text[match.end(1) :], encoding="utf-8")
+    tmp.replace(matrix_file)
+    return new
 
 
 def register_build(sub: Any) -> None:

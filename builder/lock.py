@@ -64,7 +64,7 @@ def base_image_for(plan: Plan, node: LayerNode, engine: Any) -> str:
 
     base = ([a for a in ancestors(plan, node) if a.parent is None] or [node])[0]
     outcomes = build_images(plan.select([base.id]), engine, BuildOptions())
-    failed = [o for o in outcomes if o.status not in ("built", "cached")]
+    failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
     if failed:
         raise StrataError(f"{node.id}: cannot resolve without its base image: {failed[0].message}")
     return base.cache_ref

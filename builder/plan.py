@@ -185,7 +185,7 @@ def _registry_image(matrix: Matrix, image: str) -> str:
 
 def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
     m = matrix.model
-    common = TagFacts(namespace=m.registry.namespace, epoch=m.source_date_epoch, os=cell.os_name)
+    common = TagFacts(namespace=m.registry.namespace, epoch=m.source_date_epoch, os=cell.os_name, release=m.release)
     cell_facts = TagFacts(
         namespace=m.registry.namespace,
         epoch=m.source_date_epoch,
@@ -195,6 +195,7 @@ def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
         python=cell.python,
         cuda=cell.cuda or "",
         cudnn=cell.cudnn or "",
+        release=m.release,
     )
     settings = {"venv": m.build.venv, "prefix": m.build.prefix, "epoch": m.source_date_epoch, "platform": m.build.platform}
     py = {"version": cell.python, "site": f"lib/python{cell.python}/site-packages"}
@@ -450,7 +451,8 @@ def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, 
     if spec.base_image:
         labels["org.opencontainers.image.base.name"] = spec.base_image
     elif parent:
-        labels["org.opencontainers.image.base.name"] = parent.tags[0]
+        # The parent's content-addressed reference: exact, and unaffected by a release bump.
+        labels["org.opencontainers.image.base.name"] = parent.cache_ref
     if f.cuda:
         labels["io.strata.cuda"] = f.cuda
         labels["io.strata.cudnn"] = f.cudnn

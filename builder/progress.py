@@ -51,7 +51,7 @@ class BuildReporter:
         table = Table(title="strata build")
         for col in ("node", "status", "duration", "size"):
             table.add_column(col)
-        style = {"built": "green", "cached": "cyan", "failed": "red", "skipped": "yellow"}
+        style = {"built": "green", "cached": "cyan", "pulled": "blue", "failed": "red", "skipped": "yellow"}
         for o in outcomes:
             table.add_row(
                 o.node,

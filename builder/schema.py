@@ -143,6 +143,9 @@ class Alias(Strict):
 class MatrixModel(Strict):
     schema_: Literal[1] = Field(alias="schema")
     source_date_epoch: int = Field(ge=0)
+    # Bumped whenever the images' content changes (lock refresh, template edit): version tags carry it, so an
+    # immutable tag never has to move. `strata lock --refresh --bump-release` bumps it when a lock changed.
+    release: int = Field(default=1, ge=1)
     registry: Registry
     build: BuildSettings = BuildSettings()
     profiles: dict[str, Profile] = Field(min_length=1)

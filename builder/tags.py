@@ -23,6 +23,7 @@ class TagFacts:
     python: str = ""
     cuda: str = ""
     cudnn: str = ""
+    release: int = 1
 
     @property
     def cuda_version(self) -> str:
@@ -50,6 +51,7 @@ class TagFacts:
             "cuda_version": self.cuda_version,
             "cuda_prefix": f"{self.cuda_version}-" if self.cuda else "",
             "version": self.version if self.tf else "",
+            "release": str(self.release),
         }
 
 

@@ -85,7 +85,7 @@ def verify_nodes(
     check_buildable(plan)
     # Parents must exist (normal build, cached if present) so each rebuild starts FROM the same canonical parent.
     outcomes = build_images(plan, client, BuildOptions(on_event=on_event))
-    failed = [o for o in outcomes if o.status not in ("built", "cached")]
+    failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
     if failed:
         raise StrataError(
             f"cannot verify: the normal build failed first ({failed[0].message or failed[0].status})"

@@ -92,11 +92,11 @@ def test_apt_only_in_base_and_every_installing_layer_is_multistage() -> None:
 def test_tags_follow_the_scheme() -> None:
     plan = plan_of(REPO)
     tools = plan.node("tools-tf2.13.1-gpu")
-    assert tools.tags == ("127.0.0.1:5000/strata/tensorflow:2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm",)
+    assert tools.tags == ("127.0.0.1:5000/strata/tensorflow:2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm-r1",)
     assert set(tools.aliases) == {"127.0.0.1:5000/strata/tensorflow:2.13-gpu", "127.0.0.1:5000/strata/tensorflow:latest-gpu"}
-    assert plan.node("tools-tf2.10.1-cpu").tags == ("127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye",)
-    assert plan.node("base-bullseye").tags == ("127.0.0.1:5000/strata/base:bullseye-1700000000",)
-    assert plan.node("user-example-tf2.13.1-cpu").tags == ("127.0.0.1:5000/strata/example:2.13.1-cpu-py3.11-bookworm",)
+    assert plan.node("tools-tf2.10.1-cpu").tags == ("127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r1",)
+    assert plan.node("base-bullseye").tags == ("127.0.0.1:5000/strata/base:bullseye-1700000000-r1",)
+    assert plan.node("user-example-tf2.13.1-cpu").tags == ("127.0.0.1:5000/strata/example:2.13.1-cpu-py3.11-bookworm-r1",)
     for n in plan.nodes:
         assert n.cache_ref == f"{n.tags[0].rsplit(':', 1)[0]}:h-{n.content_hash}"
 
@@ -184,7 +184,8 @@ def test_github_matrix_has_one_entry_per_cell() -> None:
     cells = [e["cell"] for e in out["include"]]
     assert cells == ["tf2.13.1-cpu", "tf2.13.1-gpu", "tf2.10.1-cpu", "tf2.10.1-gpu"]
     gpu = out["include"][1]
-    assert gpu["cuda"] == "11.8" and gpu["runner"] == "gpu" and gpu["image"].endswith(":2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm")
+    assert gpu["cuda"] == "11.8" and gpu["runner"] == "gpu"
+    assert gpu["image"].endswith(":2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm-r1")
     assert all(isinstance(v, str) for e in out["include"] for v in e.values())
 
 
@@ -198,7 +199,7 @@ def test_plan_json_format(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_tag_collision_is_an_error(workspace: Path) -> None:
     m = workspace / "matrix.yaml"
-    m.write_text(m.read_text().replace('    tools: "{version}"', '    tools: "{tf}"'))
+    m.write_text(m.read_text().replace('    tools: "{version}-r{release}"', '    tools: "{tf}"'))
     with pytest.raises(MatrixError, match=r"tag collision: '127\.0\.0\.1:5000/strata/tensorflow:2\.13\.1' would be published by both tools-tf2\.13\.1-cpu and tools-tf2\.13\.1-gpu"):
         plan_of(workspace)
 
@@ -221,3 +222,14 @@ def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str], workspace: 
     assert main(["plan", "--matrix", str(m)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"strata: {m}:3:9: 'schema': 1 expected, got 2"]
+
+
+def test_release_bump_changes_version_tags_but_not_content(workspace: Path) -> None:
+    from builder.commands import bump_release
+
+    before = plan_of(workspace)
+    assert bump_release(workspace / "matrix.yaml") == 2
+    after = plan_of(workspace)
+    assert hashes(after) == hashes(before)
+    assert after.node("tools-tf2.13.1-cpu").tags == ("127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm-r2",)
+    assert "release: 2\n" in (workspace / "matrix.yaml").read_text()
