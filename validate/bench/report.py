@@ -17,7 +17,7 @@ from pathlib import Path
 
 from builder.errors import StrataError
 from validate.bench.ledger import Ledger, RunInfo, paired_samples
-from validate.bench.metrics import Repetition, compute_index
+from validate.bench.metrics import Repetition, compute_index, effective_gpu_hour_throughput
 from validate.bench.stats import MIN_REPETITIONS, Comparison, Verdict, compare, median_interval
 
 _CSS = (
@@ -122,7 +122,12 @@ def _summaries(
                     w: median_interval([r.throughput(statistic) for r in per[w]], confidence, seed)
                     for w in names
                 },
-                effective={w: statistics.median(r.effective_gpu_hour for r in per[w]) for w in names},
+                effective={
+                    w: statistics.median(
+                        effective_gpu_hour_throughput(r.throughput(statistic), r.startup_s) for r in per[w]
+                    )
+                    for w in names
+                },
                 startup={w: statistics.median(r.startup_s for r in per[w]) for w in names},
             )
         )
@@ -174,7 +179,7 @@ def plot_throughput(
     return path
 
 
-def plot_repetitions(reps: list[Repetition], statistic: str, path: Path) -> Path:
+def plot_repetitions(reps: list[Repetition], images: Sequence[str], statistic: str, path: Path) -> Path:
     """Every repetition's throughput in run order, one panel per workload: drift and outliers show here."""
     import matplotlib
 
@@ -182,7 +187,6 @@ def plot_repetitions(reps: list[Repetition], statistic: str, path: Path) -> Path
     import matplotlib.pyplot as plt
 
     names = sorted({r.workload for r in reps})
-    images = list(dict.fromkeys(r.image for r in reps))
     fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.6 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         for image in images:
@@ -196,7 +200,7 @@ def plot_repetitions(reps: list[Repetition], statistic: str, path: Path) -> Path
             )
         ax.set_title(f"{name}: each repetition in run order", fontsize=10)
         ax.set_xlabel("position in interleaved schedule", fontsize=8)
-        ax.set_ylabel("samples/s per device", fontsize=8)
+        ax.set_ylabel(f"samples/s per device ({statistic})", fontsize=8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
@@ -240,7 +244,7 @@ def write_report(
     summaries = _summaries(reps, run.images, confidence, seed, statistic)
     plots = [
         plot_throughput(summaries, reference, margin, confidence, out_dir / "throughput.png"),
-        plot_repetitions(reps, statistic, out_dir / "repetitions.png"),
+        plot_repetitions(reps, run.images, statistic, out_dir / "repetitions.png"),
     ]
     ref_summary = next(s for s in summaries if s.ref == reference)
 

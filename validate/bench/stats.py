@@ -167,7 +167,9 @@ def compare(
     needed: int | None = None
     lower_bound, upper_bound = 1.0 - margin, 1.0 + margin
     noisy = [
-        f"{name} CV {cv:.2%}" for name, cv in (("reference", ref_cv), ("candidate", cand_cv)) if cv > bound
+        f"{name} robust CV {cv:.2%}"
+        for name, cv in (("reference", ref_cv), ("candidate", cand_cv))
+        if cv > bound
     ]
     if noisy:
         verdict = Verdict.INVALID

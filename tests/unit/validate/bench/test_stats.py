@@ -67,7 +67,7 @@ def test_very_noisy_repetitions_are_invalid_not_averaged() -> None:
     result = compare(ref, cand, seed=7)
     assert result.verdict is Verdict.INVALID, result.summary()
     assert result.verdict.fails
-    assert "candidate CV" in result.reason and "reference CV" not in result.reason
+    assert "candidate robust CV" in result.reason and "reference" not in result.reason
 
 
 def test_gpu_bound_is_one_percent() -> None:
