@@ -127,6 +127,10 @@ class Ledger:
 
     def record_run(self, run: RunInfo) -> None:
         """Store a run's request and schedule (before its repetitions)."""
+        if self._db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)).fetchone():
+            raise StrataError(
+                f"{self.path}: run {run.run_id} is already recorded; start it again with another seed"
+            )
         self._db.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (

@@ -158,7 +158,10 @@ def run_repetition(
         try:
             status = container.wait(timeout=timeout_s)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            container.kill()
+            try:
+                container.kill()
+            except docker.errors.APIError:
+                pass  # it finished just as the wait gave up; removal below still cleans it up
             raise BenchError(f"{where}: timed out after {timeout_s:.0f}s") from None
         code = int(status.get("StatusCode", -1))
         if code != 0:

@@ -89,8 +89,9 @@ def summarize_steps(
     """Warm-up length and steady-state step-time statistics from raw per-step times.
 
     With per-step run-queue delays (time the process's threads waited for a CPU) the summary also says how
-    contended the host was: a diagnostic only, since delays of threads waiting at once add up, the
-    "uncontended" time (wall minus delay) is an under-estimate and is not used for verdicts.
+    contended the host was: run_queue_delay_fraction = delay / wall time over the steady steps. A diagnostic
+    only: delays of threads waiting at once add up (the fraction can exceed 1 with several threads), so the
+    "uncontended" time (wall minus delay) is an under-estimate and is never used for verdicts.
     """
     bound = WARMUP_CV_BOUND[device]
     have_delays = run_delays is not None and len(run_delays) == len(step_times)

@@ -76,6 +76,13 @@ def test_a_repetition_is_stored_once(tmp_path: Path) -> None:
             ledger.add(rep("r1", "img:a", "sha256:aaaa1111", 100.0, 0))
 
 
+def test_a_run_id_is_recorded_once(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "l.sqlite") as ledger:
+        ledger.record_run(run_info("r1", ["img:a"]))
+        with pytest.raises(StrataError, match="run r1 is already recorded"):
+            ledger.record_run(run_info("r1", ["img:a"]))
+
+
 def test_resolve_by_tag_full_id_short_id_and_ambiguity(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "l.sqlite") as ledger:
         ledger.record_run(run_info("r1", ["img:a"]))
