@@ -111,7 +111,11 @@ class BuildSession:
         """Build one node's Dockerfile into `tag` (raw, not canonical); returns the image id."""
         from builder.engine import BuildRequest, build_image
 
-        context = _prepare_context(self.plan, node, self.cache, self.work / "context" / (log_name or node.id))
+        # A private directory per build: concurrent strata runs in one checkout never share a context.
+        (self.work / "context").mkdir(parents=True, exist_ok=True)
+        context = _prepare_context(
+            self.plan, node, self.cache, Path(tempfile.mkdtemp(prefix=f"{log_name or node.id}-", dir=self.work / "context"))
+        )
         args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
         if node.parent:
             args["PARENT_IMAGE"] = self.plan.node(node.parent).local_ref
@@ -156,7 +160,8 @@ def build_session(
     on_event("-", f"builder: {choice.kind} ({choice.reason})")
     cache = cache_dir(root)
     work = build_dir(root)
-    wheel_root = work / "wheelhouse"
+    (work / "wheelhouse").mkdir(parents=True, exist_ok=True)
+    wheel_root = Path(tempfile.mkdtemp(prefix="session-", dir=work / "wheelhouse"))
     # Fetch once for the whole run: each wheel is downloaded at most once and verified before any build.
     wheels = [w for n in nodes if n.lock for w in n.lock.wheels]
     if wheels:
@@ -168,8 +173,11 @@ def build_session(
     for n in nodes:
         if n.lock and n.lock.wheels:
             link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
-    with WheelServer(wheel_root) as server:
-        yield BuildSession(plan, client, choice, server, cache, work)
+    try:
+        with WheelServer(wheel_root) as server:
+            yield BuildSession(plan, client, choice, server, cache, work)
+    finally:
+        shutil.rmtree(wheel_root, ignore_errors=True)
 
 
 def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions) -> list[NodeOutcome]:
@@ -307,9 +315,7 @@ def _tag_all(image: Any, node: LayerNode) -> None:
 
 
 def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path) -> Path:
-    if context.exists():
-        shutil.rmtree(context)
-    context.mkdir(parents=True)
+    context.mkdir(parents=True, exist_ok=True)
     (context / "Dockerfile").write_text(node.dockerfile, encoding="utf-8")
     if node.lock and node.lock.wheels:
         (context / "requirements.lock").write_text(node.lock.render(), encoding="utf-8")

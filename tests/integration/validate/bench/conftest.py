@@ -1,22 +1,14 @@
-"""Test images for the benchmark integration tests, built once and cached by tag.
+"""Images for the benchmark integration tests.
 
-Until the lead's strata-built images exist, these fixtures make a small TF image themselves:
+The reference is the tf2.13.1-cpu cell's final image as `strata build` makes it; the two children are built FROM it:
 
-    mmdebstrap bookworm (python3, venv, libgomp1) ─► docker import  strata-test/py311:bookworm
-    pip download tensorflow-cpu==2.13.1 (py3.11) ─► offline install  strata-test/tf-cpu:2.13.1-py3.11
-    + ENV STRATA_BENCH_SLEEP_FRACTION=0.10      ─► planted slowdown  ...-slow10
-    + LABEL only (identical layers)             ─► identical rebuild ...-rebuild
-
-To swap in strata-built images later, replace `reference_image` (and build the two children FROM it).
-Downloads are cached under $STRATA_TEST_CACHE (default ~/.cache/strata-test); images are reused by tag.
+    + ENV STRATA_BENCH_SLEEP_FRACTION=0.10      ─► planted slowdown  strata-test/bench:slow10
+    + LABEL only (identical layers)             ─► identical rebuild strata-test/bench:rebuild
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,24 +16,9 @@ import docker
 import docker.errors
 import pytest
 
-CACHE = Path(os.environ.get("STRATA_TEST_CACHE", Path.home() / ".cache" / "strata-test"))
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
-BASE_TAG = "strata-test/py311:bookworm"
-TF_VERSION = "2.13.1"
-REFERENCE_TAG = f"strata-test/tf-cpu:{TF_VERSION}-py3.11"
-SLOW_TAG = f"{REFERENCE_TAG}-slow10"
-REBUILD_TAG = f"{REFERENCE_TAG}-rebuild"
+SLOW_TAG = "strata-test/bench:slow10"
+REBUILD_TAG = "strata-test/bench:rebuild"
 PLANTED_SLEEP_FRACTION = 0.10
-
-TF_DOCKERFILE = f"""\
-FROM {BASE_TAG}
-COPY wheels /wheels
-RUN python3 -m venv /opt/venv \\
- && /opt/venv/bin/pip install --no-index --find-links /wheels tensorflow-cpu=={TF_VERSION} \\
- && rm -rf /wheels /root/.cache
-ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-LABEL io.strata.tf={TF_VERSION} io.strata.python=3.11 io.strata.cell=test-cpu
-"""
 
 
 def _image_exists(client: docker.DockerClient, tag: str) -> bool:
@@ -60,81 +37,12 @@ def _build(client: docker.DockerClient, context: Path, tag: str) -> None:
         pytest.fail(f"building test image {tag} failed: {exc.msg}\n{tail}")
 
 
-def ensure_base_image(client: docker.DockerClient) -> str:
-    """A minimal Debian bookworm with python3 3.11, made by mmdebstrap and docker import."""
-    if _image_exists(client, BASE_TAG):
-        return BASE_TAG
-    if not shutil.which("mmdebstrap"):
-        pytest.skip(
-            "mmdebstrap is not installed, so the test base image cannot be made (apt install mmdebstrap)"
-        )
-    rootfs = CACHE / "py311" / "rootfs.tar"
-    if not rootfs.exists():
-        rootfs.parent.mkdir(parents=True, exist_ok=True)
-        partial = rootfs.with_suffix(".partial")
-        subprocess.run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                "--include=python3,python3-venv,libgomp1",
-                "bookworm",
-                str(partial),
-                DEBIAN_MIRROR,
-            ],
-            check=True,
-        )
-        partial.rename(rootfs)
-    repository, tag = BASE_TAG.split(":")
-    client.api.import_image_from_file(str(rootfs), repository=repository, tag=tag)
-    return BASE_TAG
-
-
-def ensure_tf_image(client: docker.DockerClient) -> str:
-    """tensorflow-cpu 2.13.1 installed offline from a cached wheelhouse into the base image."""
-    if _image_exists(client, REFERENCE_TAG):
-        return REFERENCE_TAG
-    ensure_base_image(client)
-    context = CACHE / f"tf{TF_VERSION}-py3.11"
-    wheels = context / "wheels"
-    if not (wheels.exists() and any(wheels.glob("tensorflow_cpu-*.whl"))):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--only-binary=:all:",
-                "--python-version",
-                "3.11",
-                "--implementation",
-                "cp",
-                "--platform",
-                "manylinux2014_x86_64",
-                "--platform",
-                "manylinux_2_17_x86_64",
-                "--platform",
-                "manylinux_2_28_x86_64",
-                "--platform",
-                "linux_x86_64",
-                "-d",
-                str(wheels),
-                f"tensorflow-cpu=={TF_VERSION}",
-            ],
-            check=True,
-        )
-    (context / "Dockerfile").write_text(TF_DOCKERFILE)
-    _build(client, context, REFERENCE_TAG)
-    return REFERENCE_TAG
-
-
 def ensure_child_image(client: docker.DockerClient, parent: str, tag: str, lines: str) -> str:
-    """A one-step child of `parent` (the extra Dockerfile `lines`), built in a tiny context."""
-    if _image_exists(client, tag):
-        return tag
-    context = CACHE / "children" / tag.replace("/", "_").replace(":", "_")
-    context.mkdir(parents=True, exist_ok=True)
-    (context / "Dockerfile").write_text(f"FROM {parent}\n{lines}\n")
-    _build(client, context, tag)
+    """A one-step child of `parent` (the extra Dockerfile `lines`), built afresh so it always follows its parent."""
+    with tempfile.TemporaryDirectory(prefix="strata-bench-child-") as tmp:
+        context = Path(tmp)
+        (context / "Dockerfile").write_text(f"FROM {parent}\n{lines}\n")
+        _build(client, context, tag)
     return tag
 
 
@@ -145,15 +53,15 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client = docker.from_env(timeout=600)
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.skip(f"no Docker engine reachable ({exc}); engine tests need one")
+        pytest.fail(f"no Docker engine reachable ({exc}); engine tests need one (scripts/setup-host.sh starts it)")
     yield client
     client.close()
 
 
 @pytest.fixture(scope="session")
-def reference_image(docker_client: docker.DockerClient) -> str:
-    """The TF CPU image benchmarks compare against."""
-    return ensure_tf_image(docker_client)
+def reference_image(docker_client: docker.DockerClient, cpu_cells_built: dict[str, str]) -> str:
+    """The TF CPU image benchmarks compare against: the tf2.13.1-cpu cell strata builds."""
+    return cpu_cells_built["tf2.13.1-cpu"]
 
 
 @pytest.fixture(scope="session")
