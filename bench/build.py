@@ -1,0 +1,949 @@
+"""Strata's cold build and no-op rebuild against plain `docker build` of the same Dockerfiles, in one run.
+
+    python bench/build.py                        # the cpu cells ('*-cpu'): cold, no-op, baseline
+    python bench/build.py --only 'tf2.13.1-cpu'  # one cell's chain
+    python bench/build.py --skip-baseline        # Strata only (cold + no-op)
+
+Run from anywhere as root on a host set up for Strata (Docker engine, /usr/bin/docker 20.10 with BuildKit).
+It takes a while: the TensorFlow wheels are hundreds of MB and every image is built twice.
+
+1. Strata cold: the selected nodes' engine images (every `tags` and `cache_ref` of
+   `strata plan --only GLOB --format json`) are removed, `docker builder prune -af` empties BuildKit's cache,
+   and `strata build --only GLOB` runs with a fresh, empty STRATA_HOME, so every wheel is downloaded again.
+   The base root filesystems (mmdebstrap tarballs; slow, the same input for both sides) are hard-linked from
+   the existing STRATA_HOME's cache/rootfs into the fresh one.
+2. Strata no-op: `strata build --only GLOB` again right away (target < 3 s); then `strata build` of the whole
+   matrix if every other node (the gpu cells) is already in the engine, else it says which are not.
+3. Baseline: `DOCKER_BUILDKIT=1 /usr/bin/docker build --no-cache` of the same rendered Dockerfiles, in plan
+   order, each child FROM its baseline parent, where pip fetches the locked wheels from PyPI itself
+   (`--require-hashes` kept, the host CA bundle passed as a BuildKit secret, never as a layer), as the
+   TensorFlow and AWS image repositories do. Base nodes are timed on both sides (identical Dockerfile and
+   rootfs.tar context); totals are also shown without them.
+
+Prints a summary table (seconds, ratio strata cold / baseline, target <= 0.6), a per-node breakdown (context,
+engine build with its pip step and export, canonicalize) and Strata's fixed costs (start-up, wheel fetch).
+Logs stay in build/bench/build-<time>/. The baseline images are removed at the end; the user's Strata
+images are rebuilt by the cold build, and if that fails the script rebuilds them with the usual STRATA_HOME
+or says clearly which are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = "/usr/bin/docker"  # /usr/local/bin/docker has no buildx and refuses DOCKER_BUILDKIT=1
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+CA_TARGET = "/run/secrets/strata-ca.crt"
+WHEELHOUSE_FIND_LINKS = '--find-links "${WHEELHOUSE_URL}"'
+BASELINE_REPO = "strata-bench-baseline"
+DEFAULT_ONLY = "*-cpu"
+COLD_TARGET_RATIO = 0.6
+NOOP_TARGET_SECONDS = 3.0
+PHASES = ("preparing context", "building", "canonicalizing")
+
+
+class BenchError(Exception):
+    """A one-line reason the benchmark cannot go on."""
+
+
+# ---------------------------------------------------------------------------------------------- pure helpers
+
+BASELINE_COMMENT = (
+    "# bench baseline: pip downloads the locked wheels from the index itself (hashes still required)."
+)
+_RUN_BLOCK = re.compile(r"^RUN (?:[^\n]*\\\n)*[^\n]*", re.MULTILINE)
+
+
+def baseline_dockerfile(dockerfile: str, ca_target: str = CA_TARGET) -> tuple[str, int]:
+    """The Dockerfile with each wheelhouse install turned into an index install; returns (text, installs rewritten).
+
+    `--no-index --find-links "${WHEELHOUSE_URL}"` goes, `--require-hashes` stays, and pip gets the host CA bundle
+    from a BuildKit secret mount (never stored in a layer):
+
+    >>> text, n = baseline_dockerfile('RUN pip install --no-index \\\\\\n  --find-links "${WHEELHOUSE_URL}" '
+    ...                               '--require-hashes -r r.lock', "/ca")
+    >>> print(text)
+    # bench baseline: pip downloads the locked wheels from the index itself (hashes still required).
+    RUN --mount=type=secret,id=ca,target=/ca pip install --cert /ca \\
+      --require-hashes -r r.lock
+    """
+    rewritten = 0
+
+    def rewrite(match: re.Match[str]) -> str:
+        nonlocal rewritten
+        block = match.group(0)
+        if WHEELHOUSE_FIND_LINKS not in block:
+            return block
+        for needle in (" --no-index", WHEELHOUSE_FIND_LINKS, "--require-hashes", "pip install"):
+            if block.count(needle) != 1:
+                first = block.splitlines()[0][:80]
+                raise ValueError(
+                    f"wheelhouse install '{first}': expected one '{needle.strip()}', found {block.count(needle)}"
+                )
+        block = block.replace(" --no-index", "", 1)
+        block = re.sub(re.escape(WHEELHOUSE_FIND_LINKS) + " ?", "", block, count=1)
+        block = block.replace("pip install", f"pip install --cert {ca_target}", 1)
+        block = f"{BASELINE_COMMENT}\nRUN --mount=type=secret,id=ca,target={ca_target} " + block.removeprefix(
+            "RUN "
+        )
+        rewritten += 1
+        return block
+
+    return _RUN_BLOCK.sub(rewrite, dockerfile), rewritten
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """One BuildKit step from `--progress plain` output: `#8 [install 3/3] RUN ...` ... `#8 DONE 41.2s`."""
+
+    number: int
+    name: str
+    seconds: float | None  # None: cached, still running or failed
+
+
+_STEP_LINE = re.compile(r"^#(\d+) (.*)$")
+_STEP_DONE = re.compile(r"^DONE (\d+(?:\.\d+)?)s$")
+
+
+def buildkit_steps(log_text: str) -> list[BuildStep]:
+    """Every step of a BuildKit plain-progress log with its duration, in order of first appearance.
+
+    >>> buildkit_steps("#5 [2/2] RUN pip install x\\n#5 0.8 Collecting x\\n#5 DONE 2.5s\\n")
+    [BuildStep(number=5, name='[2/2] RUN pip install x', seconds=2.5)]
+    """
+    names: dict[int, str] = {}
+    seconds: dict[int, float] = {}
+    for line in log_text.splitlines():
+        match = _STEP_LINE.match(line.strip())
+        if not match:
+            continue
+        number, rest = int(match.group(1)), match.group(2).strip()
+        done = _STEP_DONE.match(rest)
+        if done:
+            seconds[number] = float(done.group(1))
+        elif number not in names:
+            names[number] = rest
+    return [BuildStep(n, name, seconds.get(n)) for n, name in names.items()]
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """Engine time split into the pip install step, the image export and everything else (seconds)."""
+
+    install: float | None
+    export: float | None
+    other: float | None
+
+
+def summarize_steps(steps: Sequence[BuildStep]) -> StepSummary:
+    """Sum BuildKit step times by kind; all None when the log had no timed steps (legacy builder).
+
+    >>> summarize_steps([BuildStep(1, "[install 2/2] RUN pip install -r x", 40.0),
+    ...                  BuildStep(2, "exporting to image", 9.5), BuildStep(3, "[1/1] COPY a b", 0.5)])
+    StepSummary(install=40.0, export=9.5, other=0.5)
+    """
+    timed = [s for s in steps if s.seconds is not None]
+    if not timed:
+        return StepSummary(None, None, None)
+    installs = [s.seconds or 0.0 for s in timed if "pip install" in s.name]
+    export = sum(s.seconds or 0.0 for s in timed if s.name.startswith("exporting to image"))
+    other = sum(s.seconds or 0.0 for s in timed) - sum(installs) - export
+    return StepSummary(sum(installs) if installs else None, export, round(other, 3))
+
+
+_LOG_TIME = re.compile(r"^\s*(?:\[[0-9:.]+\])?\s*")
+_LOG_SOURCE = re.compile(r"\s+[\w.]+\.py:\d+\s*$")
+_SUMMARY_ROW = re.compile(
+    r"^[│|┃]\s*(\S+)\s*[│|┃]\s*(built|cached|pulled|failed|skipped)\s*[│|┃]\s*(?:(\d+(?:\.\d+)?)s|-)\s*[│|┃]"
+)
+
+
+def progress_event(line: str) -> tuple[str, str] | None:
+    """(label, message) of one `strata build` progress line (rich's `[hh:mm:ss] label message   file.py:NN`).
+
+    >>> progress_event("[17:29:06] base-bookworm preparing context          progress.py:48")
+    ('base-bookworm', 'preparing context')
+    """
+    text = _LOG_SOURCE.sub("", _LOG_TIME.sub("", line.rstrip()))
+    label, _, message = text.partition(" ")
+    return (label, message.strip()) if label and message else None
+
+
+@dataclass
+class NodeTimes:
+    """When one node's phases began, seconds since `strata build` started; `seconds` from its summary row."""
+
+    start: float | None = None
+    build: float | None = None
+    canonicalize: float | None = None
+    end: float | None = None
+    status: str = ""
+    seconds: float | None = None
+
+    def span(self, since: float | None, until: float | None) -> float | None:
+        return None if since is None or until is None else max(0.0, until - since)
+
+    @property
+    def context_seconds(self) -> float | None:
+        return self.span(self.start, self.build)
+
+    @property
+    def engine_seconds(self) -> float | None:
+        return self.span(self.build, self.canonicalize)
+
+    @property
+    def canonicalize_seconds(self) -> float | None:
+        return self.span(self.canonicalize, self.end)
+
+
+@dataclass
+class StrataTimeline:
+    """What a timed `strata build` spent its time on."""
+
+    total: float
+    builder: str = ""  # e.g. "buildkit-cli (/usr/bin/docker 20.10 embeds BuildKit ...)"
+    builder_at: float | None = None  # plan, engine check and builder probe done
+    wheelhouse: str = ""  # "N downloaded (X MB), M reused"
+    fetch_done_at: float | None = None
+    nodes: dict[str, NodeTimes] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def fetch_seconds(self) -> float | None:
+        if self.fetch_done_at is None or self.builder_at is None:
+            return None
+        return self.fetch_done_at - self.builder_at
+
+    @property
+    def first_node_at(self) -> float | None:
+        starts = [t.start for t in self.nodes.values() if t.start is not None]
+        return min(starts) if starts else None
+
+    @property
+    def last_node_end(self) -> float | None:
+        ends = [t.end for t in self.nodes.values() if t.end is not None]
+        return max(ends) if ends else None
+
+    def statuses(self) -> dict[str, str]:
+        return {node: t.status for node, t in self.nodes.items()}
+
+
+def strata_timeline(
+    lines: Iterable[tuple[float, str]], node_ids: Sequence[str], total: float
+) -> StrataTimeline:
+    """Read the timestamped output of `strata build` (non-verbose: phase events, then the summary table).
+
+    A node ends at start + its summary seconds, else when the next node starts, else when the command ended.
+    """
+    timeline = StrataTimeline(total=total, nodes={n: NodeTimes() for n in node_ids})
+    for at, line in lines:
+        row = _SUMMARY_ROW.match(line.strip())
+        if row and row.group(1) in timeline.nodes:
+            times = timeline.nodes[row.group(1)]
+            times.status = row.group(2)
+            times.seconds = float(row.group(3)) if row.group(3) else None
+            continue
+        if line.startswith("strata: "):
+            timeline.errors.append(line.strip())
+            continue
+        event = progress_event(line)
+        if event is None:
+            continue
+        label, message = event
+        if label == "strata":
+            if message.startswith("builder: "):
+                timeline.builder, timeline.builder_at = message.removeprefix("builder: "), at
+            elif message.startswith("wheelhouse: "):
+                timeline.wheelhouse, timeline.fetch_done_at = message.removeprefix("wheelhouse: "), at
+        elif label in timeline.nodes and message in PHASES:
+            times = timeline.nodes[label]
+            if message == "preparing context":
+                times.start = at
+            elif message == "building":
+                times.build = at
+                # Builds whose context is prepared inside the "building" step announce no separate start.
+                times.start = at if times.start is None else times.start
+            else:
+                times.canonicalize = at
+    starts = sorted((t.start, n) for n, t in timeline.nodes.items() if t.start is not None)
+    for index, (start, node) in enumerate(starts):
+        times = timeline.nodes[node]
+        if times.seconds is not None:
+            times.end = start + times.seconds
+        else:
+            times.end = starts[index + 1][0] if index + 1 < len(starts) else total
+    return timeline
+
+
+_STRATA_ENTRY = re.compile(r"(^|/)strata$")
+
+
+def strata_command(argv: Sequence[str]) -> str | None:
+    """The subcommand if `argv` is a `strata` run that builds or uses engine images (build, verify, lock), else None.
+
+    >>> strata_command(["/usr/bin/python3", "-m", "builder.cli", "build", "--only", "*-cpu"])
+    'build'
+    >>> strata_command(["/venv/bin/strata", "plan"]) is None
+    True
+    """
+    for index, arg in enumerate(argv):
+        if arg == "builder.cli" or _STRATA_ENTRY.search(arg):
+            rest = [a for a in argv[index + 1 :] if not a.startswith("-")]
+            if rest and rest[0] in ("build", "verify", "lock"):
+                return rest[0]
+            return None
+    return None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    """`0.53` or `-` when a side is missing.
+
+    >>> ratio(53.0, 100.0), ratio(None, 1.0)
+    ('0.53', '-')
+    """
+    if numerator is None or not denominator:
+        return "-"
+    return f"{numerator / denominator:.2f}"
+
+
+def seconds_text(value: float | None) -> str:
+    """`12.3` (seconds, one decimal) or `-`."""
+    return "-" if value is None else f"{value:.1f}"
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain fixed-width table: first column left-aligned, the others right-aligned.
+
+    >>> print(format_table(["a", "bb"], [["x", "1.0"]]))
+    a   bb
+    -  ---
+    x  1.0
+    """
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def failure_line(output: str) -> str:
+    """The most telling line of a failed build's output (its last error line, else its last line)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if re.search(r"error|failed|did not complete|non-zero", line, re.IGNORECASE):
+            return line[-240:]
+    return lines[-1][-240:] if lines else "no output"
+
+
+# ---------------------------------------------------------------------------------------------- engine and CLI
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    """One node of `strata plan --format json`."""
+
+    id: str
+    layer: str
+    parent: str | None
+    content_hash: str
+    cache_ref: str
+    tags: tuple[str, ...]
+    locked: bool
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        return (self.cache_ref, *self.tags)
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    seconds: float
+    returncode: int
+    lines: tuple[tuple[float, str], ...]  # (seconds since start, line) of merged stdout and stderr
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+
+def run_timed(
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    echo: Callable[[str], bool] = lambda line: False,
+) -> TimedRun:
+    """Run `argv`, timestamp every output line, write them to `log_path`; echo lines `echo` accepts to stderr."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[tuple[float, str]] = []
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            env=dict(env or os.environ),
+            cwd=REPO,
+        )
+    except OSError as exc:
+        raise BenchError(f"cannot run {argv[0]}: {exc}") from None
+    assert proc.stdout is not None
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"# {' '.join(argv)}\n")
+        try:
+            for raw in proc.stdout:
+                at = time.monotonic() - start
+                line = raw.rstrip("\n")
+                lines.append((at, line))
+                log.write(f"{at:9.2f} {line}\n")
+                if echo(line):
+                    print(f"    {line.strip()[:150]}", file=sys.stderr, flush=True)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        returncode = proc.wait()
+    return TimedRun(time.monotonic() - start, returncode, tuple(lines))
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    try:
+        done = subprocess.run(
+            [DOCKER, *args], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL
+        )
+    except OSError as exc:
+        raise BenchError(f"cannot run {DOCKER}: {exc}") from None
+    if check and done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise BenchError(
+            f"docker {' '.join(args[:3])}: {detail[-1] if detail else f'exit {done.returncode}'}"
+        )
+    return done
+
+
+def image_id(ref: str) -> str | None:
+    done = docker("image", "inspect", "--format", "{{.Id}}", ref, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def strata_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "builder.cli", *args]
+
+
+def strata_env(home: Path | None = None) -> dict[str, str]:
+    """The environment of a `strata` run; with a fresh `home`, also without the registry cache (a cold build)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "1000"}
+    if home is not None:
+        env["STRATA_HOME"] = str(home)
+        env["STRATA_REGISTRY_CACHE"] = "off"  # else nodes the registry has are pulled, not built
+    return env
+
+
+def plan_nodes(only: str | None) -> list[PlanNode]:
+    argv = strata_argv("plan", "--format", "json", *(["--only", only] if only else []))
+    done = subprocess.run(
+        argv, capture_output=True, text=True, cwd=REPO, check=False, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise BenchError(f"strata plan: {lines[-1] if lines else f'exit {done.returncode}'}")
+    return [
+        PlanNode(
+            n["id"], n["layer"], n["parent"], n["content_hash"], n["cache_ref"], tuple(n["tags"]), n["locked"]
+        )
+        for n in json.loads(done.stdout)
+    ]
+
+
+def other_strata_runs() -> list[str]:
+    """`pid: command` of every other `strata build|verify|lock` on this host (they share build/ and the engine)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if strata_command(argv):
+            found.append(f"{proc.name}: {' '.join(a for a in argv if a)[:120]}")
+    return found
+
+
+def user_strata_home() -> Path:
+    return Path(os.environ.get("STRATA_HOME") or REPO / ".strata").absolute()
+
+
+def link_file(source: str | Path, dest: str | Path) -> None:
+    """A hard link, or a copy across filesystems."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def link_tree(source: Path, dest: Path) -> None:
+    """Hard-link every file of `source` under `dest`."""
+    shutil.copytree(source, dest, copy_function=link_file)
+
+
+def rendered_nodes(only: str) -> dict[str, tuple[str, str, str | None]]:
+    """node id → (rendered Dockerfile, lock text, rootfs sha256), from the same plan `strata plan` prints."""
+    sys.path.insert(0, str(REPO))
+    from builder.errors import StrataError
+    from builder.matrix import load_matrix
+    from builder.plan import build_plan
+
+    try:
+        plan = build_plan(load_matrix(REPO / "matrix.yaml")).select([only])
+    except StrataError as exc:
+        raise BenchError(f"plan: {exc}") from None
+    out: dict[str, tuple[str, str, str | None]] = {}
+    for node in plan.nodes:
+        lock_text = node.lock.render() if node.lock and node.lock.wheels else ""
+        rootfs = node.lock.rootfs.sha256 if node.lock and node.lock.rootfs else None
+        out[node.id] = (node.dockerfile, lock_text, rootfs)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the phases
+
+
+@dataclass
+class BaselineNode:
+    seconds: float | None = None
+    steps: StepSummary = StepSummary(None, None, None)
+    status: str = ""  # built | failed | skipped
+    message: str = ""
+
+
+@dataclass
+class Results:
+    only: str
+    nodes: list[PlanNode]
+    logs: Path
+    cold: StrataTimeline | None = None
+    cold_failed: str = ""
+    cold_steps: dict[str, StepSummary] = field(default_factory=dict)
+    noop: StrataTimeline | None = None
+    noop_whole: StrataTimeline | None = None
+    whole_note: str = ""
+    baseline: dict[str, BaselineNode] = field(default_factory=dict)
+    baseline_total: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def purge_strata(nodes: Sequence[PlanNode], results: Results) -> None:
+    """Remove the nodes' engine images (every tag) and BuildKit's cache, so `strata build` starts cold."""
+    for node in reversed(nodes):
+        for ref in (*node.refs, f"strata-build/{node.id}:{node.content_hash[:16]}"):
+            done = docker("rmi", ref, check=False)
+            if done.returncode != 0 and "No such image" not in done.stderr:
+                raise BenchError(f"cannot remove {ref}: {done.stderr.strip().splitlines()[-1]}")
+        if image_id(node.cache_ref) is not None:
+            raise BenchError(f"{node.cache_ref} is still in the engine after removing it")
+    docker("builder", "prune", "-af")
+    results.notes.append(
+        "purged: engine images of the selected nodes, BuildKit cache (docker builder prune -af); "
+        "cold build with an empty STRATA_HOME and STRATA_REGISTRY_CACHE=off"
+    )
+
+
+def check_no_containers(nodes: Sequence[PlanNode], before: Mapping[str, str | None]) -> None:
+    for node in nodes:
+        if before.get(node.id):
+            users = docker("ps", "-a", "-q", "--filter", f"ancestor={node.cache_ref}").stdout.split()
+            if users:
+                raise BenchError(
+                    f"container {users[0]} uses {node.cache_ref}: remove it first (docker rm -f {users[0]})"
+                )
+
+
+def cold_build(results: Results, home: Path) -> None:
+    print(f"bench: strata cold build of '{results.only}' (STRATA_HOME={home})", file=sys.stderr, flush=True)
+    run = run_timed(
+        strata_argv("build", "--only", results.only),
+        results.logs / "strata-cold.log",
+        strata_env(home),
+        echo=lambda line: bool(progress_event(line)) and not line.startswith(("│", "┃", "┏", "┡", "└")),
+    )
+    results.cold = strata_timeline(run.lines, [n.id for n in results.nodes], run.seconds)
+    if run.returncode != 0:
+        why = results.cold.errors[0] if results.cold.errors else failure_line(run.text)
+        results.cold_failed = f"exit {run.returncode}: {why}"
+    not_built = [n for n, s in results.cold.statuses().items() if s != "built"]
+    if not_built and not results.cold_failed:
+        results.notes.append(
+            f"cold build did not build {', '.join(not_built)} (cached?): not a cold measurement"
+        )
+    for node in results.nodes:
+        log = REPO / "build" / "logs" / f"{node.id}.log"
+        if log.is_file() and results.cold.nodes[node.id].status == "built":
+            shutil.copy2(log, results.logs / f"strata-{node.id}.log")
+            results.cold_steps[node.id] = summarize_steps(buildkit_steps(log.read_text(errors="replace")))
+
+
+def noop_build(results: Results, only: str | None, name: str, node_ids: Sequence[str]) -> StrataTimeline:
+    print(f"bench: strata no-op rebuild ({name})", file=sys.stderr, flush=True)
+    args = ["build", *(["--only", only] if only else [])]
+    run = run_timed(
+        strata_argv(*args), results.logs / f"strata-noop-{name.replace(' ', '-')}.log", strata_env()
+    )
+    timeline = strata_timeline(run.lines, node_ids, run.seconds)
+    if run.returncode != 0:
+        why = timeline.errors[0] if timeline.errors else failure_line(run.text)
+        raise BenchError(f"no-op `strata {' '.join(args)}` failed: {why}")
+    rebuilt = [n for n, s in timeline.statuses().items() if s and s != "cached"]
+    if rebuilt:
+        results.notes.append(f"no-op ({name}) was not a no-op: {', '.join(rebuilt)} not cached")
+    return timeline
+
+
+def baseline_builds(results: Results, home: Path, run_id: str) -> list[str]:
+    """Build every node with plain `docker build --no-cache`; return the tags created (to remove later)."""
+    rendered = rendered_nodes(results.only)
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    created: list[str] = []
+    start = time.monotonic()
+    for node in results.nodes:
+        outcome = results.baseline.setdefault(node.id, BaselineNode())
+        parent = results.baseline.get(node.parent) if node.parent else None
+        if parent is not None and parent.status != "built":
+            outcome.status, outcome.message = "skipped", f"parent {node.parent} {parent.status}"
+            continue
+        dockerfile, lock_text, rootfs_sha = rendered[node.id]
+        text, rewritten = baseline_dockerfile(dockerfile)
+        if node.layer != "base" and rewritten == 0:
+            raise BenchError(
+                f"node {node.id}: rendered Dockerfile has no wheelhouse install to turn into an index install"
+            )
+        context = results.logs / "baseline-context" / node.id
+        context.mkdir(parents=True, exist_ok=True)
+        (context / "Dockerfile").write_text(text, encoding="utf-8")
+        if lock_text:
+            (context / "requirements.lock").write_text(lock_text, encoding="utf-8")
+        if rootfs_sha:
+            tar = home / "cache" / "rootfs" / f"{rootfs_sha}.tar"
+            if not tar.is_file():
+                raise BenchError(
+                    f"node {node.id}: root filesystem {tar} is missing (the cold build should have made it)"
+                )
+            target = context / "rootfs.tar"
+            target.unlink(missing_ok=True)
+            link_file(tar, target)
+        tag = f"{BASELINE_REPO}/{node.id}:{run_id}"
+        argv = [
+            DOCKER,
+            "build",
+            "--no-cache",
+            "--progress",
+            "plain",
+            "--tag",
+            tag,
+            "--secret",
+            f"id=ca,src={CA_BUNDLE}",
+            "--file",
+            str(context / "Dockerfile"),
+        ]
+        if node.parent:
+            argv += ["--build-arg", f"PARENT_IMAGE={BASELINE_REPO}/{node.parent}:{run_id}"]
+        argv.append(str(context))
+        print(f"bench: baseline docker build {node.id}", file=sys.stderr, flush=True)
+        run = run_timed(
+            argv,
+            results.logs / f"baseline-{node.id}.log",
+            env,
+            echo=lambda ln: bool(re.match(r"#\d+ \[", ln)),
+        )
+        outcome.seconds = run.seconds
+        outcome.steps = summarize_steps(buildkit_steps(run.text))
+        if run.returncode == 0:
+            outcome.status = "built"
+            created.append(tag)
+        else:
+            outcome.status, outcome.message = "failed", failure_line(run.text)
+            print(f"bench: baseline {node.id} failed: {outcome.message}", file=sys.stderr, flush=True)
+    results.baseline_total = time.monotonic() - start
+    return created
+
+
+def restore_images(results: Results, before: Mapping[str, str | None], interrupted: bool) -> None:
+    """Make sure every Strata image the user had before is in the engine again; say clearly if not."""
+    missing = [n for n in results.nodes if before.get(n.id) and image_id(n.cache_ref) is None]
+    if missing and not interrupted:
+        names = ", ".join(n.id for n in missing)
+        print(
+            f"bench: the cold build did not bring back {names}; rebuilding them with your STRATA_HOME",
+            file=sys.stderr,
+            flush=True,
+        )
+        run = run_timed(
+            strata_argv("build", "--only", results.only),
+            results.logs / "strata-restore.log",
+            strata_env(),
+            echo=lambda line: bool(progress_event(line)),
+        )
+        if run.returncode != 0:
+            print(f"bench: restore build failed: {failure_line(run.text)}", file=sys.stderr)
+        missing = [n for n in missing if image_id(n.cache_ref) is None]
+    if missing:
+        print(
+            f"bench: WARNING: these Strata images were deleted and are NOT rebuilt: "
+            f"{', '.join(n.id for n in missing)}; run `python -m builder.cli build --only '{results.only}'` in {REPO}",
+            file=sys.stderr,
+        )
+    else:
+        same = [n.id for n in results.nodes if before.get(n.id) and image_id(n.cache_ref) == before[n.id]]
+        had = [n.id for n in results.nodes if before.get(n.id)]
+        if had:
+            results.notes.append(
+                f"Strata images back in the engine; rebuilt with the same image ID: {len(same)}/{len(had)}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def report(results: Results) -> str:
+    base_ids = {n.id for n in results.nodes if n.layer == "base"}
+    cold, noop = results.cold, results.noop
+    out: list[str] = []
+    baseline_all = results.baseline_total
+    rest = [b.seconds for n, b in results.baseline.items() if n not in base_ids]
+    baseline_nobase = sum(x or 0.0 for x in rest) if rest else None
+    cold_all = cold.total if cold else None
+    cold_nobase = None
+    if cold is not None:
+        base_secs = [cold.nodes[n].span(cold.nodes[n].start, cold.nodes[n].end) for n in base_ids]
+        if all(x is not None for x in base_secs) and len(base_ids) < len(results.nodes):
+            cold_nobase = cold.total - sum(x or 0.0 for x in base_secs)
+    cold_label = "FAILED" if results.cold_failed else seconds_text(cold_all)
+    rows = [
+        [
+            f"cold build '{results.only}', all {len(results.nodes)} nodes",
+            cold_label,
+            seconds_text(baseline_all),
+            ratio(cold_all, baseline_all),
+            f"<= {COLD_TARGET_RATIO}",
+        ],
+        [
+            f"cold build, without the {len(base_ids)} base nodes",
+            seconds_text(cold_nobase),
+            seconds_text(baseline_nobase),
+            ratio(cold_nobase, baseline_nobase),
+            "",
+        ],
+        [
+            f"no-op rebuild '{results.only}'",
+            seconds_text(noop.total if noop else None),
+            "",
+            "",
+            f"< {NOOP_TARGET_SECONDS:.0f} s",
+        ],
+        [
+            "no-op rebuild, whole matrix",
+            seconds_text(results.noop_whole.total) if results.noop_whole else "not run",
+            "",
+            "",
+            f"< {NOOP_TARGET_SECONDS:.0f} s",
+        ],
+    ]
+    out.append(format_table(["phase", "strata s", "baseline s", "ratio", "target"], rows))
+    if results.whole_note:
+        out.append(f"whole matrix: {results.whole_note}")
+    if results.cold_failed:
+        out.append(f"strata cold build FAILED: {results.cold_failed}")
+    if cold is not None:
+        out.append("")
+        out.append("strata cold build, fixed costs (s):")
+        first = cold.first_node_at
+        fixed = [
+            ["start-up: plan, engine check, builder probe", seconds_text(cold.builder_at)],
+            [f"fetch wheels ({cold.wheelhouse or 'none'})", seconds_text(cold.fetch_seconds)],
+            [
+                "wheelhouse links, loopback server",
+                seconds_text(
+                    None if first is None else first - (cold.fetch_done_at or cold.builder_at or 0.0)
+                ),
+            ],
+            [
+                "after the last node (summary, exit)",
+                seconds_text(None if cold.last_node_end is None else cold.total - cold.last_node_end),
+            ],
+        ]
+        out.append(format_table(["", "s"], fixed))
+        out.append(f"builder: {cold.builder or '?'}")
+        out.append("")
+        out.append(
+            "per node (s): strata = context + engine (pip step / export) + canonicalize; baseline = docker build"
+        )
+        rows = []
+        for node in results.nodes:
+            t = cold.nodes[node.id]
+            st = results.cold_steps.get(node.id, StepSummary(None, None, None))
+            b = results.baseline.get(node.id)
+            rows.append(
+                [
+                    node.id,
+                    t.status or "-",
+                    seconds_text(t.span(t.start, t.end)),
+                    seconds_text(t.context_seconds),
+                    seconds_text(t.engine_seconds),
+                    f"{seconds_text(st.install)} / {seconds_text(st.export)}",
+                    seconds_text(t.canonicalize_seconds),
+                    seconds_text(b.seconds) if b else "-",
+                    f"{seconds_text(b.steps.install)} / {seconds_text(b.steps.export)}" if b else "-",
+                    b.status if b else "-",
+                ]
+            )
+        out.append(
+            format_table(
+                [
+                    "node",
+                    "strata",
+                    "total",
+                    "context",
+                    "engine",
+                    "pip/export",
+                    "canon",
+                    "baseline",
+                    "pip/export",
+                    "status",
+                ],
+                rows,
+            )
+        )
+    failed = [f"{n}: {b.message}" for n, b in results.baseline.items() if b.status in ("failed", "skipped")]
+    for line in failed:
+        out.append(f"baseline {line}")
+    if results.notes:
+        out.append("")
+        out.extend(f"note: {n}" for n in results.notes)
+    out.append(f"logs: {results.logs}")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def run_bench(only: str, skip_baseline: bool) -> Results:
+    if not Path(DOCKER).is_file():
+        raise BenchError(f"{DOCKER} not found (the baseline needs the docker.io 20.10 CLI with BuildKit)")
+    if not skip_baseline and not CA_BUNDLE.is_file():
+        raise BenchError(f"{CA_BUNDLE} not found: the baseline passes it to pip as a BuildKit secret")
+    docker("version", "--format", "{{.Server.Version}}")
+    busy = other_strata_runs()
+    if busy:
+        raise BenchError(
+            f"another Strata run would race with this one (pid {busy[0]}); run the bench when it is done"
+        )
+    nodes = plan_nodes(only)
+    unlocked = [n.id for n in nodes if not n.locked]
+    if unlocked:
+        raise BenchError(
+            f"locks missing or stale for {', '.join(unlocked)}: run `python -m builder.cli lock`"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results = Results(only=only, nodes=nodes, logs=REPO / "build" / "bench" / f"build-{stamp}")
+    results.logs.mkdir(parents=True, exist_ok=True)
+    results.notes.append(
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cpus)"
+    )
+    selected = {n.id for n in nodes}
+    others = [n for n in plan_nodes(None) if n.id not in selected]
+    others_missing = [n.id for n in others if image_id(n.cache_ref) is None]
+    before = {n.id: image_id(n.cache_ref) for n in nodes}
+    check_no_containers(nodes, before)
+
+    home = Path(tempfile.mkdtemp(prefix="strata-bench-home-"))
+    created: list[str] = []
+    interrupted = False
+    try:
+        rootfs = user_strata_home() / "cache" / "rootfs"
+        if rootfs.is_dir():
+            link_tree(rootfs, home / "cache" / "rootfs")
+            results.notes.append(
+                f"base root filesystems reused: {rootfs} hard-linked into the fresh STRATA_HOME"
+            )
+        else:
+            results.notes.append(
+                f"no {rootfs}: the cold build also ran mmdebstrap for the base root filesystems"
+            )
+        started = time.monotonic()
+        purge_strata(nodes, results)
+        results.notes.append(f"purge took {time.monotonic() - started:.1f} s (not counted)")
+        cold_build(results, home)
+        if results.cold_failed:
+            print(f"bench: strata cold build FAILED ({results.cold_failed})", file=sys.stderr, flush=True)
+        else:
+            results.noop = noop_build(results, only, only, [n.id for n in nodes])
+            if not others:
+                results.whole_note = f"'{only}' is the whole matrix"
+            elif others_missing:
+                results.whole_note = f"not measured: not built locally: {', '.join(others_missing)}"
+            else:
+                all_ids = [*[n.id for n in nodes], *[n.id for n in others]]
+                results.noop_whole = noop_build(results, None, "whole matrix", all_ids)
+        if not skip_baseline:
+            created = baseline_builds(results, home, stamp.replace("-", ""))
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        for tag in reversed(created):
+            docker("rmi", tag, check=False)
+        if created:
+            results.notes.append(
+                f"removed {len(created)} baseline images ({BASELINE_REPO}/*); BuildKit cache left as is"
+            )
+        shutil.rmtree(home, ignore_errors=True)
+        restore_images(results, before, interrupted)
+        results.notes.append(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only",
+        default=DEFAULT_ONLY,
+        metavar="GLOB",
+        help=f"cells or nodes to build, as for `strata build --only` (default '{DEFAULT_ONLY}')",
+    )
+    parser.add_argument("--skip-baseline", action="store_true", help="measure only Strata (cold and no-op)")
+    args = parser.parse_args(argv)
+    try:
+        results = run_bench(args.only, args.skip_baseline)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    print(report(results))
+    return 1 if results.cold_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
