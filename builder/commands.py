@@ -118,6 +118,9 @@ def github_matrix(plan: Plan) -> dict[str, list[dict[str, str]]]:
                 "cudnn": cell.cudnn or "",
                 "profile": plan.matrix.profile,
                 "image": final.tags[0],
+                "release": str(plan.matrix.model.release),
+                # floating aliases of the cell's published (tools) image, for promotion jobs
+                "aliases": " ".join(a for n in plan.nodes if cell.id in n.cells for a in n.aliases),
                 "runner": "gpu" if cell.flavor == "gpu" else "cpu",
             }
         )
@@ -159,6 +162,11 @@ def register_lock(sub: Any) -> None:
     p.add_argument("--check", action="store_true", help="only report; exit 1 if any lock is missing or stale")
     p.add_argument(
         "--refresh", action="store_true", help="re-resolve even fresh locks (picks up new releases)"
+    )
+    p.add_argument(
+        "--bump-release",
+        action="store_true",
+        help="if any lock changed, increment `release` in the matrix so new version tags never collide with old ones",
     )
     p.set_defaults(func=cmd_lock)
 

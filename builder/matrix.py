@@ -5,8 +5,9 @@ from __future__ import annotations
 import difflib
 import re
 import fnmatch
+import os
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from builder.yamlpos import PositionedDocument, load_positioned
 
 DEFAULT_MATRIX = "matrix.yaml"
 DEFAULT_PROFILE = "hermetic"
+REGISTRY_ENV = "STRATA_REGISTRY"  # overrides registry.address (e.g. CI's private registry)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,13 @@ def load_matrix(path: str | Path = DEFAULT_MATRIX, profile: str = DEFAULT_PROFIL
         raise MatrixError("matrix file not found", Location(str(path))) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MatrixError(f"cannot read matrix file: {exc}", Location(str(path))) from None
-    return parse_matrix(text, str(path), profile=profile, root=path.resolve().parent)
+    matrix = parse_matrix(text, str(path), profile=profile, root=path.resolve().parent)
+    override = os.environ.get(REGISTRY_ENV, "").strip()
+    if override:
+        # CI points the same matrix at its own registry; tags, cache look-ups and pushes all follow.
+        registry = matrix.model.registry.model_copy(update={"address": override})
+        matrix = replace(matrix, model=matrix.model.model_copy(update={"registry": registry}))
+    return matrix
 
 
 def parse_matrix(text: str, file: str, *, profile: str = DEFAULT_PROFILE, root: Path | None = None) -> Matrix:

@@ -75,6 +75,7 @@ class LayerNode:
 class Plan:
     matrix: Matrix
     nodes: tuple[LayerNode, ...]  # parents before children
+    finals: dict[str, str] = field(default_factory=dict)  # cell id -> id of the node that is the cell's image
 
     def node(self, node_id: str) -> LayerNode:
         for n in self.nodes:
@@ -87,11 +88,12 @@ class Plan:
 
     def final_node(self, cell_id: str) -> LayerNode:
         """The last node of a cell's chain: the image the cell id names."""
-        chain = [n for n in self.nodes if cell_id in n.cells]
-        return chain[-1]
+        return self.node(self.finals[cell_id])
 
     def cell_ids(self) -> list[str]:
-        return [c.id for c in self.matrix.cells if any(c.id in n.cells for n in self.nodes)]
+        """Cells whose final image is in this plan (a selection that keeps only a shared base lists none)."""
+        present = {n.id for n in self.nodes}
+        return [c.id for c in self.matrix.cells if self.finals.get(c.id) in present]
 
     def select(self, patterns: list[str] | None) -> Plan:
         """Keep nodes matching any glob (on cell ids or node ids) plus their ancestors."""
@@ -120,7 +122,7 @@ class Plan:
                 closure.add(parent)
                 parent = self.node(parent).parent
         kept = tuple(n for n in self.nodes if n.id in closure)
-        return Plan(matrix=self.matrix, nodes=kept)
+        return Plan(matrix=self.matrix, nodes=kept, finals=self.finals)
 
 
 def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path | None = None) -> Plan:
@@ -130,6 +132,7 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
     locks_dir = locks_dir or root / "locks"
     specs: dict[str, _Spec] = {}
     order: list[str] = []
+    finals: dict[str, str] = {}
     for cell in matrix.cells:
         parent: str | None = None
         for spec in _chain(matrix, cell):
@@ -142,13 +145,14 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
                 raise MatrixError(f"two cells define node '{spec.id}' differently ({existing.cells[0]} and {cell.id})")
             specs[spec.id].cells.append(cell.id)
             parent = spec.id
+        finals[cell.id] = parent or ""
     nodes: dict[str, LayerNode] = {}
     for node_id in order:
         spec = specs[node_id]
         parent_node = nodes[spec.parent] if spec.parent else None
         nodes[node_id] = _finish(matrix, renderer, locks_dir, spec, parent_node, specs)
     _check_tag_collisions(list(nodes.values()))
-    return Plan(matrix=matrix, nodes=tuple(nodes[i] for i in order))
+    return Plan(matrix=matrix, nodes=tuple(nodes[i] for i in order), finals=finals)
 
 
 # ---------------------------------------------------------------------------------------------- node specs
@@ -451,8 +455,8 @@ def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, 
     if spec.base_image:
         labels["org.opencontainers.image.base.name"] = spec.base_image
     elif parent:
-        # The parent's content-addressed reference: exact, and unaffected by a release bump.
-        labels["org.opencontainers.image.base.name"] = parent.cache_ref
+        # The parent by content hash: exact, and independent of registry address and release number.
+        labels["io.strata.parent-content-hash"] = parent.content_hash
     if f.cuda:
         labels["io.strata.cuda"] = f.cuda
         labels["io.strata.cudnn"] = f.cudnn
