@@ -59,12 +59,48 @@ def main() -> None:
         rows = [
             ("default matrix, in-process", best_of(5, lambda: build_plan(load_matrix(REPO / "matrix.yaml")))),
             (f"{cells} cells ({nodes} nodes), in-process", best_of(3, lambda: build_plan(load_matrix(big)))),
-            ("default matrix, `strata plan` command", best_of(3, lambda: subprocess.run(
-                [sys.executable, "-m", "builder.cli", "plan", "--matrix", str(REPO / "matrix.yaml"), "--format", "json"],
-                check=True, capture_output=True, cwd=REPO))),
-            (f"{cells} cells, `strata plan` command", best_of(3, lambda: subprocess.run(
-                [sys.executable, "-m", "builder.cli", "plan", "--matrix", str(big), "--format", "json"],
-                check=True, capture_output=True, cwd=REPO))),
+            (
+                "default matrix, `strata plan` command",
+                best_of(
+                    3,
+                    lambda: subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "builder.cli",
+                            "plan",
+                            "--matrix",
+                            str(REPO / "matrix.yaml"),
+                            "--format",
+                            "json",
+                        ],
+                        check=True,
+                        capture_output=True,
+                        cwd=REPO,
+                    ),
+                ),
+            ),
+            (
+                f"{cells} cells, `strata plan` command",
+                best_of(
+                    3,
+                    lambda: subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "builder.cli",
+                            "plan",
+                            "--matrix",
+                            str(big),
+                            "--format",
+                            "json",
+                        ],
+                        check=True,
+                        capture_output=True,
+                        cwd=REPO,
+                    ),
+                ),
+            ),
         ]
     print(f"{'case':48} {'seconds':>8} {'÷ target (1 s)':>15}")
     for name, secs in rows:

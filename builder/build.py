@@ -114,7 +114,10 @@ class BuildSession:
         # A private directory per build: concurrent strata runs in one checkout never share a context.
         (self.work / "context").mkdir(parents=True, exist_ok=True)
         context = _prepare_context(
-            self.plan, node, self.cache, Path(tempfile.mkdtemp(prefix=f"{log_name or node.id}-", dir=self.work / "context"))
+            self.plan,
+            node,
+            self.cache,
+            Path(tempfile.mkdtemp(prefix=f"{log_name or node.id}-", dir=self.work / "context")),
         )
         args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
         if node.parent:

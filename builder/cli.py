@@ -59,7 +59,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _examples(sub: argparse._SubParsersAction) -> list[str]:  # type: ignore[type-arg]
+def _examples(sub: argparse._SubParsersAction) -> list[str]:
     """One example per subcommand, taken from the `example: strata ...` text of its help (or of its first child)."""
     lines = []
     for name, sp in sub.choices.items():
@@ -80,6 +80,8 @@ def _find_example(sp: argparse.ArgumentParser) -> str | None:
                 if found:
                     return found
     return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)

@@ -235,7 +235,9 @@ def register_build(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
     p.add_argument("--verbose", action="store_true", help="stream every build log line")
     p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
-    p.add_argument("--smoke", action="store_true", help="run `strata smoke` on every freshly built cell's final image")
+    p.add_argument(
+        "--smoke", action="store_true", help="run `strata smoke` on every freshly built cell's final image"
+    )
     p.add_argument("--expect-gpu", action="store_true", help="with --smoke: a missing GPU fails gpu cells")
     p.set_defaults(func=cmd_build)
 

@@ -22,8 +22,10 @@ from builder.errors import BuildError
 _ERROR_HINTS = (
     (re.compile(r"no space left on device", re.I), "disk full (no space left on device)"),
     (re.compile(r"THESE PACKAGES DO NOT MATCH THE HASHES", re.I), "a wheel does not match its locked sha256"),
-    (re.compile(r"Could not find a version that satisfies|No matching distribution found", re.I),
-     "a locked wheel is missing from the wheelhouse"),
+    (
+        re.compile(r"Could not find a version that satisfies|No matching distribution found", re.I),
+        "a locked wheel is missing from the wheelhouse",
+    ),
 )
 
 
@@ -50,7 +52,10 @@ def summarize_failure(log_text: str) -> str:
 
 
 def build_image(
-    client: docker.DockerClient, choice: BuilderChoice, req: BuildRequest, on_line: Callable[[str], None] | None = None
+    client: docker.DockerClient,
+    choice: BuilderChoice,
+    req: BuildRequest,
+    on_line: Callable[[str], None] | None = None,
 ) -> str:
     """Build `req` and return the resulting image id; BuildError names the node and the log on failure."""
     req.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,20 +76,38 @@ def build_image(
     try:
         return str(client.images.get(req.tag).id)
     except docker.errors.ImageNotFound:
-        raise BuildError(f"node {req.node_id}: build reported success but {req.tag} is missing (log: {req.log_path})") from None
+        raise BuildError(
+            f"node {req.node_id}: build reported success but {req.tag} is missing (log: {req.log_path})"
+        ) from None
 
 
-def _build_cli(choice: BuilderChoice, req: BuildRequest, log: Any, on_line: Callable[[str], None] | None) -> bool:
+def _build_cli(
+    choice: BuilderChoice, req: BuildRequest, log: Any, on_line: Callable[[str], None] | None
+) -> bool:
     assert choice.cli is not None
     cmd = [choice.cli, *(["buildx", "build", "--load"] if choice.kind == "buildx" else ["build"])]
-    cmd += ["--network", "host", "--progress", "plain", "--tag", req.tag, "--file", str(req.context / "Dockerfile")]
+    cmd += [
+        "--network",
+        "host",
+        "--progress",
+        "plain",
+        "--tag",
+        req.tag,
+        "--file",
+        str(req.context / "Dockerfile"),
+    ]
     if req.no_cache:
         cmd.append("--no-cache")
     for key, value in sorted(req.build_args.items()):
         cmd += ["--build-arg", f"{key}={value}"]
     cmd.append(str(req.context))
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=choice.build_env(os.environ), bufsize=1
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=choice.build_env(os.environ),
+        bufsize=1,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -94,7 +117,9 @@ def _build_cli(choice: BuilderChoice, req: BuildRequest, log: Any, on_line: Call
     return proc.wait() == 0
 
 
-def _build_legacy(client: docker.DockerClient, req: BuildRequest, log: Any, on_line: Callable[[str], None] | None) -> bool:
+def _build_legacy(
+    client: docker.DockerClient, req: BuildRequest, log: Any, on_line: Callable[[str], None] | None
+) -> bool:
     stream = client.api.build(
         path=str(req.context),
         dockerfile="Dockerfile",

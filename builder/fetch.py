@@ -94,18 +94,22 @@ def fetch_wheels(
     total = 0
     if todo:
         verify = os.environ.get("SSL_CERT_FILE") or (CA_BUNDLE if os.path.exists(CA_BUNDLE) else True)
-        with httpx.Client(verify=verify, timeout=httpx.Timeout(60.0, connect=20.0), follow_redirects=True) as client:
+        with httpx.Client(
+            verify=verify, timeout=httpx.Timeout(60.0, connect=20.0), follow_redirects=True
+        ) as client:
             with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
                 for size in pool.map(lambda w: _download(client, cache, w, progress), todo):
                     total += size
     return FetchResult(downloaded=len(todo), reused=reused, bytes_downloaded=total, repaired=tuple(repaired))
 
 
-def _download(client: httpx.Client, cache: Path, wheel: PinnedWheel, progress: Callable[[str, int], None] | None) -> int:
+def _download(
+    client: httpx.Client, cache: Path, wheel: PinnedWheel, progress: Callable[[str, int], None] | None
+) -> int:
     target = wheel_path(cache, wheel)
     target.parent.mkdir(parents=True, exist_ok=True)
     last_error = ""
-    for attempt in range(3):
+    for _attempt in range(3):
         h = hashlib.sha256()
         size = 0
         fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=target.parent)

@@ -24,9 +24,7 @@ from builder.image_packages import (
 CANONICALIZE_EXAMPLE = (
     "example: strata canonicalize strata/tf:2.15-gpu-build out/tf2.15-gpu --tag strata/tf:2.15-gpu --load"
 )
-DIFF_EXAMPLE = (
-    "example: strata diff out/run1 out/run2   (paths to layouts/archives, or engine references)"
-)
+DIFF_EXAMPLE = "example: strata diff out/run1 out/run2   (paths to layouts/archives, or engine references)"
 
 
 def _epoch_default() -> int:

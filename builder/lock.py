@@ -70,7 +70,9 @@ def base_image_for(plan: Plan, node: LayerNode, engine: Any) -> str:
     return base.cache_ref
 
 
-def lock_node(plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str, Lock], engine: Any = None) -> Lock:
+def lock_node(
+    plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str, Lock], engine: Any = None
+) -> Lock:
     """Resolve one node (its ancestors' locks must be current, taken from `new_locks` first)."""
     profile = plan.matrix.profile
     if node.rootfs is not None:
@@ -96,14 +98,18 @@ def lock_node(plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str,
     requirements += list(node.requirements)
     if engine is None:
         raise StrataError(f"{node.id}: resolving needs the Docker engine (pip runs inside the base image)")
-    wheels = resolve_in_image(engine, base_image_for(plan, node, engine), requirements, constraints, cache_dir, node.id)
+    wheels = resolve_in_image(
+        engine, base_image_for(plan, node, engine), requirements, constraints, cache_dir, node.id
+    )
     own = []
     for w in wheels:
         pinned = constraints.get(canonical_name(w.name))
         if pinned is None:
             own.append(w)
         elif pinned != w.version:
-            raise StrataError(f"{node.id}: resolver picked {w.name} {w.version} but a parent layer pins {pinned}")
+            raise StrataError(
+                f"{node.id}: resolver picked {w.name} {w.version} but a parent layer pins {pinned}"
+            )
     return Lock(node=node.id, profile=profile, inputs=node.lock_inputs, wheels=tuple(own))
 
 

@@ -21,7 +21,9 @@ from typing import Any
 from builder.errors import Location, StrataError
 
 FORMAT = "strata lock v1"
-_WHEEL = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>[^\s]+) --hash=sha256:(?P<sha>[0-9a-f]{64})\s+#\s+(?P<url>\S+)$")
+_WHEEL = re.compile(
+    r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>[^\s]+) --hash=sha256:(?P<sha>[0-9a-f]{64})\s+#\s+(?P<url>\S+)$"
+)
 _ROOTFS = re.compile(r"^rootfs sha256:(?P<sha>[0-9a-f]{64}) size=(?P<size>\d+)$")
 _DEB = re.compile(r"^deb (?P<name>\S+) (?P<version>\S+) (?P<arch>\S+)$")
 _HEADER = re.compile(r"^# strata lock v1 node=(?P<node>\S+) profile=(?P<profile>\S+)$")
@@ -70,7 +72,9 @@ class Lock:
         lines = [f"# {FORMAT} node={self.node} profile={self.profile}", f"# inputs=sha256:{self.inputs}"]
         if self.rootfs:
             lines.append(f"rootfs sha256:{self.rootfs.sha256} size={self.rootfs.size}")
-        lines += [f"deb {d.name} {d.version} {d.arch}" for d in sorted(self.debs, key=lambda d: (d.name, d.arch))]
+        lines += [
+            f"deb {d.name} {d.version} {d.arch}" for d in sorted(self.debs, key=lambda d: (d.name, d.arch))
+        ]
         lines += [w.line() for w in sorted(self.wheels, key=lambda w: canonical_name(w.name))]
         return "\n".join(lines) + "\n"
 
@@ -107,8 +111,12 @@ def parse_lock(text: str, file: str) -> Lock:
         else:
             raise StrataError(f"unrecognised lock line: {line[:80]}", Location(file, no, 1))
     if node is None or profile is None or inputs is None:
-        raise StrataError(f"missing '# {FORMAT} node=… profile=…' or '# inputs=' header", Location(file, 1, 1))
-    return Lock(node=node, profile=profile, inputs=inputs, wheels=tuple(wheels), rootfs=rootfs, debs=tuple(debs))
+        raise StrataError(
+            f"missing '# {FORMAT} node=… profile=…' or '# inputs=' header", Location(file, 1, 1)
+        )
+    return Lock(
+        node=node, profile=profile, inputs=inputs, wheels=tuple(wheels), rootfs=rootfs, debs=tuple(debs)
+    )
 
 
 def read_lock(path: Path) -> Lock | None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import difflib
-import re
 import fnmatch
 import os
+import re
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,14 +120,19 @@ def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
     kind = err["type"]
     if kind == "missing":
         field = loc[-1]
-        return MatrixError(f"missing required key '{field}'" + _under(loc[:-1]), doc.locate(loc[:-1], key=True))
+        return MatrixError(
+            f"missing required key '{field}'" + _under(loc[:-1]), doc.locate(loc[:-1], key=True)
+        )
     if loc and loc[-1] == "[key]":
         key = str(loc[-2])
         expected = msg_choices = err["msg"].removeprefix("Input should be ")
-        close = difflib.get_close_matches(key, [c.strip("' ") for c in re.split(r",| or ", msg_choices)], n=1, cutoff=0.5)
+        close = difflib.get_close_matches(
+            key, [c.strip("' ") for c in re.split(r",| or ", msg_choices)], n=1, cutoff=0.5
+        )
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return MatrixError(
-            f"unknown key '{key}' in '{_dotted(loc[:-2])}' (expected {expected}){hint}", doc.locate(loc[:-1], key=True)
+            f"unknown key '{key}' in '{_dotted(loc[:-2])}' (expected {expected}){hint}",
+            doc.locate(loc[:-1], key=True),
         )
     if kind == "extra_forbidden":
         key = str(loc[-1])
@@ -254,7 +259,11 @@ def _expand_cells(
             continue
         if compat.tf_minor(fw.tf) not in compat.TF_RULES:
             known = ", ".join(sorted(compat.TF_RULES))
-            errors.append(MatrixError(f"no compatibility rules for tf {fw.tf} (known: {known})", doc.locate(fw_path + ("tf",))))
+            errors.append(
+                MatrixError(
+                    f"no compatibility rules for tf {fw.tf} (known: {known})", doc.locate(fw_path + ("tf",))
+                )
+            )
             continue
         tools_req = model.tools.requirements.get(compat.tf_minor(fw.tf))
         if tools_req is None:
@@ -413,5 +422,8 @@ def _check_references(
         for layer in ("base", "cuda", "framework", "tools", "user"):
             if layer not in declared:
                 errors.append(
-                    MatrixError(f"tags.{table} has no entry for layer '{layer}'", doc.locate(("tags", table), key=True))
+                    MatrixError(
+                        f"tags.{table} has no entry for layer '{layer}'",
+                        doc.locate(("tags", table), key=True),
+                    )
                 )

@@ -34,9 +34,20 @@ PIP_WHEEL = PinnedWheel(
 def in_image_command(report: str, requirements: str, constraints: str | None, ca: str | None) -> list[str]:
     """The pip command run inside the base image (pure; unit-tested)."""
     cmd = [
-        "python3", f"/strata/{PIP_WHEEL.filename}/pip", "install", "--isolated", "--disable-pip-version-check",
-        "--no-cache-dir", "--quiet", "--dry-run", "--ignore-installed", "--only-binary=:all:", "--report", report,
-        "-r", requirements,
+        "python3",
+        f"/strata/{PIP_WHEEL.filename}/pip",
+        "install",
+        "--isolated",
+        "--disable-pip-version-check",
+        "--no-cache-dir",
+        "--quiet",
+        "--dry-run",
+        "--ignore-installed",
+        "--only-binary=:all:",
+        "--report",
+        report,
+        "-r",
+        requirements,
     ]
     if constraints:
         cmd += ["-c", constraints]
@@ -70,10 +81,19 @@ def resolve_in_image(
             volumes[CA_BUNDLE] = {"bind": "/run/strata-ca.crt", "mode": "ro"}
             ca = "/run/strata-ca.crt"
         cmd = in_image_command(
-            "/work/report.json", "/work/requirements.in", "/work/constraints.txt" if has_constraints else None, ca
+            "/work/report.json",
+            "/work/requirements.in",
+            "/work/constraints.txt" if has_constraints else None,
+            ca,
         )
         container = client.containers.run(
-            image, cmd, volumes=volumes, network_mode="host", user="0", entrypoint=[], detach=True,
+            image,
+            cmd,
+            volumes=volumes,
+            network_mode="host",
+            user="0",
+            entrypoint=[],
+            detach=True,
             environment={"PIP_CONFIG_FILE": "/dev/null", "PYTHONDONTWRITEBYTECODE": "1"},
         )
         try:

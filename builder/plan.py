@@ -101,7 +101,11 @@ class Plan:
             return self
         wanted: set[str] = set()
         for pat in patterns:
-            hit = [n.id for n in self.nodes if fnmatch.fnmatchcase(n.id, pat) or any(fnmatch.fnmatchcase(c, pat) for c in n.cells)]
+            hit = [
+                n.id
+                for n in self.nodes
+                if fnmatch.fnmatchcase(n.id, pat) or any(fnmatch.fnmatchcase(c, pat) for c in n.cells)
+            ]
             if not hit:
                 raise MatrixError(
                     f"--only '{pat}' matches no cell or node (cells: {', '.join(self.cell_ids())})"
@@ -142,7 +146,9 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
                 specs[spec.id] = spec
                 order.append(spec.id)
             elif existing.identity() != spec.identity():
-                raise MatrixError(f"two cells define node '{spec.id}' differently ({existing.cells[0]} and {cell.id})")
+                raise MatrixError(
+                    f"two cells define node '{spec.id}' differently ({existing.cells[0]} and {cell.id})"
+                )
             specs[spec.id].cells.append(cell.id)
             parent = spec.id
         finals[cell.id] = parent or ""
@@ -176,7 +182,15 @@ class _Spec:
 
     def identity(self) -> str:
         return json.dumps(
-            [self.layer, self.context, self.requirements, self.requirement_files, self.base_image, self.rootfs, self.parent],
+            [
+                self.layer,
+                self.context,
+                self.requirements,
+                self.requirement_files,
+                self.base_image,
+                self.rootfs,
+                self.parent,
+            ],
             sort_keys=True,
             default=str,
         )
@@ -189,7 +203,9 @@ def _registry_image(matrix: Matrix, image: str) -> str:
 
 def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
     m = matrix.model
-    common = TagFacts(namespace=m.registry.namespace, epoch=m.source_date_epoch, os=cell.os_name, release=m.release)
+    common = TagFacts(
+        namespace=m.registry.namespace, epoch=m.source_date_epoch, os=cell.os_name, release=m.release
+    )
     cell_facts = TagFacts(
         namespace=m.registry.namespace,
         epoch=m.source_date_epoch,
@@ -201,10 +217,16 @@ def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
         cudnn=cell.cudnn or "",
         release=m.release,
     )
-    settings = {"venv": m.build.venv, "prefix": m.build.prefix, "epoch": m.source_date_epoch, "platform": m.build.platform}
+    settings = {
+        "venv": m.build.venv,
+        "prefix": m.build.prefix,
+        "epoch": m.source_date_epoch,
+        "platform": m.build.platform,
+    }
     py = {"version": cell.python, "site": f"lib/python{cell.python}/site-packages"}
     chain: list[_Spec] = []
     upstream_cuda = cell.cuda_spec is not None and cell.cuda_spec.source == "image"
+    base_image: str | None
     # Base: the OS (hermetic: mmdebstrap root filesystem; upstream: Ubuntu or NVIDIA's CUDA image by digest).
     if upstream_cuda:
         assert cell.cuda_spec is not None and cell.cuda_spec.image is not None
@@ -213,7 +235,9 @@ def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
         base_facts = TagFacts(**{**common.__dict__, "cuda": cell.cuda or "", "cudnn": cell.cudnn or ""})
     else:
         base_id = f"base-{cell.os_name}"
-        base_image = _registry_image(matrix, cell.os.image) if cell.os.source == "image" else None
+        base_image = (
+            _registry_image(matrix, cell.os.image) if cell.os.image and cell.os.source == "image" else None
+        )
         base_facts = common
     rootfs = None
     if cell.os.source == "mmdebstrap" and not upstream_cuda:
@@ -234,7 +258,11 @@ def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
             context={
                 "settings": settings,
                 "python": py,
-                "os": {"name": cell.os_name, "source": "image" if base_image else "mmdebstrap", "packages": sorted(cell.os.packages)},
+                "os": {
+                    "name": cell.os_name,
+                    "source": "image" if base_image else "mmdebstrap",
+                    "packages": sorted(cell.os.packages),
+                },
                 "base_image": base_image,
                 "cuda": {"version": cell.cuda, "cudnn": cell.cudnn} if upstream_cuda else None,
             },
@@ -296,7 +324,12 @@ def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
             id=f"tf{cell.tf}-{cell.flavor}-py{cell.python}",
             layer="framework",
             facts=cell_facts,
-            context={"settings": settings, "python": py, "cell": cell_ctx, "env": dict(sorted(m.env.items()))},
+            context={
+                "settings": settings,
+                "python": py,
+                "cell": cell_ctx,
+                "env": dict(sorted(m.env.items())),
+            },
             requirements=fw_reqs,
             requirement_files=(cell.framework_requirements,),
             python=cell.python,
@@ -412,9 +445,7 @@ def _finish(
     ver_tpl = m.tags.version[spec.layer]  # type: ignore[index]
     repo = f"{m.registry.address}/{expand(repo_tpl, spec.facts, f'tags.repositories.{spec.layer}')}"
     version_tag = check_tag(expand(ver_tpl, spec.facts, f"tags.version.{spec.layer}"), f"node {spec.id}")
-    aliases = tuple(
-        f"{repo}:{a.tag}" for a in m.aliases if a.layer == spec.layer and a.cell in spec.cells
-    )
+    aliases = tuple(f"{repo}:{a.tag}" for a in m.aliases if a.layer == spec.layer and a.cell in spec.cells)
     return LayerNode(
         id=spec.id,
         layer=spec.layer,
@@ -465,7 +496,9 @@ def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, 
         labels["io.strata.tf"] = f.tf
         labels["io.strata.flavor"] = f.flavor
         labels["org.opencontainers.image.version"] = f.version
-        labels["io.strata.env"] = json.dumps(dict(sorted(m.env.items())), sort_keys=True, separators=(",", ":"))
+        labels["io.strata.env"] = json.dumps(
+            dict(sorted(m.env.items())), sort_keys=True, separators=(",", ":")
+        )
         labels["io.strata.xla-gpu"] = "true" if f.flavor == "gpu" else "false"
     if spec.layer == "user":
         labels["io.strata.user-layer"] = spec.user
@@ -477,7 +510,9 @@ def _check_tag_collisions(nodes: list[LayerNode]) -> None:
     for n in nodes:
         for ref in n.tags + n.aliases:
             if ref in owner and owner[ref] != n.id:
-                raise MatrixError(f"tag collision: '{ref}' would be published by both {owner[ref]} and {n.id}")
+                raise MatrixError(
+                    f"tag collision: '{ref}' would be published by both {owner[ref]} and {n.id}"
+                )
             owner[ref] = n.id
 
 

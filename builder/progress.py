@@ -35,7 +35,11 @@ class BuildReporter:
     def event(self, node: str, message: str) -> None:
         if self.quiet:
             return
-        if not self.verbose and node != "-" and message not in ("preparing context", "building", "canonicalizing"):
+        if (
+            not self.verbose
+            and node != "-"
+            and message not in ("preparing context", "building", "canonicalizing")
+        ):
             match = _STEP.match(message.strip())
             if not match:
                 return

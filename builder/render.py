@@ -34,18 +34,30 @@ class TemplateRenderer:
         try:
             template = self.env.get_template(name)
         except jinja2.TemplateNotFound:
-            raise MatrixError(f"template for layer '{layer}' not found (node {node_id})", Location(str(where))) from None
+            raise MatrixError(
+                f"template for layer '{layer}' not found (node {node_id})", Location(str(where))
+            ) from None
         except jinja2.TemplateSyntaxError as exc:
-            raise MatrixError(f"template syntax error: {exc.message}", Location(str(where), exc.lineno)) from None
+            raise MatrixError(
+                f"template syntax error: {exc.message}", Location(str(where), exc.lineno)
+            ) from None
         try:
             text = template.render(**context)
         except jinja2.UndefinedError as exc:
             line = _template_line(exc, str(where))
-            raise MatrixError(f"undefined variable while rendering node {node_id}: {exc.message}", Location(str(where), line)) from None
+            raise MatrixError(
+                f"undefined variable while rendering node {node_id}: {exc.message}",
+                Location(str(where), line),
+            ) from None
         except jinja2.TemplateError as exc:
-            raise MatrixError(f"template error while rendering node {node_id}: {exc}", Location(str(where))) from None
+            raise MatrixError(
+                f"template error while rendering node {node_id}: {exc}", Location(str(where))
+            ) from None
         if any(line.lstrip().lower().startswith("# syntax=") for line in text.splitlines()[:3]):
-            raise MatrixError("templates must not start with a '# syntax=' line (it pulls a frontend image)", Location(str(where), 1))
+            raise MatrixError(
+                "templates must not start with a '# syntax=' line (it pulls a frontend image)",
+                Location(str(where), 1),
+            )
         return text
 
 

@@ -25,7 +25,9 @@ class WheelServer:
         self.root = root
         handler = functools.partial(_QuietHandler, directory=str(root))
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="strata-wheelhouse", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="strata-wheelhouse", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -38,6 +40,8 @@ class WheelServer:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()

@@ -319,9 +319,7 @@ def secret_checks(result: ScanResult, host_bundle_path: str) -> list[CheckResult
             continue
         detail = f"none in {result.layers_scanned} layer(s)"
         if ignored:
-            detail += f"; ignored {len(ignored)} packaged file(s): " + "; ".join(
-                map(str, ignored[:5])
-            )
+            detail += f"; ignored {len(ignored)} packaged file(s): " + "; ".join(map(str, ignored[:5]))
         checks.append(CheckResult.passed(name, detail))
     return checks
 

@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 CPU_CELLS = "*-cpu"
 
 
-def strata(*args: str, env: dict[str, str] | None = None, timeout: int = 3600, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def strata(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 3600, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     """Run the real `strata` CLI as a user would (a fresh process), capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "builder.cli", *args],

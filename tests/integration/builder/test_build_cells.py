@@ -22,9 +22,13 @@ def strata(run_strata):  # type: ignore[no-untyped-def]
     return run_strata
 
 
-def _run(engine: docker.DockerClient, image: str, *cmd: str, user: str | None = None, timeout: int = 300) -> str:
+def _run(
+    engine: docker.DockerClient, image: str, *cmd: str, user: str | None = None, timeout: int = 300
+) -> str:
     """Run a command in a fresh container, bounded in time; the container is always removed."""
-    container = engine.containers.run(image, list(cmd), detach=True, user=user, entrypoint=[], network_mode="none")
+    container = engine.containers.run(
+        image, list(cmd), detach=True, user=user, entrypoint=[], network_mode="none"
+    )
     try:
         container.wait(timeout=timeout)
         return container.logs(stdout=True, stderr=True).decode(errors="replace")
@@ -32,16 +36,24 @@ def _run(engine: docker.DockerClient, image: str, *cmd: str, user: str | None = 
         container.remove(force=True)
 
 
-def test_each_cpu_cell_imports_tensorflow_matching_its_label(engine: docker.DockerClient, cpu_cells_built: dict[str, str]) -> None:
+def test_each_cpu_cell_imports_tensorflow_matching_its_label(
+    engine: docker.DockerClient, cpu_cells_built: dict[str, str]
+) -> None:
     assert set(cpu_cells_built) == {"tf2.13.1-cpu", "tf2.10.1-cpu"}
     for cell, ref in cpu_cells_built.items():
         labels = engine.images.get(ref).labels
         assert labels["io.strata.cell"] == cell
-        version = _run(engine, ref, "python", "-c", "import tensorflow as tf; print(tf.__version__)").strip().splitlines()[-1]
+        version = (
+            _run(engine, ref, "python", "-c", "import tensorflow as tf; print(tf.__version__)")
+            .strip()
+            .splitlines()[-1]
+        )
         assert version == labels["io.strata.tf"] == cell.removeprefix("tf").removesuffix("-cpu")
 
 
-def test_final_images_carry_no_wheels_caches_or_compilers(engine: docker.DockerClient, cpu_cells_built: dict[str, str]) -> None:
+def test_final_images_carry_no_wheels_caches_or_compilers(
+    engine: docker.DockerClient, cpu_cells_built: dict[str, str]
+) -> None:
     probe = (
         "import os, shutil\n"
         "bad = [os.path.join(d, f) for top in ('/opt', '/usr', '/root', '/home', '/tmp', '/var')\n"
@@ -56,7 +68,9 @@ def test_final_images_carry_no_wheels_caches_or_compilers(engine: docker.DockerC
         assert "LEFTOVERS []" in out, f"{ref}: {out}"
 
 
-def test_user_layer_runs_as_uid_1000_with_writable_workdir(engine: docker.DockerClient, cpu_cells_built: dict[str, str]) -> None:
+def test_user_layer_runs_as_uid_1000_with_writable_workdir(
+    engine: docker.DockerClient, cpu_cells_built: dict[str, str]
+) -> None:
     for ref in cpu_cells_built.values():
         config = engine.images.get(ref).attrs["Config"]
         assert config["User"] == "1000:1000"
@@ -65,7 +79,9 @@ def test_user_layer_runs_as_uid_1000_with_writable_workdir(engine: docker.Docker
         assert out.split() == ["1000", "writable", "/home/user/work"], out
 
 
-def test_pip_sees_one_consistent_environment(engine: docker.DockerClient, cpu_cells_built: dict[str, str]) -> None:
+def test_pip_sees_one_consistent_environment(
+    engine: docker.DockerClient, cpu_cells_built: dict[str, str]
+) -> None:
     for ref in cpu_cells_built.values():
         out = _run(engine, ref, "pip", "check")
         assert "No broken requirements found" in out, f"{ref}: {out}"
@@ -105,10 +121,16 @@ def test_tampered_wheel_is_refused_with_a_clear_message(
             byte = f.read(1)
             f.seek(-1, 1)
             f.write(bytes([byte[0] ^ 0xFF]))
-        proc = strata("build", "--only", node.id, env={"STRATA_REGISTRY_CACHE": "off"})  # no pull from a registry
+        proc = strata(
+            "build", "--only", node.id, env={"STRATA_REGISTRY_CACHE": "off"}
+        )  # no pull from a registry
         assert proc.returncode != 0
         message = proc.stderr.strip().splitlines()[-1]
-        assert message.startswith("strata: wheelhouse: ") and wheel.filename in message and "tampered or truncated" in message, message
+        assert (
+            message.startswith("strata: wheelhouse: ")
+            and wheel.filename in message
+            and "tampered or truncated" in message
+        ), message
         assert "Traceback" not in proc.stderr
     finally:
         shutil.move(backup, path)
@@ -124,13 +146,20 @@ def test_failing_run_step_names_node_and_log(strata, tmp_path: Path, cpu_cells_b
     template = tmp_path / "layers" / "user" / "Dockerfile.j2"
     template.write_text(template.read_text() + "RUN echo planted failure && exit 3\n")
     proc = strata(
-        "build", "--matrix", str(tmp_path / "matrix.yaml"), "--only", "user-example-tf2.13.1-cpu", "--quiet",
+        "build",
+        "--matrix",
+        str(tmp_path / "matrix.yaml"),
+        "--only",
+        "user-example-tf2.13.1-cpu",
+        "--quiet",
         env={"STRATA_HOME": str(REPO / ".strata")},
     )
     assert proc.returncode == 1
     log = tmp_path / "build" / "logs" / "user-example-tf2.13.1-cpu.log"
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("strata: ")]
-    assert errors and "node user-example-tf2.13.1-cpu failed" in errors[-1] and str(log) in errors[-1], proc.stderr
+    assert errors and "node user-example-tf2.13.1-cpu failed" in errors[-1] and str(log) in errors[-1], (
+        proc.stderr
+    )
     assert "planted failure" in log.read_text()
     assert "Traceback" not in proc.stderr
 
@@ -139,4 +168,6 @@ def test_missing_daemon_is_one_line(strata, tmp_path: Path) -> None:
     proc = strata("build", "--only", "tf2.13.1-cpu", env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("strata: Docker engine not reachable at unix://"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("strata: Docker engine not reachable at unix://"), (
+        proc.stderr
+    )

@@ -24,8 +24,12 @@ def gpu_cells_built(run_strata, default_plan: Plan) -> dict[str, str]:  # type: 
     return {cell: plan.final_node(cell).tags[0] for cell in plan.cell_ids()}
 
 
-def test_gpu_cells_pass_every_check_that_needs_no_device(run_strata, gpu_cells_built: dict[str, str], tmp_path) -> None:  # type: ignore[no-untyped-def]
-    proc = run_strata("smoke", *sorted(gpu_cells_built.values()), "--format", "json", "--results-dir", str(tmp_path))
+def test_gpu_cells_pass_every_check_that_needs_no_device(
+    run_strata, gpu_cells_built: dict[str, str], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    proc = run_strata(
+        "smoke", *sorted(gpu_cells_built.values()), "--format", "json", "--results-dir", str(tmp_path)
+    )
     reports = json.loads(proc.stdout)
     for report in reports:
         checks = {c["name"]: c for c in report["checks"]}
@@ -35,11 +39,15 @@ def test_gpu_cells_pass_every_check_that_needs_no_device(run_strata, gpu_cells_b
         for name in ("cuda-wheels", "xla-gpu-tools", "tf-version"):
             assert checks[name]["status"] == "pass", checks[name]
         assert all(c["status"] == "not-run" for name, c in checks.items() if name.startswith("gpu-"))
-    proc = run_strata("smoke", *sorted(gpu_cells_built.values()), "--expect-gpu", "--results-dir", str(tmp_path))
+    proc = run_strata(
+        "smoke", *sorted(gpu_cells_built.values()), "--expect-gpu", "--results-dir", str(tmp_path)
+    )
     assert proc.returncode == 1, "with --expect-gpu a GPU-less host must fail, never pass silently"
 
 
 def test_gpu_cells_reproduce(run_strata, gpu_cells_built: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     proc = run_strata("verify", "--only", "*-gpu", "--format", "json", timeout=6 * 3600)
     nodes = json.loads(proc.stdout)["nodes"]
-    assert all(n["reproducible"] for n in nodes), [(n["id"], n["differences"][:5]) for n in nodes if not n["reproducible"]]
+    assert all(n["reproducible"] for n in nodes), [
+        (n["id"], n["differences"][:5]) for n in nodes if not n["reproducible"]
+    ]

@@ -52,7 +52,9 @@ def test_default_plan_shape() -> None:
     assert len(ids) == len(set(ids)) == 16
     base = plan.node("base-bookworm")
     assert base.parent is None and base.cells == ("tf2.13.1-cpu", "tf2.13.1-gpu")
-    assert [plan.node(i).parent for i in ("cuda11.8-bookworm", "tf2.13.1-gpu-py3.11", "tools-tf2.13.1-gpu")] == [
+    assert [
+        plan.node(i).parent for i in ("cuda11.8-bookworm", "tf2.13.1-gpu-py3.11", "tools-tf2.13.1-gpu")
+    ] == [
         "base-bookworm",
         "cuda11.8-bookworm",
         "tf2.13.1-gpu-py3.11",
@@ -93,19 +95,32 @@ def test_tags_follow_the_scheme() -> None:
     plan = plan_of(REPO)
     tools = plan.node("tools-tf2.13.1-gpu")
     assert tools.tags == ("127.0.0.1:5000/strata/tensorflow:2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm-r1",)
-    assert set(tools.aliases) == {"127.0.0.1:5000/strata/tensorflow:2.13-gpu", "127.0.0.1:5000/strata/tensorflow:latest-gpu"}
-    assert plan.node("tools-tf2.10.1-cpu").tags == ("127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r1",)
+    assert set(tools.aliases) == {
+        "127.0.0.1:5000/strata/tensorflow:2.13-gpu",
+        "127.0.0.1:5000/strata/tensorflow:latest-gpu",
+    }
+    assert plan.node("tools-tf2.10.1-cpu").tags == (
+        "127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r1",
+    )
     assert plan.node("base-bullseye").tags == ("127.0.0.1:5000/strata/base:bullseye-1700000000-r1",)
-    assert plan.node("user-example-tf2.13.1-cpu").tags == ("127.0.0.1:5000/strata/example:2.13.1-cpu-py3.11-bookworm-r1",)
+    assert plan.node("user-example-tf2.13.1-cpu").tags == (
+        "127.0.0.1:5000/strata/example:2.13.1-cpu-py3.11-bookworm-r1",
+    )
     for n in plan.nodes:
         assert n.cache_ref == f"{n.tags[0].rsplit(':', 1)[0]}:h-{n.content_hash}"
 
 
 def test_labels_carry_versions_and_the_content_hash_argument() -> None:
     df = plan_of(REPO).node("tf2.13.1-gpu-py3.11").dockerfile
-    for label in ('io.strata.tf="2.13.1"', 'io.strata.cuda="11.8"', 'io.strata.cudnn="8.6"', 'io.strata.python="3.11"',
-                  'io.strata.cell="tf2.13.1-gpu"', "io.strata.content-hash=${STRATA_CONTENT_HASH}",
-                  'org.opencontainers.image.version="2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm"'):
+    for label in (
+        'io.strata.tf="2.13.1"',
+        'io.strata.cuda="11.8"',
+        'io.strata.cudnn="8.6"',
+        'io.strata.python="3.11"',
+        'io.strata.cell="tf2.13.1-gpu"',
+        "io.strata.content-hash=${STRATA_CONTENT_HASH}",
+        'org.opencontainers.image.version="2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm"',
+    ):
         assert label in df
 
 
@@ -118,13 +133,20 @@ def test_rendering_twice_gives_identical_bytes(tmp_path: Path) -> None:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
 
 
-def test_tools_requirement_change_rehashes_exactly_the_tools_and_user_nodes_of_that_tf(workspace: Path) -> None:
+def test_tools_requirement_change_rehashes_exactly_the_tools_and_user_nodes_of_that_tf(
+    workspace: Path,
+) -> None:
     before = plan_of(workspace)
     req = workspace / "layers" / "tools" / "requirements-tf2.13.in"
     req.write_text(req.read_text() + "rich==13.7.0\n")
     after = plan_of(workspace)
     changed = {k for k, v in hashes(after).items() if hashes(before)[k] != v}
-    assert changed == {"tools-tf2.13.1-cpu", "tools-tf2.13.1-gpu", "user-example-tf2.13.1-cpu", "user-example-tf2.13.1-gpu"}
+    assert changed == {
+        "tools-tf2.13.1-cpu",
+        "tools-tf2.13.1-gpu",
+        "user-example-tf2.13.1-cpu",
+        "user-example-tf2.13.1-gpu",
+    }
     # ...and their locks are now stale, the others are not
     stale = {n.id for n in after.nodes if n.lock and n.lock.inputs != n.lock_inputs}
     assert {"tools-tf2.13.1-cpu"} <= stale
@@ -144,10 +166,20 @@ def test_lock_change_rehashes_the_node_and_only_its_descendants(workspace: Path)
 @pytest.mark.parametrize(
     ("what", "edit"),
     [
-        ("base template", lambda root: (root / "layers/base/Dockerfile.j2").write_text(
-            (root / "layers/base/Dockerfile.j2").read_text() + "# comment\n")),
-        ("epoch", lambda root: (root / "matrix.yaml").write_text(
-            (root / "matrix.yaml").read_text().replace("source_date_epoch: 1700000000", "source_date_epoch: 1700000001"))),
+        (
+            "base template",
+            lambda root: (root / "layers/base/Dockerfile.j2").write_text(
+                (root / "layers/base/Dockerfile.j2").read_text() + "# comment\n"
+            ),
+        ),
+        (
+            "epoch",
+            lambda root: (root / "matrix.yaml").write_text(
+                (root / "matrix.yaml")
+                .read_text()
+                .replace("source_date_epoch: 1700000000", "source_date_epoch: 1700000001")
+            ),
+        ),
     ],
 )
 def test_global_inputs_rehash_every_node_that_depends_on_them(workspace: Path, what: str, edit) -> None:  # type: ignore[no-untyped-def]
@@ -160,7 +192,7 @@ def test_global_inputs_rehash_every_node_that_depends_on_them(workspace: Path, w
 def test_user_layer_change_touches_only_user_nodes(workspace: Path) -> None:
     before = hashes(plan_of(workspace))
     tpl = workspace / "layers/user/Dockerfile.j2"
-    tpl.write_text(tpl.read_text().replace('EXPOSE {{ port }}', 'EXPOSE {{ port }}/tcp'))
+    tpl.write_text(tpl.read_text().replace("EXPOSE {{ port }}", "EXPOSE {{ port }}/tcp"))
     after = hashes(plan_of(workspace))
     assert {k for k in before if before[k] != after[k]} == {k for k in before if k.startswith("user-")}
 
@@ -168,11 +200,23 @@ def test_user_layer_change_touches_only_user_nodes(workspace: Path) -> None:
 def test_only_selects_cells_and_their_ancestors() -> None:
     plan = plan_of(REPO)
     sel = plan.select(["tf2.13.1-*"])
-    assert {n.id for n in sel.nodes} == {n.id for n in plan.nodes if n.id.endswith(("bookworm", "py3.11")) or "tf2.13.1" in n.id}
-    assert [n.id for n in plan.select(["tools-tf2.10.1-cpu"]).nodes] == ["base-bullseye", "tf2.10.1-cpu-py3.9", "tools-tf2.10.1-cpu"]
+    assert {n.id for n in sel.nodes} == {
+        n.id for n in plan.nodes if n.id.endswith(("bookworm", "py3.11")) or "tf2.13.1" in n.id
+    }
+    assert [n.id for n in plan.select(["tools-tf2.10.1-cpu"]).nodes] == [
+        "base-bullseye",
+        "tf2.10.1-cpu-py3.9",
+        "tools-tf2.10.1-cpu",
+    ]
     assert {n.id for n in plan.select(["*-cpu"]).nodes} == {
-        "base-bookworm", "tf2.13.1-cpu-py3.11", "tools-tf2.13.1-cpu", "user-example-tf2.13.1-cpu",
-        "base-bullseye", "tf2.10.1-cpu-py3.9", "tools-tf2.10.1-cpu", "user-example-tf2.10.1-cpu",
+        "base-bookworm",
+        "tf2.13.1-cpu-py3.11",
+        "tools-tf2.13.1-cpu",
+        "user-example-tf2.13.1-cpu",
+        "base-bullseye",
+        "tf2.10.1-cpu-py3.9",
+        "tools-tf2.10.1-cpu",
+        "user-example-tf2.10.1-cpu",
     }
     with pytest.raises(MatrixError, match=r"--only 'tf3\*' matches no cell or node"):
         plan.select(["tf3*"])
@@ -190,9 +234,17 @@ def test_github_matrix_has_one_entry_per_cell() -> None:
 
 
 def test_plan_json_format(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", "--matrix", str(REPO / "matrix.yaml"), "--only", "tf2.10.1-cpu", "--format", "json"]) == 0
+    assert (
+        main(["plan", "--matrix", str(REPO / "matrix.yaml"), "--only", "tf2.10.1-cpu", "--format", "json"])
+        == 0
+    )
     nodes = json.loads(capsys.readouterr().out)
-    assert [n["id"] for n in nodes] == ["base-bullseye", "tf2.10.1-cpu-py3.9", "tools-tf2.10.1-cpu", "user-example-tf2.10.1-cpu"]
+    assert [n["id"] for n in nodes] == [
+        "base-bullseye",
+        "tf2.10.1-cpu-py3.9",
+        "tools-tf2.10.1-cpu",
+        "user-example-tf2.10.1-cpu",
+    ]
     assert set(nodes[0]) >= {"id", "layer", "parent", "cells", "content_hash", "tags"}
     assert nodes[1]["parent"] == "base-bullseye" and len(nodes[1]["content_hash"]) == 64
 
@@ -200,7 +252,10 @@ def test_plan_json_format(capsys: pytest.CaptureFixture[str]) -> None:
 def test_tag_collision_is_an_error(workspace: Path) -> None:
     m = workspace / "matrix.yaml"
     m.write_text(m.read_text().replace('    tools: "{version}-r{release}"', '    tools: "{tf}"'))
-    with pytest.raises(MatrixError, match=r"tag collision: '127\.0\.0\.1:5000/strata/tensorflow:2\.13\.1' would be published by both tools-tf2\.13\.1-cpu and tools-tf2\.13\.1-gpu"):
+    with pytest.raises(
+        MatrixError,
+        match=r"tag collision: '127\.0\.0\.1:5000/strata/tensorflow:2\.13\.1' would be published by both tools-tf2\.13\.1-cpu and tools-tf2\.13\.1-gpu",
+    ):
         plan_of(workspace)
 
 
@@ -231,5 +286,7 @@ def test_release_bump_changes_version_tags_but_not_content(workspace: Path) -> N
     assert bump_release(workspace / "matrix.yaml") == 2
     after = plan_of(workspace)
     assert hashes(after) == hashes(before)
-    assert after.node("tools-tf2.13.1-cpu").tags == ("127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm-r2",)
+    assert after.node("tools-tf2.13.1-cpu").tags == (
+        "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm-r2",
+    )
     assert "release: 2\n" in (workspace / "matrix.yaml").read_text()

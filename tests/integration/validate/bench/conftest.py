@@ -53,7 +53,9 @@ def docker_client() -> Iterator[docker.DockerClient]:
         client = docker.from_env(timeout=600)
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker engine reachable ({exc}); engine tests need one (scripts/setup-host.sh starts it)")
+        pytest.fail(
+            f"no Docker engine reachable ({exc}); engine tests need one (scripts/setup-host.sh starts it)"
+        )
     yield client
     client.close()
 
