@@ -85,11 +85,16 @@ class EntryChange:
     @property
     def kind(self) -> str:
         """`added` (only in b), `removed` (only in a) or `changed`."""
-        if self.a is None:
-            return "added"
-        if self.b is None:
-            return "removed"
-        return "changed"
+        return change_kind(self.a, self.b)
+
+
+def change_kind(a: object | None, b: object | None) -> str:
+    """`added` (only in b), `removed` (only in a) or `changed`: shared by file and package changes."""
+    if a is None:
+        return "added"
+    if b is None:
+        return "removed"
+    return "changed"
 
 
 @dataclass(frozen=True)

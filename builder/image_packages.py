@@ -57,11 +57,9 @@ class PackageChange:
     @property
     def kind(self) -> str:
         """`added`, `removed` or `changed`, like EntryChange."""
-        if self.a is None:
-            return "added"
-        if self.b is None:
-            return "removed"
-        return "changed"
+        from builder.image_diff import change_kind
+
+        return change_kind(self.a, self.b)
 
 
 @dataclass(frozen=True)

@@ -615,17 +615,22 @@ class RegistryClient:
                 f"registry {self.host} stored blob {stored} in {session.repository}, expected {digest}"
             )
 
-    def get_manifest(self, repository: str, reference: str) -> Manifest | None:
-        """The manifest `repository:reference` (tag or digest) as stored, or None when it does not exist."""
+    def _manifest_request(self, method: str, repository: str, reference: str) -> httpx.Response | None:
+        """GET or HEAD a manifest accepting every media type we handle; None on 404."""
         response = self._request(
-            "GET",
+            method,
             f"/v2/{repository}/manifests/{reference}",
             action="pulling",
             repository=repository,
             scopes=self._pull_scope(repository),
             headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
         )
-        if response.status_code == 404:
+        return None if response.status_code == 404 else response
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest | None:
+        """The manifest `repository:reference` (tag or digest) as stored, or None when it does not exist."""
+        response = self._manifest_request("GET", repository, reference)
+        if response is None:
             return None
         if response.status_code != 200:
             raise self._unexpected(response, f"manifest {repository}:{reference}")
@@ -640,15 +645,8 @@ class RegistryClient:
 
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """Digest of manifest `repository:reference` via HEAD, or None when it does not exist."""
-        response = self._request(
-            "HEAD",
-            f"/v2/{repository}/manifests/{reference}",
-            action="pulling",
-            repository=repository,
-            scopes=self._pull_scope(repository),
-            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
-        )
-        if response.status_code == 404:
+        response = self._manifest_request("HEAD", repository, reference)
+        if response is None:
             return None
         if response.status_code != 200:
             raise self._unexpected(response, f"HEAD of manifest {repository}:{reference}")
