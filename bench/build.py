@@ -712,12 +712,21 @@ def restore_images(results: Results, before: Mapping[str, str | None], interrupt
             file=sys.stderr,
         )
     else:
-        same = [n.id for n in results.nodes if before.get(n.id) and image_id(n.cache_ref) == before[n.id]]
-        had = [n.id for n in results.nodes if before.get(n.id)]
+        had = [n for n in results.nodes if before.get(n.id)]
+        now = {n.id: image_id(n.cache_ref) for n in had}
+        differ = [
+            f"{n.id} {str(before[n.id])[7:19]} -> {str(now[n.id])[7:19]}"
+            for n in had
+            if now[n.id] != before[n.id]
+        ]
         if had:
             results.notes.append(
-                f"Strata images back in the engine; rebuilt with the same image ID: {len(same)}/{len(had)}"
+                f"Strata images back in the engine; rebuilt with the same image ID: {len(had) - len(differ)}/{len(had)}"
+                + (f" (different: {', '.join(differ)})" if differ else "")
             )
+        fresh = [n.id for n in results.nodes if not before.get(n.id)]
+        if fresh:
+            results.notes.append(f"not in the engine before the run (now built): {', '.join(fresh)}")
 
 
 # ---------------------------------------------------------------------------------------------- report
