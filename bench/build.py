@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -307,6 +308,16 @@ def strata_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def plan_changes(before: Iterable[tuple[str, str]], after: Iterable[tuple[str, str]]) -> list[str]:
+    """Node ids whose content hash differs between two plans, or that only one plan has; (id, hash) pairs in.
+
+    >>> plan_changes([("a", "1"), ("b", "2")], [("a", "1"), ("b", "3"), ("c", "4")])
+    ['b', 'c']
+    """
+    old, new = dict(before), dict(after)
+    return sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
+
+
 def ratio(numerator: float | None, denominator: float | None) -> str:
     """`0.53` or `-` when a side is missing.
 
@@ -474,19 +485,60 @@ def plan_nodes(only: str | None) -> list[PlanNode]:
     ]
 
 
+def _parent_pid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; the name may hold spaces
+
+
+def _is_ours(pid: int) -> bool:
+    """True for this process and its descendants (the strata runs this bench starts)."""
+    seen = 0
+    while pid > 1 and seen < 64:
+        if pid == os.getpid():
+            return True
+        pid, seen = _parent_pid(pid), seen + 1
+    return False
+
+
 def other_strata_runs() -> list[str]:
     """`pid: command` of every other `strata build|verify|lock` on this host (they share build/ and the engine)."""
     found = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+        if not proc.name.isdigit():
             continue
         try:
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if strata_command(argv):
+        if strata_command(argv) and not _is_ours(int(proc.name)):
             found.append(f"{proc.name}: {' '.join(a for a in argv if a)[:120]}")
     return found
+
+
+class ConcurrentRunWatcher:
+    """Notes every other Strata run seen while the bench measures (they share 2 cores, the engine and build/)."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.seen: dict[str, None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(interval,), daemon=True)
+
+    def _watch(self, interval: float) -> None:
+        while not self._stop.is_set():
+            for run in other_strata_runs():
+                self.seen.setdefault(run, None)
+            self._stop.wait(interval)
+
+    def __enter__(self) -> ConcurrentRunWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def user_strata_home() -> Path:
@@ -549,6 +601,7 @@ class Results:
     whole_note: str = ""
     baseline: dict[str, BaselineNode] = field(default_factory=dict)
     baseline_total: float | None = None
+    concurrent: list[str] = field(default_factory=list)  # other Strata runs seen while measuring
     notes: list[str] = field(default_factory=list)
 
 
@@ -602,7 +655,20 @@ def cold_build(results: Results, home: Path) -> None:
             results.cold_steps[node.id] = summarize_steps(buildkit_steps(log.read_text(errors="replace")))
 
 
-def noop_build(results: Results, only: str | None, name: str, node_ids: Sequence[str]) -> StrataTimeline:
+def noop_build(
+    results: Results, only: str | None, name: str, expected: Sequence[PlanNode]
+) -> StrataTimeline | None:
+    """Time `strata build` on what the cold build just built; None (and a note) if the plan changed since."""
+    changed = plan_changes(
+        ((n.id, n.content_hash) for n in expected), ((n.id, n.content_hash) for n in plan_nodes(only))
+    )
+    if changed:
+        results.notes.append(
+            f"no-op ({name}) not measured: the plan changed since the cold build (new content hashes: "
+            f"{', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}; a commit or edit landed)"
+        )
+        return None
+    node_ids = [n.id for n in expected]
     print(f"bench: strata no-op rebuild ({name})", file=sys.stderr, flush=True)
     args = ["build", *(["--only", only] if only else [])]
     run = run_timed(
@@ -618,11 +684,10 @@ def noop_build(results: Results, only: str | None, name: str, node_ids: Sequence
     return timeline
 
 
-def baseline_builds(results: Results, home: Path, run_id: str) -> list[str]:
-    """Build every node with plain `docker build --no-cache`; return the tags created (to remove later)."""
+def baseline_builds(results: Results, home: Path, run_id: str, created: list[str]) -> None:
+    """Build every node with plain `docker build --no-cache`; the tags it makes go into `created` (removed later)."""
     rendered = rendered_nodes(results.only)
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    created: list[str] = []
     start = time.monotonic()
     for node in results.nodes:
         outcome = results.baseline.setdefault(node.id, BaselineNode())
@@ -683,12 +748,31 @@ def baseline_builds(results: Results, home: Path, run_id: str) -> list[str]:
             outcome.status, outcome.message = "failed", failure_line(run.text)
             print(f"bench: baseline {node.id} failed: {outcome.message}", file=sys.stderr, flush=True)
     results.baseline_total = time.monotonic() - start
-    return created
 
 
 def restore_images(results: Results, before: Mapping[str, str | None], interrupted: bool) -> None:
-    """Make sure every Strata image the user had before is in the engine again; say clearly if not."""
-    missing = [n for n in results.nodes if before.get(n.id) and image_id(n.cache_ref) is None]
+    """Make sure every Strata image the user had before is in the engine again; say clearly if not.
+
+    If the plan changed during the run (a commit landed), the current plan's images are what the user needs.
+    """
+    nodes = results.nodes
+    try:
+        current = plan_nodes(results.only)
+    except BenchError as exc:
+        print(f"bench: cannot check the Strata images against the current plan ({exc})", file=sys.stderr)
+        current = nodes
+    changed = plan_changes(((n.id, n.content_hash) for n in nodes), ((n.id, n.content_hash) for n in current))
+    if changed:
+        results.notes.append(
+            f"the plan changed during the run ({len(changed)} nodes have new content hashes): timings are for the "
+            "plan at the start; the images of the current plan were checked and rebuilt where missing"
+        )
+        nodes = current
+        before = {
+            n.id: (before.get(n.id) if n.id not in changed else ("changed" if before.get(n.id) else None))
+            for n in current
+        }
+    missing = [n for n in nodes if before.get(n.id) and image_id(n.cache_ref) is None]
     if missing and not interrupted:
         names = ", ".join(n.id for n in missing)
         print(
@@ -712,7 +796,7 @@ def restore_images(results: Results, before: Mapping[str, str | None], interrupt
             file=sys.stderr,
         )
     else:
-        had = [n for n in results.nodes if before.get(n.id)]
+        had = [n for n in nodes if before.get(n.id) and before[n.id] != "changed"]
         now = {n.id: image_id(n.cache_ref) for n in had}
         differ = [
             f"{n.id} {str(before[n.id])[7:19]} -> {str(now[n.id])[7:19]}"
@@ -724,7 +808,7 @@ def restore_images(results: Results, before: Mapping[str, str | None], interrupt
                 f"Strata images back in the engine; rebuilt with the same image ID: {len(had) - len(differ)}/{len(had)}"
                 + (f" (different: {', '.join(differ)})" if differ else "")
             )
-        fresh = [n.id for n in results.nodes if not before.get(n.id)]
+        fresh = [n.id for n in nodes if not before.get(n.id)]
         if fresh:
             results.notes.append(f"not in the engine before the run (now built): {', '.join(fresh)}")
 
@@ -777,6 +861,11 @@ def report(results: Results) -> str:
         ],
     ]
     out.append(format_table(["phase", "strata s", "baseline s", "ratio", "target"], rows))
+    if results.concurrent:
+        out.append(
+            f"WARNING: {len(results.concurrent)} other Strata run(s) shared the machine while measuring: "
+            + "; ".join(results.concurrent[:3])
+        )
     if results.whole_note:
         out.append(f"whole matrix: {results.whole_note}")
     if results.cold_failed:
@@ -854,6 +943,32 @@ def report(results: Results) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def measure(
+    results: Results,
+    home: Path,
+    others: Sequence[PlanNode],
+    others_missing: Sequence[str],
+    skip_baseline: bool,
+    stamp: str,
+    created: list[str],
+) -> None:
+    """Cold build, no-op rebuilds, baseline; baseline tags go into `created` as they are made."""
+    only, nodes = results.only, results.nodes
+    cold_build(results, home)
+    if results.cold_failed:
+        print(f"bench: strata cold build FAILED ({results.cold_failed})", file=sys.stderr, flush=True)
+    else:
+        results.noop = noop_build(results, only, only, nodes)
+        if not others:
+            results.whole_note = f"'{only}' is the whole matrix"
+        elif others_missing:
+            results.whole_note = f"not measured: not built locally: {', '.join(others_missing)}"
+        else:
+            results.noop_whole = noop_build(results, None, "whole matrix", [*nodes, *others])
+    if not skip_baseline:
+        baseline_builds(results, home, stamp.replace("-", ""), created)
+
+
 def run_bench(only: str, skip_baseline: bool) -> Results:
     if not Path(DOCKER).is_file():
         raise BenchError(f"{DOCKER} not found (the baseline needs the docker.io 20.10 CLI with BuildKit)")
@@ -900,20 +1015,11 @@ def run_bench(only: str, skip_baseline: bool) -> Results:
         started = time.monotonic()
         purge_strata(nodes, results)
         results.notes.append(f"purge took {time.monotonic() - started:.1f} s (not counted)")
-        cold_build(results, home)
-        if results.cold_failed:
-            print(f"bench: strata cold build FAILED ({results.cold_failed})", file=sys.stderr, flush=True)
-        else:
-            results.noop = noop_build(results, only, only, [n.id for n in nodes])
-            if not others:
-                results.whole_note = f"'{only}' is the whole matrix"
-            elif others_missing:
-                results.whole_note = f"not measured: not built locally: {', '.join(others_missing)}"
-            else:
-                all_ids = [*[n.id for n in nodes], *[n.id for n in others]]
-                results.noop_whole = noop_build(results, None, "whole matrix", all_ids)
-        if not skip_baseline:
-            created = baseline_builds(results, home, stamp.replace("-", ""))
+        with ConcurrentRunWatcher() as watcher:
+            try:
+                measure(results, home, others, others_missing, skip_baseline, stamp, created)
+            finally:
+                results.concurrent = list(watcher.seen)
     except KeyboardInterrupt:
         interrupted = True
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -198,3 +199,20 @@ def test_strata_timeline_starts_a_node_at_building_when_no_context_event() -> No
     ]
     times = bench.strata_timeline(lines, ["base-bookworm"], 22.5).nodes["base-bookworm"]
     assert (times.context_seconds, times.engine_seconds, times.canonicalize_seconds) == (0.0, 12.0, 8.0)
+
+
+def test_plan_changes_names_new_hashes_and_added_or_removed_nodes() -> None:
+    before = [("base", "h1"), ("tf", "h2"), ("gone", "h3")]
+    after = [("base", "h1"), ("tf", "h9"), ("new", "h4")]
+    assert bench.plan_changes(before, after) == ["gone", "new", "tf"]
+    assert bench.plan_changes(before, before) == []
+
+
+def test_processes_the_bench_started_are_not_other_runs() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert bench._is_ours(child.pid)
+        assert not bench._is_ours(1)
+    finally:
+        child.kill()
+        child.wait()
