@@ -90,9 +90,16 @@ def test_diffoscope_finds_no_difference_between_two_clean_builds(
         pytest.fail("diffoscope is not installed: scripts/setup-host.sh installs diffoscope-minimal")
     proc = run_strata("verify", "--only", "base-bullseye", "--keep", str(tmp_path), "--format", "json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    one, two = tmp_path / "base-bullseye" / "1", tmp_path / "base-bullseye" / "2"
-    assert (one / "index.json").is_file() and (two / "index.json").is_file()
-    result = subprocess.run(
-        ["diffoscope", "--no-progress", str(one), str(two)], capture_output=True, text=True
-    )
+    from builder.image_archive import pack_layout
+
+    # Compare the saved images (loadable archives), not the layout directories' host mtimes.
+    saved = []
+    for run in ("1", "2"):
+        layout = tmp_path / "base-bullseye" / run
+        assert (layout / "index.json").is_file()
+        archive = tmp_path / f"image-{run}.tar"
+        with open(archive, "wb") as out:
+            pack_layout(layout, out)
+        saved.append(str(archive))
+    result = subprocess.run(["diffoscope", "--no-progress", *saved], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:]
