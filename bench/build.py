@@ -521,15 +521,16 @@ def other_strata_runs() -> list[str]:
 class ConcurrentRunWatcher:
     """Notes every other Strata run seen while the bench measures (they share 2 cores, the engine and build/)."""
 
-    def __init__(self, interval: float = 5.0) -> None:
-        self.seen: dict[str, None] = {}
+    def __init__(self, phase: Callable[[], str], interval: float = 5.0) -> None:
+        self.phase = phase
+        self.seen: dict[str, str] = {}  # run → the bench phase it was first seen in
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, args=(interval,), daemon=True)
 
     def _watch(self, interval: float) -> None:
         while not self._stop.is_set():
             for run in other_strata_runs():
-                self.seen.setdefault(run, None)
+                self.seen.setdefault(run, self.phase())
             self._stop.wait(interval)
 
     def __enter__(self) -> ConcurrentRunWatcher:
@@ -602,6 +603,7 @@ class Results:
     baseline: dict[str, BaselineNode] = field(default_factory=dict)
     baseline_total: float | None = None
     concurrent: list[str] = field(default_factory=list)  # other Strata runs seen while measuring
+    phase: str = "setup"
     notes: list[str] = field(default_factory=list)
 
 
@@ -863,8 +865,8 @@ def report(results: Results) -> str:
     out.append(format_table(["phase", "strata s", "baseline s", "ratio", "target"], rows))
     if results.concurrent:
         out.append(
-            f"WARNING: {len(results.concurrent)} other Strata run(s) shared the machine while measuring: "
-            + "; ".join(results.concurrent[:3])
+            f"WARNING: {len(results.concurrent)} other Strata run(s) shared the machine (and maybe BuildKit steps) "
+            "while measuring: " + "; ".join(results.concurrent[:3])
         )
     if results.whole_note:
         out.append(f"whole matrix: {results.whole_note}")
@@ -954,10 +956,12 @@ def measure(
 ) -> None:
     """Cold build, no-op rebuilds, baseline; baseline tags go into `created` as they are made."""
     only, nodes = results.only, results.nodes
+    results.phase = "strata cold build"
     cold_build(results, home)
     if results.cold_failed:
         print(f"bench: strata cold build FAILED ({results.cold_failed})", file=sys.stderr, flush=True)
     else:
+        results.phase = "strata no-op"
         results.noop = noop_build(results, only, only, nodes)
         if not others:
             results.whole_note = f"'{only}' is the whole matrix"
@@ -966,6 +970,7 @@ def measure(
         else:
             results.noop_whole = noop_build(results, None, "whole matrix", [*nodes, *others])
     if not skip_baseline:
+        results.phase = "baseline"
         baseline_builds(results, home, stamp.replace("-", ""), created)
 
 
@@ -1015,11 +1020,11 @@ def run_bench(only: str, skip_baseline: bool) -> Results:
         started = time.monotonic()
         purge_strata(nodes, results)
         results.notes.append(f"purge took {time.monotonic() - started:.1f} s (not counted)")
-        with ConcurrentRunWatcher() as watcher:
+        with ConcurrentRunWatcher(lambda: results.phase) as watcher:
             try:
                 measure(results, home, others, others_missing, skip_baseline, stamp, created)
             finally:
-                results.concurrent = list(watcher.seen)
+                results.concurrent = [f"during {phase}: pid {run}" for run, phase in watcher.seen.items()]
     except KeyboardInterrupt:
         interrupted = True
         raise
