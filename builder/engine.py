@@ -110,11 +110,16 @@ def _build_cli(
         bufsize=1,
     )
     assert proc.stdout is not None
-    for line in proc.stdout:
-        log.write(line)
-        if on_line:
-            on_line(line.rstrip())
-    return proc.wait() == 0
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            if on_line:
+                on_line(line.rstrip())
+        return proc.wait() == 0
+    finally:
+        if proc.poll() is None:  # interrupted (Ctrl-C, an exception): never leave a docker build behind
+            proc.kill()
+            proc.wait()
 
 
 def _build_legacy(
