@@ -326,7 +326,7 @@ def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path) ->
         from builder.rootfs import build_rootfs
 
         assert node.lock is not None and node.lock.rootfs is not None
-        art = build_rootfs(rootfs_spec(node), cache, expected_sha256=node.lock.rootfs.sha256)  # type: ignore[arg-type]
+        art = build_rootfs(rootfs_spec(node), cache, expected_sha256=node.lock.rootfs.sha256)
         try:
             os.link(art.path, context / "rootfs.tar")
         except OSError:

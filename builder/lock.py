@@ -5,14 +5,18 @@ Layers resolve on top of their ancestors: a tools lock never repeats or contradi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import StrataError
 from builder.lockfile import DebPackage, Lock, PinnedRootfs, canonical_name
 from builder.pip_resolver import resolve_in_image
 from builder.plan import LayerNode, Plan
+
+if TYPE_CHECKING:
+    from builder.rootfs import RootfsSpec
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ def ancestors(plan: Plan, node: LayerNode) -> list[LayerNode]:
     return list(reversed(chain))
 
 
-def rootfs_spec(node: LayerNode) -> object:
+def rootfs_spec(node: LayerNode) -> RootfsSpec:
     from builder.rootfs import DEBIAN_SECURITY_MIRROR, RootfsSpec
 
     r = node.rootfs or {}
@@ -78,7 +82,7 @@ def lock_node(
     if node.rootfs is not None:
         from builder.rootfs import build_rootfs
 
-        art = build_rootfs(rootfs_spec(node), cache_dir)  # type: ignore[arg-type]
+        art = build_rootfs(rootfs_spec(node), cache_dir)
         return Lock(
             node=node.id,
             profile=profile,
@@ -113,7 +117,9 @@ def lock_node(
     return Lock(node=node.id, profile=profile, inputs=node.lock_inputs, wheels=tuple(own))
 
 
-def write_locks(plan: Plan, cache_dir: Path, refresh: bool = False, log: object = print) -> list[LockStatus]:
+def write_locks(
+    plan: Plan, cache_dir: Path, refresh: bool = False, log: Callable[[str], None] = print
+) -> list[LockStatus]:
     """Lock every stale or missing node in plan order; rewriting a fresh lock leaves the bytes unchanged."""
     from builder.plan import build_plan
 
@@ -129,7 +135,7 @@ def write_locks(plan: Plan, cache_dir: Path, refresh: bool = False, log: object 
         if current.lock is not None and current.lock.inputs == current.lock_inputs and not refresh:
             results.append(LockStatus(node.id, node.lock_path, "unchanged"))
             continue
-        log(f"locking {node.id} ...")  # type: ignore[operator]
+        log(f"locking {node.id} ...")
         if engine is None and current.rootfs is None:
             from builder.host import ensure_engine
 

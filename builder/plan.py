@@ -110,15 +110,8 @@ class Plan:
                 raise MatrixError(
                     f"--only '{pat}' matches no cell or node (cells: {', '.join(self.cell_ids())})"
                 )
-            for node_id in hit:
-                node = self.node(node_id)
-                if not fnmatch.fnmatchcase(node.id, pat):
-                    # Selected through its cell: take the whole chain of that cell.
-                    pass
-                wanted.add(node_id)
-        # When a cell matches, keep every node of that cell (not only the nodes named by id).
-        cells = {c for pat in patterns for c in self.cell_ids() if fnmatch.fnmatchcase(c, pat)}
-        wanted |= {n.id for n in self.nodes if set(n.cells) & cells}
+            # A node is kept when its id matches or one of its cells does (a cell's whole chain).
+            wanted.update(hit)
         closure = set(wanted)
         for node_id in wanted:
             parent = self.node(node_id).parent
