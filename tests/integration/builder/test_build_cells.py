@@ -113,6 +113,10 @@ def test_tampered_wheel_is_refused_with_a_clear_message(
     assert node.lock is not None
     wheel = node.lock.wheels[0]
     path = wheel_path(cache_dir(REPO), wheel)
+    # The node's image may have come from the engine or a registry without its wheels ever being fetched here.
+    fetched = strata("fetch", "--only", node.id)
+    assert fetched.returncode == 0, fetched.stderr
+    assert path.is_file(), f"strata fetch did not store {wheel.filename} at {path}"
     backup = path.with_suffix(".orig")
     shutil.copy2(path, backup)
     for ref in (node.cache_ref, *node.tags):
