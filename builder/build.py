@@ -287,6 +287,7 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
                 tag=node.cache_ref,
                 load=True,
                 client=client,
+                base_ref=None if options.keep_layouts else _parent_ref(session.plan, node),
             )
         finally:
             if not options.keep_layouts:
@@ -309,6 +310,12 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
             time.monotonic() - start,
             message=f"node {node.id}: {type(exc).__name__}: {exc}",
         )
+
+
+def _parent_ref(plan: Plan, node: LayerNode) -> str | None:
+    """The parent's canonical image in the engine: its layers need not be rewritten or loaded again."""
+    parents = [n for n in plan.nodes if n.id == node.parent]
+    return parents[0].cache_ref if parents else None
 
 
 def _tag_all(image: Any, node: LayerNode) -> None:

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,6 +136,9 @@ class CanonicalImage:
     config_digest: str
     layers: tuple[CanonicalLayer, ...]
     tag: str | None = None
+    # Layer blobs listed in the manifests but not written to the layout, because the place the image goes
+    # (the engine it was built on) already holds them: a partial layout, good for `docker load` only.
+    absent: tuple[str, ...] = ()
 
     @property
     def image_id(self) -> str:
@@ -344,12 +347,35 @@ def _prepare_layout(layout: Path) -> None:
     (layout / "blobs" / "sha256").mkdir(parents=True)
 
 
+def canonical_prefix(source: ImageSource, canonical_diff_ids: Sequence[str], policy: CanonicalPolicy) -> int:
+    """How many leading layers of `source` are already canonical: those equal to `canonical_diff_ids`.
+
+    Only uncompressed canonical layers qualify (their diff_id is their blob digest), and only a prefix: a
+    child image built FROM a canonical parent starts with exactly the parent's layers.
+    """
+    if policy.compression != "none":
+        return 0
+    count = 0
+    for ours, theirs in zip(source.diff_ids, canonical_diff_ids):
+        if ours != theirs:
+            break
+        count += 1
+    return count
+
+
 def canonicalize_source(
-    source: ImageSource, layout: Path, policy: CanonicalPolicy, tag: str | None = None
+    source: ImageSource,
+    layout: Path,
+    policy: CanonicalPolicy,
+    tag: str | None = None,
+    canonical_base: Sequence[str] = (),
 ) -> CanonicalImage:
     """Write `source` as a canonical image into the OCI layout directory `layout` (replaced if it exists).
 
     `tag` (e.g. `strata/tf:2.15-gpu`) becomes the OCI `ref.name` and the `docker load` RepoTag.
+    `canonical_base` lists the diff_ids of a canonical image `source` was built on (its parent) that the
+    destination engine already has: those leading layers are neither read nor written (`absent`), since
+    canonicalizing a canonical layer gives it back unchanged. The layout is then only good for `docker load`.
     """
     if len(source.layer_refs) != len(source.diff_ids):
         raise StrataError(
@@ -358,7 +384,16 @@ def canonicalize_source(
     _prepare_layout(layout)
     blobs = layout / "blobs" / "sha256"
     layers = []
+    absent = []
+    reused = canonical_prefix(source, canonical_base, policy)
     for index in range(len(source.layer_refs)):
+        if index < reused:
+            size, compressed = source.stored_layer_size(index)
+            if not compressed:
+                diff_id = source.diff_ids[index]
+                layers.append(CanonicalLayer(diff_id, diff_id, size, OCI_LAYER["none"]))
+                absent.append(diff_id)
+                continue
         partial = blobs / f".layer-{index}.partial"
         with source.open_layer(index) as tar, open(partial, "wb") as out:
             layer = canonicalize_layer(tar, out, policy)
@@ -397,6 +432,7 @@ def canonicalize_source(
         config_digest=config_digest,
         layers=tuple(layers),
         tag=tag,
+        absent=tuple(absent),
     )
 
 

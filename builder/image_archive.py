@@ -70,6 +70,24 @@ class ImageSource:
         """Digests of the uncompressed layers, as the config lists them."""
         return tuple(self.config.get("rootfs", {}).get("diff_ids", []))
 
+    def stored_layer_size(self, index: int) -> tuple[int, bool]:
+        """Size in bytes of layer `index` as stored here, and whether it is stored compressed (gzip or zstd)."""
+        ref = self.layer_refs[index]
+        with contextlib.ExitStack() as stack:
+            if self.root.is_dir():
+                raw: IO[bytes] = stack.enter_context(open(self.root / ref, "rb"))
+                size = (self.root / ref).stat().st_size
+            else:
+                outer = stack.enter_context(tarfile.open(self.root, "r:"))
+                member = _archive_member(outer, ref, self.label)
+                extracted = outer.extractfile(member)
+                if extracted is None:
+                    raise StrataError(f"{self.label}: layer {ref} is not a regular file in the archive")
+                raw = stack.enter_context(extracted)
+                size = member.size
+            magic = raw.read(4)
+        return size, magic.startswith((GZIP_MAGIC, ZSTD_MAGIC))
+
     @contextlib.contextmanager
     def open_layer(self, index: int) -> Iterator[tarfile.TarFile]:
         """Open layer `index` as an uncompressed tar that allows random access to its members."""
@@ -240,6 +258,7 @@ def pack_layout(layout: Path, out: IO[bytes]) -> None:
     """Write the OCI layout directory `layout` as one tar to `out`, byte-for-byte the same on every run.
 
     Docker 20.10's `docker load` reads the `manifest.json` inside; skopeo reads it as `oci-archive:`.
+    Blobs a partial layout leaves out (layers the engine already has) are simply not in the tar.
     """
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for file in sorted(p for p in layout.rglob("*")):

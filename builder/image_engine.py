@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +47,52 @@ def save_image(client: Any, ref: str, archive: Path) -> Path:
     return archive
 
 
+def _packed_chunks(layout: Path) -> Iterator[bytes]:
+    """`pack_layout(layout)` as a stream of chunks, packed on a thread: no temporary copy of the image on disk."""
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def pack() -> None:
+        try:
+            with open(write_fd, "wb", buffering=CHUNK) as pipe:
+                pack_layout(layout, pipe)
+        except BrokenPipeError:
+            pass  # the reader stopped early (the engine refused the upload); its error is the one to report
+        except BaseException as exc:  # noqa: BLE001 -- re-raised on the reading side
+            failure.append(exc)
+
+    packer = threading.Thread(target=pack, name="strata-pack", daemon=True)
+    packer.start()
+    with open(read_fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(CHUNK):
+            yield chunk
+    packer.join()
+    if failure:
+        raise failure[0]
+
+
 def load_layout(client: Any, image: CanonicalImage) -> str:
     """Load a canonical layout into the engine and return the image ID it got.
 
     The ID must equal the config digest; anything else means the engine rewrote the image, and is an error.
+    A partial layout (`image.absent`) loads only where the engine already holds the absent layers.
     """
-    with tempfile.TemporaryFile(prefix="strata-load-") as packed:
-        pack_layout(image.layout, packed)
-        packed.seek(0)
-        try:
-            loaded = client.images.load(packed)
-        except docker.errors.APIError as exc:
-            raise StrataError(f"{image.layout}: docker load refused it ({exc.explanation})") from None
+    try:
+        loaded = client.images.load(_packed_chunks(image.layout))
+    except docker.errors.APIError as exc:
+        if image.absent and "no such file" in str(exc.explanation):
+            raise MissingBaseLayers(
+                f"{image.layout}: the engine no longer has the parent layers this image builds on"
+            ) from None
+        raise StrataError(f"{image.layout}: docker load refused it ({exc.explanation})") from None
     ids = {item.id for item in loaded}
     if ids != {image.config_digest}:
         raise StrataError(f"{image.layout}: docker load gave {sorted(ids)}, expected {image.config_digest}")
     return image.config_digest
+
+
+class MissingBaseLayers(StrataError):
+    """A partial layout could not be loaded: the engine lost the layers it left out."""
 
 
 def canonicalize_image(
@@ -69,20 +102,39 @@ def canonicalize_image(
     tag: str | None = None,
     load: bool = False,
     client: Any | None = None,
+    base_ref: str | None = None,
 ) -> CanonicalImage:
     """Canonicalize the engine's image `ref` into the OCI layout `layout`; with `load`, load it back.
 
     With `load` and a `tag`, the engine then has `tag` pointing at the canonical image, whose ID is the
     config digest. Example: `canonicalize_image("strata/tf:2.15-gpu-build", Path("out/tf2.15-gpu"),
     CanonicalPolicy(epoch=1700000000), tag="strata/tf:2.15-gpu", load=True)`.
+
+    `base_ref` (with `load`) names the canonical image `ref` was built FROM: its layers are already in the
+    engine, so only the layers on top of it are rewritten and loaded, and the layout holds just those.
     """
     client = client or engine_client()
+    policy = policy or CanonicalPolicy()
+    base = _diff_ids(client, base_ref) if load and base_ref else ()
     with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
         archive = save_image(client, ref, Path(scratch) / "image.tar")
-        image = canonicalize_source(read_image(archive), layout, policy or CanonicalPolicy(), tag)
-    if load:
-        load_layout(client, image)
+        source = read_image(archive)
+        image = canonicalize_source(source, layout, policy, tag, canonical_base=base)
+        if load:
+            try:
+                load_layout(client, image)
+            except MissingBaseLayers:
+                image = canonicalize_source(source, layout, policy, tag)  # the parent went away: load it all
+                load_layout(client, image)
     return image
+
+
+def _diff_ids(client: Any, ref: str) -> tuple[str, ...]:
+    """The diff_ids of the engine's image `ref`, or none if it is gone (then nothing is reused)."""
+    try:
+        return tuple(client.images.get(ref).attrs.get("RootFS", {}).get("Layers") or ())
+    except docker.errors.ImageNotFound:
+        return ()
 
 
 def open_image(spec: str, scratch: Path, client: Any | None = None) -> ImageSource:

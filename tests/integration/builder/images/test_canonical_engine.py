@@ -121,3 +121,37 @@ def test_missing_engine_image_is_a_one_line_error(engine, tmp_path):
 
     with pytest.raises(StrataError, match="strata-no-such-image:1: not in the Docker engine"):
         canonicalize_image("strata-no-such-image:1", tmp_path / "x", client=engine)
+
+
+def test_a_child_of_a_canonical_parent_loads_only_its_own_layers_with_the_full_digest(
+    engine, base_image, namespace, tmp_path
+):
+    plain = CanonicalPolicy(epoch=EPOCH, compression="none")
+    parent = f"{namespace}:canonical-parent"
+    canonicalize_image(base_image, tmp_path / "parent", plain, tag=parent, load=True, client=engine)
+    context = tmp_path / "child-context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {parent}\nRUN echo child > /child\n")
+    child = f"{namespace}:child-build"
+    engine.images.build(path=str(context), tag=child, nocache=True, rm=True)
+
+    full = canonicalize_image(child, tmp_path / "full", plain, tag=f"{namespace}:child", client=engine)
+    partial = canonicalize_image(
+        child,
+        tmp_path / "partial",
+        plain,
+        tag=f"{namespace}:child",
+        load=True,
+        client=engine,
+        base_ref=parent,
+    )
+
+    parent_layers = tuple(engine.images.get(parent).attrs["RootFS"]["Layers"])
+    assert partial.absent == parent_layers and len(partial.layers) == len(parent_layers) + 1
+    assert not (tmp_path / "partial" / blob_path(parent_layers[0])).exists()
+    assert (partial.config_digest, partial.manifest_digest) == (full.config_digest, full.manifest_digest)
+    assert engine.images.get(f"{namespace}:child").id == full.config_digest
+    out = engine.containers.run(
+        f"{namespace}:child", ["/bin/sh", "-c", "read l < /child; echo $l"], remove=True
+    )
+    assert out == b"child\n"

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from builder.canonical import (
     CanonicalPolicy,
     canonical_config,
+    canonical_prefix,
     canonicalize_archive,
+    canonicalize_source,
     clamp_pyc_timestamp,
     plan_layer,
 )
@@ -325,3 +327,42 @@ def test_member_order_and_times_never_change_the_plan(paths, seed, mtimes, membe
     assert plan(members) == plan(shuffled)
     assert [name for name, _, _ in plan(shuffled)] == sorted(n for n, _, _ in plan(shuffled))
     assert all(mtime <= EPOCH for _, mtime, _ in plan(members))
+
+
+def test_layers_of_a_canonical_parent_are_reused_without_being_rewritten(docker_archive, member, tmp_path):
+    policy = CanonicalPolicy(epoch=EPOCH, compression="none")
+    saved = docker_archive(tree(member, 1_800_000_000), [member("app/run.sh", b"echo run\n", mode=0o755)])
+    full = canonicalize_archive(saved, tmp_path / "full", policy, tag="s/t:1")
+    parent_diff_ids = [full.layers[0].diff_id]
+
+    partial = canonicalize_source(
+        read_image(tmp_path / "full"), tmp_path / "partial", policy, "s/t:1", parent_diff_ids
+    )
+
+    assert (partial.config_digest, partial.manifest_digest, partial.layers) == (
+        full.config_digest,
+        full.manifest_digest,
+        full.layers,
+    )
+    assert partial.absent == (full.layers[0].digest,)
+    assert not (tmp_path / "partial" / blob_path(full.layers[0].digest)).exists()
+    assert (tmp_path / "partial" / blob_path(full.layers[1].digest)).read_bytes() == (
+        tmp_path / "full" / blob_path(full.layers[1].digest)
+    ).read_bytes()
+    assert json.loads((tmp_path / "partial" / "manifest.json").read_text()) == json.loads(
+        (tmp_path / "full" / "manifest.json").read_text()
+    )
+
+
+def test_only_a_matching_uncompressed_prefix_counts_as_canonical(docker_archive, member, tmp_path):
+    saved = docker_archive(tree(member, 1), [member("app/x", b"x")])
+    source = read_image(saved)
+    plain = CanonicalPolicy(compression="none")
+    assert canonical_prefix(source, source.diff_ids, plain) == 2
+    assert canonical_prefix(source, [source.diff_ids[0], "sha256:" + "0" * 64], plain) == 1
+    assert canonical_prefix(source, ["sha256:" + "0" * 64, source.diff_ids[1]], plain) == 0
+    assert canonical_prefix(source, [*source.diff_ids, "sha256:" + "1" * 64], plain) == 2
+    assert canonical_prefix(source, source.diff_ids, CanonicalPolicy(compression="gzip")) == 0
+    # A parent that is not canonical is rewritten in full: nothing is left out of the layout.
+    image = canonicalize_source(source, tmp_path / "out", plain, canonical_base=["sha256:" + "0" * 64])
+    assert image.absent == ()
