@@ -20,6 +20,7 @@ import docker.errors
 from builder.canonical import CanonicalImage, CanonicalPolicy, canonicalize_source
 from builder.errors import HostError, StrataError
 from builder.image_archive import ImageSource, pack_layout, read_image
+from builder.layer_store import store_image
 
 CHUNK = 1 << 20
 
@@ -117,8 +118,10 @@ def canonicalize_image(
     policy = policy or CanonicalPolicy()
     base = _diff_ids(client, base_ref) if load and base_ref else ()
     with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
-        archive = save_image(client, ref, Path(scratch) / "image.tar")
-        source = read_image(archive)
+        # A local overlay2 engine's layers are read from its storage; otherwise `docker save` them.
+        source = store_image(client, ref, Path(scratch)) or read_image(
+            save_image(client, ref, Path(scratch) / "image.tar")
+        )
         image = canonicalize_source(source, layout, policy, tag, canonical_base=base)
         if load:
             try:
