@@ -230,7 +230,12 @@ def register_build(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_matrix_args(p)
-    p.add_argument("--jobs", type=int, default=1, help="independent nodes to build at once (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="independent nodes (e.g. the chains of two TensorFlow versions) to build at once (default 2)",
+    )
     p.add_argument("--keep-going", action="store_true", help="after a failure, still build independent nodes")
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
     p.add_argument("--verbose", action="store_true", help="stream every build log line")

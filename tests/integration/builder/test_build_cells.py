@@ -145,6 +145,30 @@ def test_tampered_wheel_is_refused_with_a_clear_message(
     assert {o["node"]: o["status"] for o in json.loads(proc.stdout)}[node.id] == "built"
 
 
+def test_independent_nodes_rebuilt_in_parallel_give_the_same_images(
+    strata, engine: docker.DockerClient, cpu_cells_built: dict[str, str], default_plan: Plan
+) -> None:
+    nodes = [default_plan.node(f"user-example-tf{version}-cpu") for version in ("2.13.1", "2.10.1")]
+    before = {node.id: engine.images.get(node.cache_ref).id for node in nodes}
+    for node in nodes:
+        for ref in (node.cache_ref, *node.tags):
+            engine.images.remove(ref)
+    proc = strata(
+        "build",
+        "--only",
+        "user-example-*-cpu",
+        "--jobs",
+        "2",
+        "--format",
+        "json",
+        env={"STRATA_REGISTRY_CACHE": "off"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    statuses = {o["node"]: o["status"] for o in json.loads(proc.stdout)}
+    assert {node.id: statuses[node.id] for node in nodes} == {node.id: "built" for node in nodes}
+    assert {node.id: engine.images.get(node.cache_ref).id for node in nodes} == before
+
+
 def test_failing_run_step_names_node_and_log(strata, tmp_path: Path, cpu_cells_built: dict[str, str]) -> None:
     shutil.copy(REPO / "matrix.yaml", tmp_path / "matrix.yaml")
     shutil.copytree(REPO / "layers", tmp_path / "layers")
