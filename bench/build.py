@@ -3,6 +3,7 @@
     python bench/build.py                        # the cpu cells ('*-cpu'): cold, no-op, baseline
     python bench/build.py --only 'tf2.13.1-cpu'  # one cell's chain
     python bench/build.py --skip-baseline        # Strata only (cold + no-op)
+    python bench/build.py --jobs 1               # Strata building one node at a time, like the baseline
 
 Run from anywhere as root on a host set up for Strata (Docker engine, /usr/bin/docker 20.10 with BuildKit).
 It takes a while: the TensorFlow wheels are hundreds of MB and every image is built twice.
@@ -603,6 +604,7 @@ class Results:
     baseline: dict[str, BaselineNode] = field(default_factory=dict)
     baseline_total: float | None = None
     concurrent: list[str] = field(default_factory=list)  # other Strata runs seen while measuring
+    jobs: int | None = None  # `strata build --jobs` for the cold build; None: Strata's default
     phase: str = "setup"
     notes: list[str] = field(default_factory=list)
 
@@ -635,8 +637,10 @@ def check_no_containers(nodes: Sequence[PlanNode], before: Mapping[str, str | No
 
 def cold_build(results: Results, home: Path) -> None:
     print(f"bench: strata cold build of '{results.only}' (STRATA_HOME={home})", file=sys.stderr, flush=True)
+    jobs = ["--jobs", str(results.jobs)] if results.jobs else []
+    results.notes.append(f"strata cold build: {' '.join(['--only', results.only, *jobs]) or 'defaults'}")
     run = run_timed(
-        strata_argv("build", "--only", results.only),
+        strata_argv("build", "--only", results.only, *jobs),
         results.logs / "strata-cold.log",
         strata_env(home),
         echo=lambda line: bool(progress_event(line)) and not line.startswith(("│", "┃", "┏", "┡", "└")),
@@ -974,7 +978,7 @@ def measure(
         baseline_builds(results, home, stamp.replace("-", ""), created)
 
 
-def run_bench(only: str, skip_baseline: bool) -> Results:
+def run_bench(only: str, skip_baseline: bool, jobs: int | None = None) -> Results:
     if not Path(DOCKER).is_file():
         raise BenchError(f"{DOCKER} not found (the baseline needs the docker.io 20.10 CLI with BuildKit)")
     if not skip_baseline and not CA_BUNDLE.is_file():
@@ -992,7 +996,7 @@ def run_bench(only: str, skip_baseline: bool) -> Results:
             f"locks missing or stale for {', '.join(unlocked)}: run `python -m builder.cli lock`"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    results = Results(only=only, nodes=nodes, logs=REPO / "build" / "bench" / f"build-{stamp}")
+    results = Results(only=only, nodes=nodes, logs=REPO / "build" / "bench" / f"build-{stamp}", jobs=jobs)
     results.logs.mkdir(parents=True, exist_ok=True)
     results.notes.append(
         f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cpus)"
@@ -1052,9 +1056,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"cells or nodes to build, as for `strata build --only` (default '{DEFAULT_ONLY}')",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="measure only Strata (cold and no-op)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="pass --jobs N to Strata's cold build (default: Strata's own default)",
+    )
     args = parser.parse_args(argv)
     try:
-        results = run_bench(args.only, args.skip_baseline)
+        results = run_bench(args.only, args.skip_baseline, args.jobs)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
