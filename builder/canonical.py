@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from builder.errors import StrataError
-from builder.image_archive import ImageSource, blob_path, read_image, sha256_digest
+from builder.image_archive import LayeredImage, LayerReader, blob_path, read_image, sha256_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -290,7 +290,7 @@ def plan_layer(
     return planned, dropped
 
 
-def canonicalize_layer(layer: tarfile.TarFile, out: IO[bytes], policy: CanonicalPolicy) -> CanonicalLayer:
+def canonicalize_layer(layer: LayerReader, out: IO[bytes], policy: CanonicalPolicy) -> CanonicalLayer:
     """Write `layer` in canonical form to `out` (compressed per `policy`) and return its digests."""
     planned, dropped = plan_layer(layer.getmembers(), policy)
     compressed = _DigestWriter(out)
@@ -347,7 +347,7 @@ def _prepare_layout(layout: Path) -> None:
     (layout / "blobs" / "sha256").mkdir(parents=True)
 
 
-def canonical_prefix(source: ImageSource, canonical_diff_ids: Sequence[str], policy: CanonicalPolicy) -> int:
+def canonical_prefix(source: LayeredImage, canonical_diff_ids: Sequence[str], policy: CanonicalPolicy) -> int:
     """How many leading layers of `source` are already canonical: those equal to `canonical_diff_ids`.
 
     Only uncompressed canonical layers qualify (their diff_id is their blob digest), and only a prefix: a
@@ -364,7 +364,7 @@ def canonical_prefix(source: ImageSource, canonical_diff_ids: Sequence[str], pol
 
 
 def canonicalize_source(
-    source: ImageSource,
+    source: LayeredImage,
     layout: Path,
     policy: CanonicalPolicy,
     tag: str | None = None,

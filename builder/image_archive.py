@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from builder.errors import StrataError
 
@@ -38,6 +38,34 @@ def blob_path(digest: str) -> str:
     """Path of a blob inside an OCI layout: `sha256:ab..` -> `blobs/sha256/ab..`."""
     algorithm, _, hexpart = digest.partition(":")
     return f"blobs/{algorithm}/{hexpart}"
+
+
+class LayerReader(Protocol):
+    """What canonicalizing needs of one layer: its members, and the data of the regular ones."""
+
+    def getmembers(self) -> list[tarfile.TarInfo]: ...
+
+    def extractfile(self, member: tarfile.TarInfo) -> IO[bytes] | None: ...
+
+
+class LayeredImage(Protocol):
+    """An image to canonicalize: an `ImageSource` read from a file, or one read from an engine's storage."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def layer_refs(self) -> tuple[str, ...]: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    @property
+    def diff_ids(self) -> tuple[str, ...]: ...
+
+    def stored_layer_size(self, index: int) -> tuple[int, bool]: ...
+
+    def open_layer(self, index: int) -> contextlib.AbstractContextManager[LayerReader]: ...
 
 
 @dataclass(frozen=True)

@@ -119,9 +119,7 @@ def canonicalize_image(
     base = _diff_ids(client, base_ref) if load and base_ref else ()
     with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
         # A local overlay2 engine's layers are read from its storage; otherwise `docker save` them.
-        source = store_image(client, ref, Path(scratch)) or read_image(
-            save_image(client, ref, Path(scratch) / "image.tar")
-        )
+        source = store_image(client, ref) or read_image(save_image(client, ref, Path(scratch) / "image.tar"))
         image = canonicalize_source(source, layout, policy, tag, canonical_base=base)
         if load:
             try:

@@ -17,18 +17,17 @@ import base64
 import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
 import stat
 import tarfile
-import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from builder.errors import StrataError
-from builder.image_archive import ImageSource
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -75,61 +74,88 @@ def _xattr_pax(path: str) -> dict[str, str]:
     return headers
 
 
+@dataclass
+class DiffDirLayer:
+    """An overlay2 diff directory seen as the layer tar the daemon would write for it (see `write_diff_tar`).
+
+    Members are built from `lstat`; regular files' data is read from the directory when asked for, so a
+    layer is never copied into a temporary tar before canonicalizing.
+    """
+
+    diff_dir: Path
+    members: list[tarfile.TarInfo] = field(default_factory=list)
+    paths: dict[str, str] = field(default_factory=dict)  # member name -> file holding its data
+
+    def __post_init__(self) -> None:
+        first_name: dict[tuple[int, int], str] = {}
+        for directory, subdirs, files in os.walk(self.diff_dir):
+            subdirs.sort()
+            for name in sorted(files) + subdirs:
+                path = os.path.join(directory, name)
+                for info in self._entries(path, os.path.relpath(path, self.diff_dir), first_name):
+                    self.members.append(info)
+
+    def _entries(
+        self, path: str, relative: str, first_name: dict[tuple[int, int], str]
+    ) -> list[tarfile.TarInfo]:
+        st = os.lstat(path)
+        info = tarfile.TarInfo(relative)
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.mtime = int(st.st_mtime)
+        info.pax_headers = _xattr_pax(path)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # an overlay whiteout
+            info.name = os.path.join(os.path.dirname(relative), WHITEOUT_PREFIX + os.path.basename(relative))
+            info.mode, info.type, info.pax_headers = 0o600, tarfile.REGTYPE, {}
+        elif stat.S_ISDIR(st.st_mode):
+            info.type = tarfile.DIRTYPE
+            if _is_opaque(path):
+                marker = tarfile.TarInfo(os.path.join(relative, OPAQUE_MARKER))
+                marker.mode, marker.uid, marker.gid, marker.mtime = info.mode & 0o777, info.uid, info.gid, 0
+                return [info, marker]
+        elif stat.S_ISLNK(st.st_mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            inode = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and inode in first_name:
+                info.type, info.linkname = tarfile.LNKTYPE, first_name[inode]
+            else:
+                first_name.setdefault(inode, relative)
+                info.size = st.st_size
+                self.paths[relative] = path
+        elif stat.S_ISFIFO(st.st_mode):
+            info.type = tarfile.FIFOTYPE
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        else:
+            return []  # sockets: the daemon's tar writer skips them too
+        return [info]
+
+    def getmembers(self) -> list[tarfile.TarInfo]:
+        return list(self.members)
+
+    def extractfile(self, member: tarfile.TarInfo) -> IO[bytes] | None:
+        path = self.paths.get(member.name)
+        if path is None:
+            return io.BytesIO(b"") if member.isreg() and member.size == 0 else None  # whiteouts, opaque markers
+        return open(path, "rb")  # noqa: SIM115 -- the caller closes it
+
+
 def write_diff_tar(diff_dir: Path, out: IO[bytes]) -> None:
     """Write the overlay2 diff directory `diff_dir` to `out` as the layer tar the daemon would produce.
 
     Example: `write_diff_tar(Path("/var/lib/docker/overlay2/<cache-id>/diff"), open("layer.tar", "wb"))`.
     """
-    first_name: dict[tuple[int, int], str] = {}
+    layer = DiffDirLayer(diff_dir)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for directory, subdirs, files in os.walk(diff_dir):
-            subdirs.sort()
-            for name in sorted(files) + subdirs:
-                path = os.path.join(directory, name)
-                relative = os.path.relpath(path, diff_dir)
-                st = os.lstat(path)
-                info = tarfile.TarInfo(relative)
-                info.mode = stat.S_IMODE(st.st_mode)
-                info.uid, info.gid = st.st_uid, st.st_gid
-                info.mtime = int(st.st_mtime)
-                info.pax_headers = _xattr_pax(path)
-                data: IO[bytes] | None = None
-                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # an overlay whiteout
-                    info.name = os.path.join(os.path.dirname(relative), WHITEOUT_PREFIX + name)
-                    info.mode, info.type, info.pax_headers = 0o600, tarfile.REGTYPE, {}
-                elif stat.S_ISDIR(st.st_mode):
-                    info.type = tarfile.DIRTYPE
-                elif stat.S_ISLNK(st.st_mode):
-                    info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-                elif stat.S_ISREG(st.st_mode):
-                    inode = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and inode in first_name:
-                        info.type, info.linkname = tarfile.LNKTYPE, first_name[inode]
-                    else:
-                        first_name.setdefault(inode, relative)
-                        info.size = st.st_size
-                        data = open(path, "rb")  # noqa: SIM115 -- closed right after addfile
-                elif stat.S_ISFIFO(st.st_mode):
-                    info.type = tarfile.FIFOTYPE
-                elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                    info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-                    info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-                else:
-                    continue  # sockets: the daemon's tar writer skips them too
-                try:
-                    tar.addfile(info, data)
-                finally:
-                    if data is not None:
-                        data.close()
-                if info.isdir() and _is_opaque(path):
-                    marker = tarfile.TarInfo(os.path.join(relative, OPAQUE_MARKER))
-                    marker.mode, marker.uid, marker.gid, marker.mtime = (
-                        info.mode & 0o777,
-                        info.uid,
-                        info.gid,
-                        0,
-                    )
-                    tar.addfile(marker)
+        for info in layer.getmembers():
+            data = layer.extractfile(info)
+            try:
+                tar.addfile(info, data)
+            finally:
+                if data is not None:
+                    data.close()
 
 
 def _is_opaque(path: str) -> bool:
@@ -140,10 +166,25 @@ def _is_opaque(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class StoreImage(ImageSource):
-    """An engine image read from its overlay2 storage: `root` is the DockerRootDir, `layer_refs` chain IDs."""
+class StoreImage:
+    """An engine image read from its overlay2 storage: `root` is the DockerRootDir, `layer_refs` chain IDs.
 
-    scratch: Path = Path(tempfile.gettempdir())
+    It offers what canonicalizing needs (`builder.image_archive.LayeredImage`), like an `ImageSource` does.
+    """
+
+    label: str
+    root: Path
+    config_bytes: bytes
+    layer_refs: tuple[str, ...]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.config_bytes)
+        return parsed
+
+    @property
+    def diff_ids(self) -> tuple[str, ...]:
+        return tuple(self.config.get("rootfs", {}).get("diff_ids", []))
 
     def _layer_dir(self, chain_id: str) -> Path:
         return self.root / "image" / "overlay2" / "layerdb" / "sha256" / chain_id.removeprefix("sha256:")
@@ -158,20 +199,17 @@ class StoreImage(ImageSource):
             return tar_split_size(split), False
 
     @contextlib.contextmanager
-    def open_layer(self, index: int) -> Iterator[tarfile.TarFile]:
-        with tempfile.TemporaryFile(prefix="strata-layer-", dir=self.scratch) as spool:
-            try:
-                write_diff_tar(self.diff_dir(index), spool)
-            except OSError as exc:
-                raise StrataError(
-                    f"{self.label}: layer {index} could not be read from the engine ({exc})"
-                ) from None
-            spool.seek(0)
-            with tarfile.open(fileobj=spool, mode="r:") as layer:
-                yield layer
+    def open_layer(self, index: int) -> Iterator[DiffDirLayer]:
+        try:
+            layer = DiffDirLayer(self.diff_dir(index))
+        except OSError as exc:
+            raise StrataError(
+                f"{self.label}: layer {index} could not be read from the engine ({exc})"
+            ) from None
+        yield layer
 
 
-def store_image(client: Any, ref: str, scratch: Path) -> StoreImage | None:
+def store_image(client: Any, ref: str) -> StoreImage | None:
     """The engine's image `ref` read from its local overlay2 storage, or None where that is not possible."""
     if os.environ.get(STORE_ENV) == "save":
         return None
@@ -199,7 +237,6 @@ def store_image(client: Any, ref: str, scratch: Path) -> StoreImage | None:
         root=root,
         config_bytes=config_bytes,
         layer_refs=tuple(chain_ids(diff_ids)),
-        scratch=scratch,
     )
     if not all(image._layer_dir(chain).is_dir() for chain in image.layer_refs):
         return None
