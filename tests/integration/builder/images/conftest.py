@@ -55,11 +55,15 @@ def namespace(engine: Any) -> Iterator[str]:
     """A unique repository name; every image tagged under it is removed afterwards."""
     name = f"strata-canon-test-{uuid.uuid4().hex[:8]}"
     yield name
-    for image in engine.images.list(name=name):
-        try:
-            engine.images.remove(image.id, force=True)
-        except docker.errors.APIError:
-            pass  # already removed through another of its tags
+    for _ in range(5):  # a parent with child images can only go once its children have gone
+        left = engine.images.list(name=name)
+        for image in left:
+            try:
+                engine.images.remove(image.id, force=True)
+            except docker.errors.APIError:
+                pass  # removed through another of its tags, or still has children
+        if not left:
+            break
     engine.images.prune(filters={"dangling": True})
 
 
