@@ -98,6 +98,21 @@ class BuildSession:
     server: Any
     cache: Path
     work: Path
+    # Removing a raw build image deletes gigabytes of files: done here, off the path of the next build.
+    janitor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-rmi")
+    )
+
+    def discard_later(self, ref: str) -> None:
+        """Remove the engine image `ref` in the background; the session waits for it before it ends."""
+
+        def remove() -> None:
+            try:
+                self.client.images.remove(ref, noprune=False)
+            except docker.errors.APIError:
+                pass  # already gone, or still used by a container: nothing a build depends on
+
+        self.janitor.submit(remove)
 
     def engine_build(
         self,
@@ -178,7 +193,11 @@ def build_session(
             link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
     try:
         with WheelServer(wheel_root) as server:
-            yield BuildSession(plan, client, choice, server, cache, work)
+            session = BuildSession(plan, client, choice, server, cache, work)
+            try:
+                yield session
+            finally:
+                session.janitor.shutdown(wait=True)
     finally:
         shutil.rmtree(wheel_root, ignore_errors=True)
 
@@ -292,10 +311,7 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
         finally:
             if not options.keep_layouts:
                 shutil.rmtree(layout_dir, ignore_errors=True)
-        try:
-            client.images.remove(build_tag, noprune=False)
-        except docker.errors.APIError:
-            pass
+        session.discard_later(build_tag)
         loaded = client.images.get(image.config_digest)
         _tag_all(loaded, node)
         return NodeOutcome(

@@ -138,7 +138,9 @@ class DiffDirLayer:
     def extractfile(self, member: tarfile.TarInfo) -> IO[bytes] | None:
         path = self.paths.get(member.name)
         if path is None:
-            return io.BytesIO(b"") if member.isreg() and member.size == 0 else None  # whiteouts, opaque markers
+            return (
+                io.BytesIO(b"") if member.isreg() and member.size == 0 else None
+            )  # whiteouts, opaque markers
         return open(path, "rb")  # noqa: SIM115 -- the caller closes it
 
 
