@@ -98,21 +98,22 @@ class ImageSource:
         """Digests of the uncompressed layers, as the config lists them."""
         return tuple(self.config.get("rootfs", {}).get("diff_ids", []))
 
+    def _open_stored(self, index: int, stack: contextlib.ExitStack) -> tuple[IO[bytes], int]:
+        """Layer `index`'s blob as stored (maybe compressed), and its size in bytes."""
+        ref = self.layer_refs[index]
+        if self.root.is_dir():
+            return stack.enter_context(open(self.root / ref, "rb")), (self.root / ref).stat().st_size
+        outer = stack.enter_context(tarfile.open(self.root, "r:"))
+        member = _archive_member(outer, ref, self.label)
+        extracted = outer.extractfile(member)
+        if extracted is None:
+            raise StrataError(f"{self.label}: layer {ref} is not a regular file in the archive")
+        return stack.enter_context(extracted), member.size
+
     def stored_layer_size(self, index: int) -> tuple[int, bool]:
         """Size in bytes of layer `index` as stored here, and whether it is stored compressed (gzip or zstd)."""
-        ref = self.layer_refs[index]
         with contextlib.ExitStack() as stack:
-            if self.root.is_dir():
-                raw: IO[bytes] = stack.enter_context(open(self.root / ref, "rb"))
-                size = (self.root / ref).stat().st_size
-            else:
-                outer = stack.enter_context(tarfile.open(self.root, "r:"))
-                member = _archive_member(outer, ref, self.label)
-                extracted = outer.extractfile(member)
-                if extracted is None:
-                    raise StrataError(f"{self.label}: layer {ref} is not a regular file in the archive")
-                raw = stack.enter_context(extracted)
-                size = member.size
+            raw, size = self._open_stored(index, stack)
             magic = raw.read(4)
         return size, magic.startswith((GZIP_MAGIC, ZSTD_MAGIC))
 
@@ -121,15 +122,7 @@ class ImageSource:
         """Open layer `index` as an uncompressed tar that allows random access to its members."""
         ref = self.layer_refs[index]
         with contextlib.ExitStack() as stack:
-            if self.root.is_dir():
-                raw: IO[bytes] = stack.enter_context(open(self.root / ref, "rb"))
-            else:
-                outer = stack.enter_context(tarfile.open(self.root, "r:"))
-                member = _archive_member(outer, ref, self.label)
-                extracted = outer.extractfile(member)
-                if extracted is None:
-                    raise StrataError(f"{self.label}: layer {ref} is not a regular file in the archive")
-                raw = stack.enter_context(extracted)
+            raw, _ = self._open_stored(index, stack)
             magic = raw.read(4)
             raw.seek(0)
             if magic.startswith(ZSTD_MAGIC):
