@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import ssl
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -93,7 +94,8 @@ def fetch_wheels(
             )
     total = 0
     if todo:
-        verify = os.environ.get("SSL_CERT_FILE") or (CA_BUNDLE if os.path.exists(CA_BUNDLE) else True)
+        cafile = os.environ.get("SSL_CERT_FILE") or (CA_BUNDLE if os.path.exists(CA_BUNDLE) else None)
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else True
         with httpx.Client(
             verify=verify, timeout=httpx.Timeout(60.0, connect=20.0), follow_redirects=True
         ) as client:
