@@ -76,7 +76,7 @@ def _xattr_pax(path: str) -> dict[str, str]:
 
 @dataclass
 class DiffDirLayer:
-    """An overlay2 diff directory seen as the layer tar the daemon would write for it (see `write_diff_tar`).
+    """An overlay2 diff directory seen as the layer tar the daemon would write for it.
 
     Members are built from `lstat`; regular files' data is read from the directory when asked for, so a
     layer is never copied into a temporary tar before canonicalizing.
@@ -142,22 +142,6 @@ class DiffDirLayer:
                 io.BytesIO(b"") if member.isreg() and member.size == 0 else None
             )  # whiteouts, opaque markers
         return open(path, "rb")  # noqa: SIM115 -- the caller closes it
-
-
-def write_diff_tar(diff_dir: Path, out: IO[bytes]) -> None:
-    """Write the overlay2 diff directory `diff_dir` to `out` as the layer tar the daemon would produce.
-
-    Example: `write_diff_tar(Path("/var/lib/docker/overlay2/<cache-id>/diff"), open("layer.tar", "wb"))`.
-    """
-    layer = DiffDirLayer(diff_dir)
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for info in layer.getmembers():
-            data = layer.extractfile(info)
-            try:
-                tar.addfile(info, data)
-            finally:
-                if data is not None:
-                    data.close()
 
 
 def _is_opaque(path: str) -> bool:

@@ -7,12 +7,11 @@ import gzip
 import io
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from builder.layer_store import chain_ids, tar_split_size, write_diff_tar
+from builder.layer_store import DiffDirLayer, chain_ids, tar_split_size
 
 BASE_LAYER = "sha256:76cde0599a9d97abdf8d1f108963bf179335be6995f981be3107149e25903066"
 SECOND_LAYER = "sha256:fa2d3f4aa7cd49f75cfe753fccfdfbb0f25d1e7e9efd36946de79c07fdc1bc3f"
@@ -51,11 +50,7 @@ def test_diff_dir_tar_converts_overlay_whiteouts_and_opaque_dirs(tmp_path: Path)
     (diff / "data").write_text("d")
     os.link(diff / "data", diff / "alias")
     (diff / "link").symlink_to("data")
-    out = io.BytesIO()
-    write_diff_tar(diff, out)
-    out.seek(0)
-    with tarfile.open(fileobj=out) as tar:
-        members = {m.name: m for m in tar.getmembers()}
+    members = {m.name: m for m in DiffDirLayer(diff).getmembers()}
     assert set(members) == {
         "opaque",
         "opaque/.wh..wh..opq",
