@@ -163,6 +163,13 @@ for f in passwd group shadow gshadow subuid subgid; do rm -f "$root/etc/$f-"; do
 if [ -f "$root/etc/shadow" ]; then sed -E -i 's/^([^:]*:[^:]*:)[0-9]+:/\\1{days}:/' "$root/etc/shadow"; fi
 find "$root/usr" "$root/etc" -name '*.pyc' -type f -delete
 find "$root/usr" "$root/etc" -depth -type d -name __pycache__ -empty -delete
+# apt (run on the host) hands its partial/ dirs to the host's _apt only when _apt can reach them, which
+# depends on the path the build runs under (a 0700 mktemp parent stops it): give them the owner apt gives
+# when its sandbox works, whatever the path. The locked root filesystems were made that way.
+apt_uid=$(id -u _apt 2>/dev/null || true)
+for d in "$root/var/lib/apt/lists/partial" "$root/var/cache/apt/archives/partial"; do
+  if [ -n "$apt_uid" ] && [ -d "$d" ]; then chown "$apt_uid:0" "$d"; fi
+done
 """
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -151,7 +153,7 @@ def test_customize_script_on_a_fake_root(tmp_path: Path) -> None:
     for directory in (
         "etc/apt/sources.list.d",
         "var/lib/apt/lists/partial",
-        "var/cache/apt/archives",
+        "var/cache/apt/archives/partial",
         "var/log/apt",
         "var/cache/ldconfig",
         "usr/lib/python3/__pycache__",
@@ -189,6 +191,10 @@ def test_customize_script_on_a_fake_root(tmp_path: Path) -> None:
     assert (root / "etc/hostname").read_text() == ""
     assert (root / "etc/resolv.conf").read_text() == ""
     assert (root / "var/lib/apt/lists/partial").is_dir()
+    if os.geteuid() == 0:  # chown needs root, as mmdebstrap's root mode has
+        apt_uid = pwd.getpwnam("_apt").pw_uid  # the host's: apt runs on the host and chowns to its own _apt
+        for partial in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+            assert ((root / partial).stat().st_uid, (root / partial).stat().st_gid) == (apt_uid, 0), partial
     leftovers = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert leftovers == [
         "etc/apt/sources.list",
