@@ -7,13 +7,15 @@ engine is not rebuilt; a failed node skips its descendants and, with keep_going,
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +59,6 @@ class BuildOptions:
     jobs: int = 1
     keep_going: bool = False
     force: bool = False  # ignore images already in the engine (used by verify)
-    keep_layouts: bool = False
     on_event: Callable[[str, str], None] = field(default=lambda node, msg: None)
 
 
@@ -102,6 +103,22 @@ class BuildSession:
     janitor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-rmi")
     )
+    # Canonicalizing holds the GIL for seconds per GB: each node's runs in a worker process of its own.
+    canonicalizers: ProcessPoolExecutor | None = None
+
+    def canonicalize(self, build_tag: str, node: LayerNode) -> str:
+        """Load the canonical form of the raw image `build_tag` as `node.cache_ref`; returns its image ID."""
+        from builder.image_engine import load_canonical_in_worker
+
+        args = (build_tag, canonical_policy(self.plan), node.cache_ref, _parent_ref(self.plan, node))
+        if self.canonicalizers is None:
+            return load_canonical_in_worker(*args).config_digest
+        try:
+            return self.canonicalizers.submit(load_canonical_in_worker, *args).result().config_digest
+        except BrokenProcessPool:
+            raise StrataError(
+                f"node {node.id}: the canonicalizing worker process died (out of memory?)"
+            ) from None
 
     def discard_later(self, ref: str) -> None:
         """Remove the engine image `ref` in the background; the session waits for it before it ends."""
@@ -181,6 +198,7 @@ def build_session(
     (work / "wheelhouse").mkdir(parents=True, exist_ok=True)
     wheel_root = Path(tempfile.mkdtemp(prefix="session-", dir=work / "wheelhouse"))
     # Fetch once for the whole run: each wheel is downloaded at most once and verified before any build.
+    # (Fetching while the base nodes build was measured slower: on two cores both are CPU-bound.)
     wheels = [w for n in nodes if n.lock for w in n.lock.wheels]
     if wheels:
         result = fetch_wheels(cache, wheels, repair=False, progress=_FetchMeter(on_event))
@@ -231,9 +249,27 @@ def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions)
         if registry not in (None, False):
             registry.close()
     if todo:
-        with build_session(plan, client, todo, options.on_event) as session:
-            _run_dag(session, todo, options, outcomes)
+        # The worker processes start first: their start-up overlaps the wheel fetch.
+        with _canonicalizer_pool(options.jobs) as pool:
+            with build_session(plan, client, todo, options.on_event) as session:
+                session.canonicalizers = pool
+                _run_dag(session, todo, options, outcomes)
     return [outcomes[n.id] for n in plan.nodes]
+
+
+@contextmanager
+def _canonicalizer_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes for canonicalizing, started at once so their start-up overlaps other work."""
+    from builder.image_engine import warm_up
+
+    # spawn: forking a process that runs threads (server, janitor, progress) could copy a held lock.
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for _ in range(max(1, workers)):
+            pool.submit(warm_up)
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _open_cache_registry(plan: Plan) -> Any:
@@ -288,8 +324,6 @@ def canonical_policy(plan: Plan) -> Any:
 
 
 def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) -> NodeOutcome:
-    from builder.image_engine import canonicalize_image
-
     start = time.monotonic()
     client = session.client
     try:
@@ -297,22 +331,10 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
         options.on_event(node.id, "building")
         session.engine_build(node, build_tag, on_line=lambda line: options.on_event(node.id, line))
         options.on_event(node.id, "canonicalizing")
-        layout_dir = Path(tempfile.mkdtemp(prefix=f"strata-{node.id}-", dir=session.work))
-        try:
-            image = canonicalize_image(
-                build_tag,
-                layout_dir / "image",
-                canonical_policy(session.plan),
-                tag=node.cache_ref,
-                load=True,
-                client=client,
-                base_ref=None if options.keep_layouts else _parent_ref(session.plan, node),
-            )
-        finally:
-            if not options.keep_layouts:
-                shutil.rmtree(layout_dir, ignore_errors=True)
+        # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
+        image_id = session.canonicalize(build_tag, node)
         session.discard_later(build_tag)
-        loaded = client.images.get(image.config_digest)
+        loaded = client.images.get(image_id)
         _tag_all(loaded, node)
         return NodeOutcome(
             node.id, "built", time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id

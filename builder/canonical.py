@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,6 +88,9 @@ HISTORY_KEYS = {"created_by", "comment", "empty_layer", "author"}
 XATTR_PAX_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.")
 WHITEOUT_PREFIX = ".wh."
 PYC_HEADER_SIZE = 16
+# How member names become bytes in every tar Strata writes (tarfile's defaults on Linux, pinned).
+TAR_ENCODING = "utf-8"
+TAR_ERRORS = "surrogateescape"
 
 
 @dataclass(frozen=True)
@@ -290,9 +293,34 @@ def plan_layer(
     return planned, dropped
 
 
+def planned_tar_size(planned: Sequence[_PlannedMember]) -> int:
+    """Bytes `canonicalize_layer` writes for `planned` uncompressed: known before any file is read.
+
+    A streamed archive needs a layer's size in its tar header before the layer's first byte.
+    """
+    size = 0
+    for item in planned:
+        size += len(item.info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS))
+        if item.data_from is not None:
+            size += -(-item.info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    size += 2 * tarfile.BLOCKSIZE  # end-of-archive marker
+    return -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+
+
 def canonicalize_layer(layer: LayerReader, out: IO[bytes], policy: CanonicalPolicy) -> CanonicalLayer:
     """Write `layer` in canonical form to `out` (compressed per `policy`) and return its digests."""
     planned, dropped = plan_layer(layer.getmembers(), policy)
+    return write_planned_layer(planned, dropped, layer, out, policy)
+
+
+def write_planned_layer(
+    planned: Sequence[_PlannedMember],
+    dropped: Sequence[str],
+    layer: LayerReader,
+    out: IO[bytes],
+    policy: CanonicalPolicy,
+) -> CanonicalLayer:
+    """Write what `plan_layer` decided, reading file data from `layer`, to `out`; return the layer's digests."""
     compressed = _DigestWriter(out)
     gzip_stream = None
     if policy.compression == "gzip":
@@ -303,7 +331,9 @@ def canonicalize_layer(layer: LayerReader, out: IO[bytes], policy: CanonicalPoli
         uncompressed = _DigestWriter(gzip_stream)
     else:
         uncompressed = _DigestWriter(compressed)
-    with tarfile.open(fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+    with tarfile.open(  # type: ignore[call-overload]
+        fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT, encoding=TAR_ENCODING, errors=TAR_ERRORS
+    ) as tar:
         for item in planned:
             if item.data_from is None:
                 tar.addfile(item.info)
@@ -363,6 +393,39 @@ def canonical_prefix(source: LayeredImage, canonical_diff_ids: Sequence[str], po
     return count
 
 
+def _check_layer_count(source: LayeredImage) -> None:
+    if len(source.layer_refs) != len(source.diff_ids):
+        raise StrataError(
+            f"{source.label}: config lists {len(source.diff_ids)} layers but the archive has {len(source.layer_refs)}"
+        )
+
+
+def _canonical_layers(
+    source: LayeredImage,
+    policy: CanonicalPolicy,
+    canonical_base: Sequence[str],
+    write_layer: Callable[[int, LayerReader], CanonicalLayer],
+) -> tuple[list[CanonicalLayer], list[str]]:
+    """Every layer of `source` in canonical form: (layers, diff_ids left absent because the base has them).
+
+    `write_layer(index, reader)` writes one rewritten layer wherever the caller keeps blobs.
+    """
+    layers: list[CanonicalLayer] = []
+    absent: list[str] = []
+    reused = canonical_prefix(source, canonical_base, policy)
+    for index in range(len(source.layer_refs)):
+        if index < reused:
+            size, compressed = source.stored_layer_size(index)
+            if not compressed:
+                diff_id = source.diff_ids[index]
+                layers.append(CanonicalLayer(diff_id, diff_id, size, OCI_LAYER["none"]))
+                absent.append(diff_id)
+                continue
+        with source.open_layer(index) as reader:
+            layers.append(write_layer(index, reader))
+    return layers, absent
+
+
 def canonicalize_source(
     source: LayeredImage,
     layout: Path,
@@ -377,29 +440,18 @@ def canonicalize_source(
     destination engine already has: those leading layers are neither read nor written (`absent`), since
     canonicalizing a canonical layer gives it back unchanged. The layout is then only good for `docker load`.
     """
-    if len(source.layer_refs) != len(source.diff_ids):
-        raise StrataError(
-            f"{source.label}: config lists {len(source.diff_ids)} layers but the archive has {len(source.layer_refs)}"
-        )
+    _check_layer_count(source)
     _prepare_layout(layout)
     blobs = layout / "blobs" / "sha256"
-    layers = []
-    absent = []
-    reused = canonical_prefix(source, canonical_base, policy)
-    for index in range(len(source.layer_refs)):
-        if index < reused:
-            size, compressed = source.stored_layer_size(index)
-            if not compressed:
-                diff_id = source.diff_ids[index]
-                layers.append(CanonicalLayer(diff_id, diff_id, size, OCI_LAYER["none"]))
-                absent.append(diff_id)
-                continue
-        partial = blobs / f".layer-{index}.partial"
-        with source.open_layer(index) as tar, open(partial, "wb") as out:
-            layer = canonicalize_layer(tar, out, policy)
-        partial.replace(layout / blob_path(layer.digest))
-        layers.append(layer)
 
+    def write_layer(index: int, reader: LayerReader) -> CanonicalLayer:
+        partial = blobs / f".layer-{index}.partial"
+        with open(partial, "wb") as out:
+            layer = canonicalize_layer(reader, out, policy)
+        partial.replace(layout / blob_path(layer.digest))
+        return layer
+
+    layers, absent = _canonical_layers(source, policy, canonical_base, write_layer)
     config = canonical_config(source.config, [layer.diff_id for layer in layers], policy.epoch)
     config_digest, config_size = _write_blob(layout, canonical_json(config))
     manifest = {
@@ -418,14 +470,9 @@ def canonicalize_source(
     (layout / "index.json").write_bytes(canonical_json(oci_index))
     (layout / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
     # Docker 20.10 cannot load an OCI layout; this docker-archive manifest next to it lets `docker load` read it.
-    docker_manifest = [
-        {
-            "Config": blob_path(config_digest),
-            "RepoTags": [tag] if tag else None,
-            "Layers": [blob_path(layer.digest) for layer in layers],
-        }
-    ]
-    (layout / "manifest.json").write_bytes(canonical_json(docker_manifest))
+    (layout / "manifest.json").write_bytes(
+        canonical_json(_docker_manifest(config_digest, [blob_path(layer.digest) for layer in layers], tag))
+    )
     return CanonicalImage(
         layout=layout,
         manifest_digest=manifest_digest,
@@ -434,6 +481,86 @@ def canonicalize_source(
         tag=tag,
         absent=tuple(absent),
     )
+
+
+def _docker_manifest(config_digest: str, layer_paths: list[str], tag: str | None) -> list[dict[str, Any]]:
+    return [{"Config": blob_path(config_digest), "RepoTags": [tag] if tag else None, "Layers": layer_paths}]
+
+
+@dataclass(frozen=True)
+class StreamedImage:
+    """A canonical image written as a `docker load` stream: its ID, its layers, and those left to the engine."""
+
+    config_digest: str
+    layers: tuple[CanonicalLayer, ...]
+    absent: tuple[str, ...] = ()
+
+
+class _ArchiveWriter:
+    """Writes tar entries to a stream one by one, each header before its data: nothing is kept on disk."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+
+    def header(self, name: str, size: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        self.out.write(info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS))
+
+    def pad(self, size: int) -> None:
+        self.out.write(tarfile.NUL * (-size % tarfile.BLOCKSIZE))
+
+    def add(self, name: str, data: bytes) -> None:
+        self.header(name, len(data))
+        self.out.write(data)
+        self.pad(len(data))
+
+    def close(self) -> None:
+        self.out.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+
+
+def write_docker_archive(
+    source: LayeredImage,
+    out: IO[bytes],
+    policy: CanonicalPolicy,
+    tag: str | None = None,
+    canonical_base: Sequence[str] = (),
+) -> StreamedImage:
+    """Write `source` canonicalized as a `docker load` archive to the stream `out`, with no layout on disk.
+
+    Gives the same image (config digest) as `canonicalize_source` with the same arguments; `canonical_base` as
+    there. Each layer's size is planned from its headers first, because the archive's header for the layer
+    comes before the layer. Uncompressed layers only (`policy.compression == "none"`): an engine loads them.
+    """
+    if policy.compression != "none":
+        raise StrataError("a docker load stream carries uncompressed layers: use compression 'none'")
+    _check_layer_count(source)
+    archive = _ArchiveWriter(out)
+    written: dict[int, str] = {}  # layer index -> its path in the archive; the others stay in the engine
+
+    def write_layer(index: int, reader: LayerReader) -> CanonicalLayer:
+        planned, dropped = plan_layer(reader.getmembers(), policy)
+        size = planned_tar_size(planned)
+        written[index] = f"layers/{index}.tar"
+        archive.header(written[index], size)
+        layer = write_planned_layer(planned, dropped, reader, out, policy)
+        if (
+            layer.size != size
+        ):  # the header already promised `size` bytes: a wrong archive, never a wrong image
+            raise StrataError(f"{source.label}: layer {index} came out {layer.size} bytes, planned {size}")
+        archive.pad(size)
+        return layer
+
+    layers, absent = _canonical_layers(source, policy, canonical_base, write_layer)
+    config = canonical_json(
+        canonical_config(source.config, [layer.diff_id for layer in layers], policy.epoch)
+    )
+    config_digest = sha256_digest(config)
+    archive.add(blob_path(config_digest), config)
+    paths = [written.get(index, blob_path(layer.digest)) for index, layer in enumerate(layers)]
+    archive.add("manifest.json", canonical_json(_docker_manifest(config_digest, paths, tag)))
+    archive.close()
+    return StreamedImage(config_digest, tuple(layers), tuple(absent))
 
 
 def canonicalize_archive(

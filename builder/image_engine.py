@@ -10,16 +10,22 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
 
-from builder.canonical import CanonicalImage, CanonicalPolicy, canonicalize_source
+from builder.canonical import (
+    CanonicalImage,
+    CanonicalPolicy,
+    StreamedImage,
+    canonicalize_source,
+    write_docker_archive,
+)
 from builder.errors import HostError, StrataError
-from builder.image_archive import ImageSource, pack_layout, read_image
+from builder.image_archive import ImageSource, LayeredImage, pack_layout, read_image
 from builder.layer_store import store_image
 
 CHUNK = 1 << 20
@@ -48,26 +54,29 @@ def save_image(client: Any, ref: str, archive: Path) -> Path:
     return archive
 
 
-def _packed_chunks(layout: Path) -> Iterator[bytes]:
-    """`pack_layout(layout)` as a stream of chunks, packed on a thread: no temporary copy of the image on disk."""
+def _piped_chunks(write: Callable[[IO[bytes]], object]) -> Iterator[bytes]:
+    """What `write(stream)` writes, as a stream of chunks, written on a thread: no temporary copy on disk.
+
+    An error raised by `write` is re-raised here once the stream ends.
+    """
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
 
-    def pack() -> None:
+    def produce() -> None:
         try:
             with open(write_fd, "wb", buffering=CHUNK) as pipe:
-                pack_layout(layout, pipe)
+                write(pipe)
         except BrokenPipeError:
             pass  # the reader stopped early (the engine refused the upload); its error is the one to report
         except BaseException as exc:  # noqa: BLE001 -- re-raised on the reading side
             failure.append(exc)
 
-    packer = threading.Thread(target=pack, name="strata-pack", daemon=True)
-    packer.start()
+    producer = threading.Thread(target=produce, name="strata-pack", daemon=True)
+    producer.start()
     with open(read_fd, "rb", buffering=0) as pipe:
         while chunk := pipe.read(CHUNK):
             yield chunk
-    packer.join()
+    producer.join()
     if failure:
         raise failure[0]
 
@@ -79,7 +88,7 @@ def load_layout(client: Any, image: CanonicalImage) -> str:
     A partial layout (`image.absent`) loads only where the engine already holds the absent layers.
     """
     try:
-        loaded = client.images.load(_packed_chunks(image.layout))
+        loaded = client.images.load(_piped_chunks(lambda out: pack_layout(image.layout, out)))
     except docker.errors.APIError as exc:
         if image.absent and "no such file" in str(exc.explanation):
             raise MissingBaseLayers(
@@ -128,6 +137,70 @@ def canonicalize_image(
                 image = canonicalize_source(source, layout, policy, tag)  # the parent went away: load it all
                 load_layout(client, image)
     return image
+
+
+def load_canonical(
+    ref: str, policy: CanonicalPolicy, tag: str, client: Any, base_ref: str | None = None
+) -> StreamedImage:
+    """Canonicalize the engine's image `ref` straight into the engine as `tag`; no layout is written.
+
+    The canonical layers are streamed into `docker load` as they are rewritten. `base_ref` as for
+    `canonicalize_image`. Returns the loaded image; its ID is its config digest.
+    """
+    base = _diff_ids(client, base_ref) if base_ref else ()
+    with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
+        source = store_image(client, ref) or read_image(save_image(client, ref, Path(scratch) / "image.tar"))
+        try:
+            return _load_stream(client, source, policy, tag, base)
+        except MissingBaseLayers:
+            return _load_stream(client, source, policy, tag, ())  # the parent went away: load it all
+
+
+_worker_client: Any = None
+
+
+def warm_up() -> None:
+    """Nothing, in a fresh worker process: importing this module was the work (docker, the canonicalizer)."""
+
+
+def load_canonical_in_worker(
+    ref: str, policy: CanonicalPolicy, tag: str, base_ref: str | None = None
+) -> StreamedImage:
+    """`load_canonical` as a process-pool task: one engine client per worker, errors that pickle as StrataError.
+
+    Rewriting a layer is Python work that holds the GIL; in its own process, two nodes canonicalize on two
+    cores instead of taking turns on one.
+    """
+    global _worker_client
+    try:
+        if _worker_client is None:
+            _worker_client = engine_client()
+        return load_canonical(ref, policy, tag, _worker_client, base_ref)
+    except (docker.errors.DockerException, OSError) as exc:
+        raise StrataError(f"{tag}: {type(exc).__name__}: {exc}") from None
+
+
+def _load_stream(
+    client: Any, source: LayeredImage, policy: CanonicalPolicy, tag: str, base: Sequence[str]
+) -> StreamedImage:
+    written: list[StreamedImage] = []
+
+    def write(out: IO[bytes]) -> None:
+        written.append(write_docker_archive(source, out, policy, tag, base))
+
+    try:
+        loaded = client.images.load(_piped_chunks(write))
+    except docker.errors.APIError as exc:
+        if base and "no such file" in str(exc.explanation):
+            raise MissingBaseLayers(
+                f"{tag}: the engine no longer has the parent layers it builds on"
+            ) from None
+        raise StrataError(f"{tag}: docker load refused the canonical image ({exc.explanation})") from None
+    ids = {item.id for item in loaded}
+    if not written or ids != {written[0].config_digest}:
+        expected = written[0].config_digest if written else "a complete upload"
+        raise StrataError(f"{tag}: docker load gave {sorted(ids)}, expected {expected}")
+    return written[0]
 
 
 def _diff_ids(client: Any, ref: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ import pytest
 from builder.canonical import CanonicalPolicy
 from builder.engine import BuildRequest, build_image
 from builder.engine_caps import BuilderChoice, detect_builder
-from builder.image_engine import canonicalize_image
+from builder.image_engine import canonicalize_image, load_canonical
 from builder.layer_store import STORE_ENV, store_image
 
 pytestmark = pytest.mark.engine
@@ -28,8 +28,10 @@ RUN mkdir -p /d/sub /keep && echo a > /d/sub/f && echo b > /gone && echo c > /ke
 """
 CHILD = """FROM {parent}
 RUN rm /gone && rm -rf /d && mkdir -p /d && echo new > /d/n && echo more >> /edit \\
- && ln /keep/file /keep/hard && ln -s /keep/file /soft && mkfifo /fifo && echo s > /suid && chmod 4755 /suid
+ && ln /keep/file /keep/hard && ln -s /keep/file /soft && mkfifo /fifo && echo s > /suid && chmod 4755 /suid \\
+ && mkdir -p /long/{long_dir} && echo deep > /long/{long_dir}/{long_file}
 """
+LONG_DIR, LONG_FILE = "d" * 120, "f" * 110  # paths past ustar's 100 bytes: their tar headers need pax records
 
 
 def busybox_rootfs() -> bytes:
@@ -91,13 +93,18 @@ def test_storage_and_docker_save_give_the_same_canonical_child(
         pytest.skip("the engine offers only the legacy builder; it is covered by index 0")
     choice = choices[index]
     (tmp_path / "ctx").mkdir()
-    (tmp_path / "ctx" / "Dockerfile").write_text(CHILD.format(parent=canonical_parent))
+    (tmp_path / "ctx" / "Dockerfile").write_text(
+        CHILD.format(parent=canonical_parent, long_dir=LONG_DIR, long_file=LONG_FILE)
+    )
     built = f"{namespace}:child-{choice.kind}"
     build_image(
         engine, choice, BuildRequest("child", tmp_path / "ctx", built, {}, tmp_path / "build.log", True)
     )
 
     from_store = canonicalize_image(built, tmp_path / "store", PLAIN, client=engine)
+    # What `strata build` does: stream the canonical child into the engine, the parent's layers left out.
+    streamed_tag = f"{namespace}:streamed-{choice.kind}"
+    streamed = load_canonical(built, PLAIN, streamed_tag, engine, base_ref=canonical_parent)
     monkeypatch.setenv(STORE_ENV, "save")
     from_save = canonicalize_image(built, tmp_path / "save", PLAIN, client=engine)
 
@@ -114,3 +121,11 @@ def test_storage_and_docker_save_give_the_same_canonical_child(
     assert names["keep/hard"].islnk() and names["keep/hard"].linkname == "keep/file"
     assert names["soft"].issym() and names["soft"].linkname == "/keep/file"
     assert names["fifo"].isfifo()
+
+    assert (streamed.config_digest, streamed.layers) == (from_store.config_digest, from_store.layers)
+    assert streamed.absent == tuple(engine.images.get(canonical_parent).attrs["RootFS"]["Layers"])
+    assert engine.images.get(streamed_tag).id == from_store.config_digest
+    out = engine.containers.run(
+        streamed_tag, ["/bin/sh", "-c", f"cat /keep/hard /long/{LONG_DIR}/{LONG_FILE}"], remove=True
+    )
+    assert out == b"c\ndeep\n"

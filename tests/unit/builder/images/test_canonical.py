@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import json
 import py_compile
 import sys
@@ -22,6 +23,9 @@ from builder.canonical import (
     canonicalize_source,
     clamp_pyc_timestamp,
     plan_layer,
+    planned_tar_size,
+    write_docker_archive,
+    write_planned_layer,
 )
 from builder.errors import StrataError
 from builder.image_archive import blob_path, pack_layout, read_image
@@ -366,3 +370,76 @@ def test_only_a_matching_uncompressed_prefix_counts_as_canonical(docker_archive,
     # A parent that is not canonical is rewritten in full: nothing is left out of the layout.
     image = canonicalize_source(source, tmp_path / "out", plain, canonical_base=["sha256:" + "0" * 64])
     assert image.absent == ()
+
+
+def odd_tree(m) -> list:
+    """Members whose headers need pax records or whose data needs padding: what a size plan can get wrong."""
+    long_dir = "opt/" + "d" * 120
+    return [
+        *tree(m, 1_800_000_000),
+        m(long_dir, kind=tarfile.DIRTYPE, mode=0o755),
+        m(f"{long_dir}/{'f' * 110}.py", b"x = 1\n" * 300),
+        m("opt/naïve-ünïcode.txt", b"\xff" * 513),
+        m("opt/empty", b""),
+        m("opt/exact", b"e" * 1024),
+        m("opt/link-to-exact", kind=tarfile.LNKTYPE, linkname="opt/exact"),
+        m("tmp/volatile.log", b"dropped"),
+        m(
+            "opt/mod.pyc",
+            b"\x55\x0d\x0d\x0a" + b"\x00" * 4 + (1_900_000_000).to_bytes(4, "little") + b"\x00" * 20,
+        ),
+    ]
+
+
+def test_planned_size_is_the_size_written(docker_archive, member, tmp_path):
+    policy = CanonicalPolicy(epoch=EPOCH, compression="none")
+    with read_image(docker_archive(odd_tree(member))).open_layer(0) as tar:
+        planned, dropped = plan_layer(tar.getmembers(), policy)
+        out = tmp_path / "layer.tar"
+        with open(out, "wb") as f:
+            layer = write_planned_layer(planned, dropped, tar, f, policy)
+    assert planned_tar_size(planned) == layer.size == out.stat().st_size
+    assert dropped == ["tmp/volatile.log"]
+
+
+def test_streamed_archive_loads_as_the_same_image_as_the_layout(docker_archive, member, tmp_path):
+    policy = CanonicalPolicy(epoch=EPOCH, compression="none")
+    saved = docker_archive(odd_tree(member), [member("app/run.sh", b"echo run\n", mode=0o755)])
+    layout = canonicalize_archive(saved, tmp_path / "layout", policy, tag="s/t:1")
+
+    stream = tmp_path / "stream.tar"
+    with open(stream, "wb") as out:
+        streamed = write_docker_archive(read_image(saved), out, policy, tag="s/t:1")
+
+    assert streamed.config_digest == layout.config_digest
+    assert streamed.layers == layout.layers and streamed.absent == ()
+    # What `docker load` reads: manifest.json naming the config and one tar per layer, each with its diff_id.
+    source = read_image(stream)
+    assert source.config_digest == layout.config_digest and source.repo_tags == ("s/t:1",)
+    for index, layer in enumerate(layout.layers):
+        with tarfile.open(stream) as archive:
+            data = archive.extractfile(source.layer_refs[index]).read()  # type: ignore[union-attr]
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.diff_id
+    assert canonicalize_archive(stream, tmp_path / "again", policy).config_digest == layout.config_digest
+
+
+def test_streamed_archive_leaves_out_the_layers_of_a_canonical_parent(docker_archive, member, tmp_path):
+    policy = CanonicalPolicy(epoch=EPOCH, compression="none")
+    saved = docker_archive(tree(member, 1), [member("app/x", b"x")])
+    full = canonicalize_archive(saved, tmp_path / "full", policy, tag="s/t:1")
+    stream = tmp_path / "stream.tar"
+    with open(stream, "wb") as out:
+        streamed = write_docker_archive(
+            read_image(tmp_path / "full"), out, policy, "s/t:1", [full.layers[0].diff_id]
+        )
+    assert streamed.config_digest == full.config_digest and streamed.absent == (full.layers[0].diff_id,)
+    with tarfile.open(stream) as archive:
+        names = archive.getnames()
+    manifest = json.loads(tarfile.open(stream).extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert manifest[0]["Layers"] == [blob_path(full.layers[0].digest), "layers/1.tar"]
+    assert blob_path(full.layers[0].digest) not in names and "layers/1.tar" in names
+
+
+def test_a_streamed_archive_needs_uncompressed_layers(docker_archive, member, tmp_path):
+    with pytest.raises(StrataError, match="uncompressed"):
+        write_docker_archive(read_image(docker_archive(tree(member, 1))), io.BytesIO(), CanonicalPolicy())
