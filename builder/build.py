@@ -111,14 +111,16 @@ class BuildSession:
         from builder.image_engine import load_canonical_in_worker
 
         args = (build_tag, canonical_policy(self.plan), node.cache_ref, _parent_ref(self.plan, node))
-        if self.canonicalizers is None:
-            return load_canonical_in_worker(*args).config_digest
         try:
+            if self.canonicalizers is None:
+                return load_canonical_in_worker(*args).config_digest
             return self.canonicalizers.submit(load_canonical_in_worker, *args).result().config_digest
         except BrokenProcessPool:
             raise StrataError(
                 f"node {node.id}: the canonicalizing worker process died (out of memory?)"
             ) from None
+        except StrataError as exc:
+            raise StrataError(f"node {node.id}: canonicalizing: {exc}") from None
 
     def discard_later(self, ref: str) -> None:
         """Remove the engine image `ref` in the background; the session waits for it before it ends."""
@@ -250,7 +252,7 @@ def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions)
             registry.close()
     if todo:
         # The worker processes start first: their start-up overlaps the wheel fetch.
-        with _canonicalizer_pool(options.jobs) as pool:
+        with canonicalizer_pool(options.jobs) as pool:
             with build_session(plan, client, todo, options.on_event) as session:
                 session.canonicalizers = pool
                 _run_dag(session, todo, options, outcomes)
@@ -258,7 +260,7 @@ def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions)
 
 
 @contextmanager
-def _canonicalizer_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+def canonicalizer_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """Worker processes for canonicalizing, started at once so their start-up overlaps other work."""
     from builder.image_engine import warm_up
 
