@@ -87,18 +87,39 @@ def load_layout(client: Any, image: CanonicalImage) -> str:
     The ID must equal the config digest; anything else means the engine rewrote the image, and is an error.
     A partial layout (`image.absent`) loads only where the engine already holds the absent layers.
     """
-    try:
-        loaded = client.images.load(_piped_chunks(lambda out: pack_layout(image.layout, out)))
-    except docker.errors.APIError as exc:
-        if image.absent and "no such file" in str(exc.explanation):
-            raise MissingBaseLayers(
-                f"{image.layout}: the engine no longer has the parent layers this image builds on"
-            ) from None
-        raise StrataError(f"{image.layout}: docker load refused it ({exc.explanation})") from None
-    ids = {item.id for item in loaded}
-    if ids != {image.config_digest}:
-        raise StrataError(f"{image.layout}: docker load gave {sorted(ids)}, expected {image.config_digest}")
+    _engine_load(
+        client,
+        lambda out: pack_layout(image.layout, out),
+        str(image.layout),
+        partial=bool(image.absent),
+        expected=lambda: image.config_digest,
+    )
     return image.config_digest
+
+
+def _engine_load(
+    client: Any,
+    write: Callable[[IO[bytes]], object],
+    label: str,
+    partial: bool,
+    expected: Callable[[], str | None],
+) -> None:
+    """`docker load` what `write` streams; the engine must report exactly the image ID `expected()` names.
+
+    `expected` is asked once the upload ends, so a stream may decide its image while it is written.
+    """
+    try:
+        loaded = client.images.load(_piped_chunks(write))
+    except docker.errors.APIError as exc:
+        if partial and "no such file" in str(exc.explanation):
+            raise MissingBaseLayers(
+                f"{label}: the engine no longer has the parent layers this image builds on"
+            ) from None
+        raise StrataError(f"{label}: docker load refused it ({exc.explanation})") from None
+    ids = {item.id for item in loaded}
+    want = expected()
+    if ids != {want}:
+        raise StrataError(f"{label}: docker load gave {sorted(ids)}, expected {want or 'a complete upload'}")
 
 
 class MissingBaseLayers(StrataError):
@@ -127,8 +148,7 @@ def canonicalize_image(
     policy = policy or CanonicalPolicy()
     base = _diff_ids(client, base_ref) if load and base_ref else ()
     with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
-        # A local overlay2 engine's layers are read from its storage; otherwise `docker save` them.
-        source = store_image(client, ref) or read_image(save_image(client, ref, Path(scratch) / "image.tar"))
+        source = _engine_source(client, ref, Path(scratch))
         image = canonicalize_source(source, layout, policy, tag, canonical_base=base)
         if load:
             try:
@@ -149,7 +169,7 @@ def load_canonical(
     """
     base = _diff_ids(client, base_ref) if base_ref else ()
     with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
-        source = store_image(client, ref) or read_image(save_image(client, ref, Path(scratch) / "image.tar"))
+        source = _engine_source(client, ref, Path(scratch))
         try:
             return _load_stream(client, source, policy, tag, base)
         except MissingBaseLayers:
@@ -180,6 +200,11 @@ def load_canonical_in_worker(
         raise StrataError(f"{tag}: {type(exc).__name__}: {exc}") from None
 
 
+def _engine_source(client: Any, ref: str, scratch: Path) -> LayeredImage:
+    """The engine's image `ref` to read: from a local overlay2 engine's storage, else `docker save`d to `scratch`."""
+    return store_image(client, ref) or read_image(save_image(client, ref, scratch / "image.tar"))
+
+
 def _load_stream(
     client: Any, source: LayeredImage, policy: CanonicalPolicy, tag: str, base: Sequence[str]
 ) -> StreamedImage:
@@ -188,18 +213,13 @@ def _load_stream(
     def write(out: IO[bytes]) -> None:
         written.append(write_docker_archive(source, out, policy, tag, base))
 
-    try:
-        loaded = client.images.load(_piped_chunks(write))
-    except docker.errors.APIError as exc:
-        if base and "no such file" in str(exc.explanation):
-            raise MissingBaseLayers(
-                f"{tag}: the engine no longer has the parent layers it builds on"
-            ) from None
-        raise StrataError(f"{tag}: docker load refused the canonical image ({exc.explanation})") from None
-    ids = {item.id for item in loaded}
-    if not written or ids != {written[0].config_digest}:
-        expected = written[0].config_digest if written else "a complete upload"
-        raise StrataError(f"{tag}: docker load gave {sorted(ids)}, expected {expected}")
+    _engine_load(
+        client,
+        write,
+        tag,
+        partial=bool(base),
+        expected=lambda: written[0].config_digest if written else None,
+    )
     return written[0]
 
 
