@@ -22,7 +22,6 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -230,6 +230,18 @@ class _PlannedMember:
     info: tarfile.TarInfo
     data_from: tarfile.TarInfo | None
 
+    @cached_property
+    def header(self) -> bytes:
+        """The member's header blocks (pax records first where needed), built once for sizing and writing."""
+        return self.info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
+
+    @property
+    def padded_size(self) -> int:
+        """Bytes of data blocks after the header: the data rounded up to whole tar blocks."""
+        if self.data_from is None:
+            return 0
+        return -(-self.info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
 
 def _canonical_info(source: tarfile.TarInfo, name: str, epoch: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
@@ -298,12 +310,7 @@ def planned_tar_size(planned: Sequence[_PlannedMember]) -> int:
 
     A streamed archive needs a layer's size in its tar header before the layer's first byte.
     """
-    size = 0
-    for item in planned:
-        size += len(item.info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS))
-        if item.data_from is not None:
-            size += -(-item.info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-    size += 2 * tarfile.BLOCKSIZE  # end-of-archive marker
+    size = sum(len(item.header) + item.padded_size for item in planned) + _END_OF_ARCHIVE
     return -(-size // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
@@ -320,7 +327,12 @@ def write_planned_layer(
     out: IO[bytes],
     policy: CanonicalPolicy,
 ) -> CanonicalLayer:
-    """Write what `plan_layer` decided, reading file data from `layer`, to `out`; return the layer's digests."""
+    """Write what `plan_layer` decided, reading file data from `layer`, to `out`; return the layer's digests.
+
+    The bytes are those of `tarfile` in PAX format writing the planned headers and data (and the unit tests
+    hold the two to that), written in large pieces: a layer is gigabytes, and tarfile's stream mode would pass
+    it on in 10 KB records through every wrapper below.
+    """
     compressed = _DigestWriter(out)
     gzip_stream = None
     if policy.compression == "gzip":
@@ -330,35 +342,60 @@ def write_planned_layer(
         )
         uncompressed = _DigestWriter(gzip_stream)
     else:
-        uncompressed = _DigestWriter(compressed)
-    with tarfile.open(  # type: ignore[call-overload]
-        fileobj=uncompressed, mode="w|", format=tarfile.PAX_FORMAT, encoding=TAR_ENCODING, errors=TAR_ERRORS
-    ) as tar:
-        for item in planned:
-            if item.data_from is None:
-                tar.addfile(item.info)
-                continue
-            source = layer.extractfile(item.data_from)
-            if source is None:
-                raise StrataError(f"layer member {item.data_from.name!r}: data could not be read")
-            with source:
-                if policy.clamp_pyc_timestamps and item.info.name.endswith(".pyc"):
-                    tar.addfile(item.info, io.BytesIO(clamp_pyc_timestamp(source.read(), policy.epoch)))
-                else:
-                    tar.addfile(item.info, source)
+        uncompressed = compressed  # one stream, so one hash: its diff_id is its digest
+    written = 0
+    for item in planned:
+        uncompressed.write(item.header)
+        written += len(item.header)
+        if item.data_from is None:
+            continue
+        source = layer.extractfile(item.data_from)
+        if source is None:
+            raise StrataError(f"layer member {item.data_from.name!r}: data could not be read")
+        with source:
+            if policy.clamp_pyc_timestamps and item.info.name.endswith(".pyc"):
+                data = clamp_pyc_timestamp(source.read(item.info.size), policy.epoch)
+                _check_length(item, len(data))
+                uncompressed.write(data)
+            else:
+                _copy_exactly(source, uncompressed, item)
+        uncompressed.write(tarfile.NUL * (item.padded_size - item.info.size))
+        written += item.padded_size
+    written += _END_OF_ARCHIVE  # two zero blocks, then zeros to a whole record, as tarfile closes an archive
+    uncompressed.write(tarfile.NUL * (_END_OF_ARCHIVE + -written % tarfile.RECORDSIZE))
     if gzip_stream is not None:
         gzip_stream.close()
-    if policy.compression == "none":
-        digest, size = uncompressed.digest, uncompressed.size
-    else:
-        digest, size = compressed.digest, compressed.size
     return CanonicalLayer(
         diff_id=uncompressed.digest,
-        digest=digest,
-        size=size,
+        digest=compressed.digest,
+        size=compressed.size,
         media_type=OCI_LAYER[policy.compression],
         dropped=tuple(dropped),
     )
+
+
+_END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
+_COPY_CHUNK = 1 << 20
+
+
+def _copy_exactly(source: IO[bytes], sink: _DigestWriter, item: _PlannedMember) -> None:
+    """Copy the member's `info.size` bytes of data from `source` to `sink`; a short file is an error."""
+    remaining = item.info.size
+    while remaining:
+        chunk = source.read(min(_COPY_CHUNK, remaining))
+        if not chunk:
+            break
+        sink.write(chunk)
+        remaining -= len(chunk)
+    _check_length(item, item.info.size - remaining)
+
+
+def _check_length(item: _PlannedMember, length: int) -> None:
+    if length != item.info.size:
+        raise StrataError(
+            f"layer member {item.info.name!r}: {length} bytes of data, its header says {item.info.size}"
+            " (the file changed while it was read?)"
+        )
 
 
 def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib
 import io
@@ -400,6 +401,60 @@ def test_planned_size_is_the_size_written(docker_archive, member, tmp_path):
             layer = write_planned_layer(planned, dropped, tar, f, policy)
     assert planned_tar_size(planned) == layer.size == out.stat().st_size
     assert dropped == ["tmp/volatile.log"]
+
+
+def tarfile_reference(planned, reader, policy: CanonicalPolicy) -> bytes:
+    """The same plan written by the standard library's tar writer, the way Strata wrote layers before."""
+    buffer = io.BytesIO()
+    with tarfile.open(
+        fileobj=buffer, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
+    ) as tar:
+        for item in planned:
+            if item.data_from is None:
+                tar.addfile(item.info)
+                continue
+            data = reader.extractfile(item.data_from).read()
+            if item.info.name.endswith(".pyc"):
+                data = clamp_pyc_timestamp(data, policy.epoch)
+            tar.addfile(item.info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_layers_are_written_byte_for_byte_as_tarfile_writes_them(
+    docker_archive, member, tmp_path, compression
+):
+    policy = CanonicalPolicy(epoch=EPOCH, compression=compression)
+    big = member("opt/big.bin", bytes(range(256)) * 9000)  # more than one copy chunk, not block-aligned
+    with read_image(docker_archive([*odd_tree(member), big])).open_layer(0) as tar:
+        planned, dropped = plan_layer(tar.getmembers(), policy)
+        out = io.BytesIO()
+        layer = write_planned_layer(planned, dropped, tar, out, policy)
+        expected = tarfile_reference(planned, tar, policy)
+    written = out.getvalue() if compression == "none" else gzip.decompress(out.getvalue())
+    assert written == expected
+    assert layer.diff_id == "sha256:" + hashlib.sha256(expected).hexdigest()
+    assert layer.digest == "sha256:" + hashlib.sha256(out.getvalue()).hexdigest()
+    assert layer.size == len(out.getvalue())
+
+
+class ShrunkLayer:
+    """A layer whose file data is shorter than its headers say, as when a file is truncated mid-read."""
+
+    def __init__(self, reader) -> None:
+        self.reader = reader
+
+    def extractfile(self, member):
+        data = self.reader.extractfile(member).read()
+        return io.BytesIO(data[: len(data) // 2])
+
+
+def test_a_file_shorter_than_its_header_is_an_error_naming_it(docker_archive, member, tmp_path):
+    policy = CanonicalPolicy(epoch=EPOCH, compression="none")
+    with read_image(docker_archive([member("opt/data.bin", b"d" * 5000)])).open_layer(0) as tar:
+        planned, dropped = plan_layer(tar.getmembers(), policy)
+        with pytest.raises(StrataError, match=r"opt/data.bin.*2500 bytes of data, its header says 5000"):
+            write_planned_layer(planned, dropped, ShrunkLayer(tar), io.BytesIO(), policy)
 
 
 def test_streamed_archive_loads_as_the_same_image_as_the_layout(docker_archive, member, tmp_path):
