@@ -5,14 +5,15 @@ The only module of the canonical/diff feature that talks to Docker; everything e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import os
+import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import docker
 import docker.errors
@@ -55,30 +56,77 @@ def save_image(client: Any, ref: str, archive: Path) -> Path:
 
 
 def _piped_chunks(write: Callable[[IO[bytes]], object]) -> Iterator[bytes]:
-    """What `write(stream)` writes, as a stream of chunks, written on a thread: no temporary copy on disk.
+    """What `write(stream)` writes, as a stream of 1 MB chunks, written on a thread: no temporary copy on disk.
 
-    An error raised by `write` is re-raised here once the stream ends.
+    The chunks go through a short in-memory queue, not an OS pipe: a pipe's 64 KB buffer would make the two
+    threads hand gigabytes over in small pieces, each a pair of kernel copies. An error raised by `write` is
+    re-raised here once the stream ends; if the reader stops early, the writer is told and gives up.
     """
-    read_fd, write_fd = os.pipe()
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_CHUNKS)
+    reader_gone = threading.Event()
     failure: list[BaseException] = []
 
+    def put(chunk: bytes | None) -> None:
+        while not reader_gone.is_set():
+            try:
+                chunks.put(chunk, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _ReaderGone
+
     def produce() -> None:
+        sink = _ChunkSink(put)
         try:
-            with open(write_fd, "wb", buffering=CHUNK) as pipe:
-                write(pipe)
-        except BrokenPipeError:
-            pass  # the reader stopped early (the engine refused the upload); its error is the one to report
+            write(cast(IO[bytes], sink))  # the writers only call write() and flush()
+            sink.flush()
+        except _ReaderGone:
+            return  # the engine refused the upload; its error is the one to report
         except BaseException as exc:  # noqa: BLE001 -- re-raised on the reading side
             failure.append(exc)
+        with contextlib.suppress(_ReaderGone):
+            put(None)
 
     producer = threading.Thread(target=produce, name="strata-pack", daemon=True)
     producer.start()
-    with open(read_fd, "rb", buffering=0) as pipe:
-        while chunk := pipe.read(CHUNK):
+    try:
+        while (chunk := chunks.get()) is not None:
             yield chunk
-    producer.join()
+    finally:
+        reader_gone.set()
+        producer.join()
     if failure:
         raise failure[0]
+
+
+QUEUED_CHUNKS = 4
+
+
+class _ReaderGone(Exception):
+    """The side reading the chunks stopped before the end."""
+
+
+class _ChunkSink:
+    """A write-only stream that hands what it is given on in chunks of at least CHUNK bytes."""
+
+    def __init__(self, put: Callable[[bytes], None]) -> None:
+        self.put = put
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if not self.buffer and len(data) >= CHUNK:
+            self.put(bytes(data))  # a large piece goes on as it is (bytes(b) of bytes is b: no copy)
+            return len(data)
+        self.buffer += data
+        if len(self.buffer) >= CHUNK:
+            self.put(bytes(self.buffer))
+            self.buffer.clear()
+        return len(data)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.put(bytes(self.buffer))
+            self.buffer.clear()
 
 
 def load_layout(client: Any, image: CanonicalImage) -> str:
