@@ -21,8 +21,9 @@ It takes a while: the TensorFlow wheels are hundreds of MB and every image is bu
    TensorFlow and AWS image repositories do. Base nodes are timed on both sides (identical Dockerfile and
    rootfs.tar context); totals are also shown without them.
 
-Prints a summary table (seconds, ratio strata cold / baseline, target <= 0.6), a per-node breakdown (context,
-engine build with its pip step and export, canonicalize) and Strata's fixed costs (start-up, wheel fetch).
+Prints a summary table (seconds, ratio strata cold / baseline, target <= 0.6, and the busy core-seconds of the
+whole machine during each side: wall time is CPU work spread over the cores kept busy), a per-node breakdown
+(context, engine build with its pip step and export, canonicalize) and Strata's fixed costs (start-up, fetch).
 Logs stay in build/bench/build-<time>/. The baseline images are removed at the end; the user's Strata
 images are rebuilt by the cold build, and if that fails the script rebuilds them with the usual STRATA_HOME
 or says clearly which are missing.
@@ -319,6 +320,23 @@ def plan_changes(before: Iterable[tuple[str, str]], after: Iterable[tuple[str, s
     return sorted(n for n in old.keys() | new.keys() if old.get(n) != new.get(n))
 
 
+def busy_core_seconds(proc_stat: str, ticks_per_second: int) -> float:
+    """Core-seconds the machine has spent running anything since boot, from /proc/stat's `cpu` line.
+
+    Busy is user + nice + system + irq + softirq; idle, iowait and time stolen by a hypervisor are not.
+    >>> busy_core_seconds("cpu  100 5 50 900 20 1 2 3 0 0\\ncpu0 1 1 1 1 1 1 1 1 0 0\\n", 100)
+    1.58
+    """
+    fields = [int(x) for x in proc_stat.splitlines()[0].split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / ticks_per_second
+
+
+def machine_busy_seconds() -> float:
+    """`busy_core_seconds` of this machine now: subtract two readings for the CPU a phase used."""
+    return busy_core_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
 def ratio(numerator: float | None, denominator: float | None) -> str:
     """`0.53` or `-` when a side is missing.
 
@@ -603,6 +621,9 @@ class Results:
     whole_note: str = ""
     baseline: dict[str, BaselineNode] = field(default_factory=dict)
     baseline_total: float | None = None
+    # Busy core-seconds of the whole machine during the cold build and during the baseline: where the time went.
+    cold_cpu: float | None = None
+    baseline_cpu: float | None = None
     concurrent: list[str] = field(default_factory=list)  # other Strata runs seen while measuring
     jobs: int | None = None  # `strata build --jobs` for the cold build; None: Strata's default
     phase: str = "setup"
@@ -639,6 +660,7 @@ def cold_build(results: Results, home: Path) -> None:
     print(f"bench: strata cold build of '{results.only}' (STRATA_HOME={home})", file=sys.stderr, flush=True)
     jobs = ["--jobs", str(results.jobs)] if results.jobs else []
     results.notes.append(f"strata cold build: {' '.join(['--only', results.only, *jobs]) or 'defaults'}")
+    busy_before = machine_busy_seconds()
     run = run_timed(
         strata_argv("build", "--only", results.only, *jobs),
         results.logs / "strata-cold.log",
@@ -646,6 +668,7 @@ def cold_build(results: Results, home: Path) -> None:
         echo=lambda line: bool(progress_event(line)) and not line.startswith(("│", "┃", "┏", "┡", "└")),
     )
     results.cold = strata_timeline(run.lines, [n.id for n in results.nodes], run.seconds)
+    results.cold_cpu = machine_busy_seconds() - busy_before
     if run.returncode != 0:
         why = results.cold.errors[0] if results.cold.errors else failure_line(run.text)
         results.cold_failed = f"exit {run.returncode}: {why}"
@@ -694,7 +717,7 @@ def baseline_builds(results: Results, home: Path, run_id: str, created: list[str
     """Build every node with plain `docker build --no-cache`; the tags it makes go into `created` (removed later)."""
     rendered = rendered_nodes(results.only)
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    start = time.monotonic()
+    start, busy_before = time.monotonic(), machine_busy_seconds()
     for node in results.nodes:
         outcome = results.baseline.setdefault(node.id, BaselineNode())
         parent = results.baseline.get(node.parent) if node.parent else None
@@ -754,6 +777,7 @@ def baseline_builds(results: Results, home: Path, run_id: str, created: list[str
             outcome.status, outcome.message = "failed", failure_line(run.text)
             print(f"bench: baseline {node.id} failed: {outcome.message}", file=sys.stderr, flush=True)
     results.baseline_total = time.monotonic() - start
+    results.baseline_cpu = machine_busy_seconds() - busy_before
 
 
 def restore_images(results: Results, before: Mapping[str, str | None], interrupted: bool) -> None:
@@ -849,6 +873,13 @@ def report(results: Results) -> str:
             seconds_text(cold_nobase),
             seconds_text(baseline_nobase),
             ratio(cold_nobase, baseline_nobase),
+            "",
+        ],
+        [
+            f"busy CPU during the cold builds, core-s ({os.cpu_count()} cpus)",
+            seconds_text(results.cold_cpu),
+            seconds_text(results.baseline_cpu),
+            ratio(results.cold_cpu, results.baseline_cpu),
             "",
         ],
         [

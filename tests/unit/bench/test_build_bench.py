@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -216,3 +217,19 @@ def test_processes_the_bench_started_are_not_other_runs() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_busy_core_seconds_counts_work_but_not_idle_waiting_or_stolen_time() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user)
+    line = "cpu  1000 50 400 9000 300 10 40 700 200 0\ncpu0 500 25 200 4500 150 5 20 350 100 0\n"
+    assert bench.busy_core_seconds(line, 100) == pytest.approx(15.0)
+    earlier = bench.busy_core_seconds("cpu  900 50 350 8000 300 10 40 100 0 0\n", 100)
+    assert bench.busy_core_seconds(line, 100) - earlier == pytest.approx(1.5)
+
+
+def test_the_machine_is_busier_after_doing_work() -> None:
+    before = bench.machine_busy_seconds()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+    assert bench.machine_busy_seconds() - before >= 0.25
