@@ -74,8 +74,9 @@ def decided(bench_run: BenchRun, comparison: Comparison, wrong: set[Verdict]) ->
     if comparison.verdict in (Verdict.INVALID, Verdict.INCONCLUSIVE):
         delays = [r.result.get("run_queue_delay_fraction") or 0.0 for r in bench_run.repetitions]
         pytest.skip(
-            f"host too contended for a verdict (median run-queue delay {statistics.median(delays):.0%} of "
-            f"step time): {comparison.summary()}"
+            f"no verdict from this host's timings (step times varied too much across the run's {len(delays)} "
+            f"repetitions; median run-queue delay {statistics.median(delays):.0%} of step time): "
+            f"{comparison.summary()}"
         )
     return comparison.verdict
 
