@@ -296,13 +296,13 @@ _STRATA_ENTRY = re.compile(r"(^|/)strata$")
 def strata_command(argv: Sequence[str]) -> str | None:
     """The subcommand if `argv` is a `strata` run that builds or uses engine images (build, verify, lock), else None.
 
-    >>> strata_command(["/usr/bin/python3", "-m", "builder.cli", "build", "--only", "*-cpu"])
+    >>> strata_command(["/usr/bin/python3", "-m", "cli.main", "build", "--only", "*-cpu"])
     'build'
     >>> strata_command(["/venv/bin/strata", "plan"]) is None
     True
     """
     for index, arg in enumerate(argv):
-        if arg == "builder.cli" or _STRATA_ENTRY.search(arg):
+        if arg == "cli.main" or _STRATA_ENTRY.search(arg):
             rest = [a for a in argv[index + 1 :] if not a.startswith("-")]
             if rest and rest[0] in ("build", "verify", "lock"):
                 return rest[0]
@@ -476,7 +476,7 @@ def image_id(ref: str) -> str | None:
 
 
 def strata_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "builder.cli", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def strata_env(home: Path | None = None) -> dict[str, str]:
@@ -582,8 +582,8 @@ def rendered_nodes(only: str) -> dict[str, tuple[str, str, str | None]]:
     """node id → (rendered Dockerfile, lock text, rootfs sha256), from the same plan `strata plan` prints."""
     sys.path.insert(0, str(REPO))
     from builder.errors import StrataError
-    from builder.matrix import load_matrix
-    from builder.plan import build_plan
+    from builder.matrix.load import load_matrix
+    from builder.plan.graph import build_plan
 
     try:
         plan = build_plan(load_matrix(REPO / "matrix.yaml")).select([only])
@@ -822,7 +822,7 @@ def restore_images(results: Results, before: Mapping[str, str | None], interrupt
     if missing:
         print(
             f"bench: WARNING: these Strata images were deleted and are NOT rebuilt: "
-            f"{', '.join(n.id for n in missing)}; run `python -m builder.cli build --only '{results.only}'` in {REPO}",
+            f"{', '.join(n.id for n in missing)}; run `python -m cli.main build --only '{results.only}'` in {REPO}",
             file=sys.stderr,
         )
     else:
@@ -1024,7 +1024,7 @@ def run_bench(only: str, skip_baseline: bool, jobs: int | None = None) -> Result
     unlocked = [n.id for n in nodes if not n.locked]
     if unlocked:
         raise BenchError(
-            f"locks missing or stale for {', '.join(unlocked)}: run `python -m builder.cli lock`"
+            f"locks missing or stale for {', '.join(unlocked)}: run `python -m cli.main lock`"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = Results(only=only, nodes=nodes, logs=REPO / "build" / "bench" / f"build-{stamp}", jobs=jobs)

@@ -30,7 +30,7 @@ CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from builder.canonical import CanonicalPolicy, canonicalize_archive
+from builder.oci.canonical import CanonicalPolicy, canonicalize_archive
 t0 = time.perf_counter()
 image = canonicalize_archive(Path(sys.argv[2]), Path(sys.argv[3]), CanonicalPolicy(epoch=1700000000, compression="none"))
 print(json.dumps({"seconds": time.perf_counter() - t0, "digest": image.config_digest,

@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from builder.matrix import load_matrix  # noqa: E402
-from builder.plan import build_plan  # noqa: E402
+from builder.matrix.load import load_matrix  # noqa: E402
+from builder.plan.graph import build_plan  # noqa: E402
 
 TARGET_SECONDS = 1.0
 
@@ -67,7 +67,7 @@ def main() -> None:
                         [
                             sys.executable,
                             "-m",
-                            "builder.cli",
+                            "cli.main",
                             "plan",
                             "--matrix",
                             str(REPO / "matrix.yaml"),
@@ -88,7 +88,7 @@ def main() -> None:
                         [
                             sys.executable,
                             "-m",
-                            "builder.cli",
+                            "cli.main",
                             "plan",
                             "--matrix",
                             str(big),

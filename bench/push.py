@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry_sync.client import RegistryClient
-from registry_sync.push import push_archive
-from registry_sync.server import ServerSettings, start_registry, stop_registry
+from registry_sync.registry.client import RegistryClient
+from registry_sync.publish.push import push_archive
+from registry_sync.registry.server import ServerSettings, start_registry, stop_registry
 
 DOCKER = "/usr/bin/docker"
 BASE_TAG = "strata-bench/push-base:1"

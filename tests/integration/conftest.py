@@ -16,8 +16,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder.matrix import load_matrix
-from builder.plan import Plan, build_plan
+from builder.matrix.load import load_matrix
+from builder.plan.graph import Plan, build_plan
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_CELLS = "*-cpu"
@@ -28,7 +28,7 @@ def strata(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `strata` CLI as a user would (a fresh process), capturing its output."""
     return subprocess.run(
-        [sys.executable, "-m", "builder.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,

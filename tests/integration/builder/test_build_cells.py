@@ -9,9 +9,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder.fetch import wheel_path
+from builder.lock.fetch import wheel_path
 from builder.paths import cache_dir
-from builder.plan import Plan
+from builder.plan.graph import Plan
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[3]

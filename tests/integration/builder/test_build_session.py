@@ -7,9 +7,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder.build import BuildSession, canonicalizer_pool
+from builder.build.orchestrate import BuildSession, canonicalizer_pool
 from builder.errors import StrataError
-from builder.plan import Plan
+from builder.plan.graph import Plan
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[3]

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from builder.plan import Plan
+from builder.plan.graph import Plan
 
 pytestmark = [pytest.mark.full, pytest.mark.engine]
 

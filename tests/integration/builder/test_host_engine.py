@@ -1,4 +1,4 @@
-"""builder.host and builder.engine_caps against this machine's real Docker engine and CLIs."""
+"""builder.engine.host and builder.engine.caps against this machine's real Docker engine and CLIs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder import engine_caps, host
+from builder.engine import caps as engine_caps
+from builder.engine import host
 from builder.errors import HostError
 
 pytestmark = pytest.mark.engine

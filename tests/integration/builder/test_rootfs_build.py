@@ -1,4 +1,4 @@
-"""builder.rootfs with the real mmdebstrap and Debian archive: reproducible bytes, cache, lock mismatch.
+"""builder.lock.rootfs with the real mmdebstrap and Debian archive: reproducible bytes, cache, lock mismatch.
 
 Two builds of a small bookworm spec run in two separate cache directories (the second one reuses the
 first one's downloaded .debs, which apt re-verifies, so only the archive download is shared). Takes a
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import rootfs
+from builder.lock import rootfs
 from builder.errors import HostError
-from builder.rootfs import RootfsArtifact, RootfsSpec
+from builder.lock.rootfs import RootfsArtifact, RootfsSpec
 
 pytestmark = pytest.mark.engine
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry_sync.client import RegistryClient, RetryPolicy
-from registry_sync.compress import CompressedLayerCache
-from registry_sync.push import compress_layers, read_docker_archive
-from registry_sync.server import (
+from registry_sync.registry.client import RegistryClient, RetryPolicy
+from registry_sync.publish.compress import CompressedLayerCache
+from registry_sync.publish.push import compress_layers, read_docker_archive
+from registry_sync.registry.server import (
     ServerLayout,
     ServerSettings,
     ensure_htpasswd,

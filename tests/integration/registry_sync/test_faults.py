@@ -11,16 +11,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from registry_sync.auth import Credentials
-from registry_sync.client import (
+from registry_sync.registry.auth import Credentials
+from registry_sync.registry.client import (
     RegistryAuthError,
     RegistryClient,
     RegistryError,
     RegistryUnreachable,
     RetryPolicy,
 )
-from registry_sync.push import push_archive
-from registry_sync.server import ServerSettings, registry_status, start_registry
+from registry_sync.publish.push import push_archive
+from registry_sync.registry.server import ServerSettings, registry_status, start_registry
 
 pytestmark = pytest.mark.engine
 CHUNK = 512 * 1024

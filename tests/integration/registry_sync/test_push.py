@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from registry_sync.client import RegistryClient
-from registry_sync.push import image_exists, push_archive
-from registry_sync.tags import AuditLog, TagPolicyError
+from registry_sync.registry.client import RegistryClient
+from registry_sync.publish.push import image_exists, push_archive
+from registry_sync.publish.tag_policy import AuditLog, TagPolicyError
 
 pytestmark = pytest.mark.engine
 DOCKER = "/usr/bin/docker"
@@ -132,7 +132,7 @@ def test_version_tag_is_immutable_and_force_is_audited(plain_client, test_archiv
 
 
 def test_alias_moves_only_by_promotion(plain_client, test_archives, tmp_path):
-    from registry_sync.tags import TagPolicy, promote_alias
+    from registry_sync.publish.tag_policy import TagPolicy, promote_alias
 
     audit = AuditLog(tmp_path / "audit.jsonl")
     with pytest.raises(TagPolicyError, match="floating alias"):

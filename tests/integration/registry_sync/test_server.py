@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
-from registry_sync import commands
-from registry_sync.client import RegistryAuthError, RegistryClient
-from registry_sync.server import ServerLayout, local_client
+from cli import registry as commands
+from registry_sync.registry.client import RegistryAuthError, RegistryClient
+from registry_sync.registry.server import ServerLayout, local_client
 
 pytestmark = pytest.mark.engine
 

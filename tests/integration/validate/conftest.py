@@ -94,8 +94,8 @@ def fault_images(docker_client: docker.DockerClient, smoke_good_image: str) -> I
 @pytest.fixture(scope="session")
 def cudart_wheel() -> tuple[str, bytes]:
     """The real nvidia-cuda-runtime-cu11 wheel (file name, bytes)."""
-    from builder.fetch import fetch_wheels, wheel_path
-    from builder.lockfile import read_lock
+    from builder.lock.fetch import fetch_wheels, wheel_path
+    from builder.plan.lockfile import read_lock
     from builder.paths import cache_dir
 
     lock = read_lock(REPO / "locks" / "hermetic" / "cuda11.8-bookworm.lock")

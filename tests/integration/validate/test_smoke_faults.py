@@ -8,8 +8,8 @@ from typing import Any
 import docker
 import pytest
 
-from validate.results import ImageReport
-from validate.runner import HOST_CA_BUNDLE, smoke_images
+from validate.smoke.results import ImageReport
+from validate.smoke.runner import HOST_CA_BUNDLE, smoke_images
 from validate.smoke.gpu_checks import GPU_CHECK_NAMES
 
 pytestmark = pytest.mark.engine

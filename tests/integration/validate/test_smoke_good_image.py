@@ -11,9 +11,9 @@ import docker
 import pytest
 
 from builder.errors import StrataError
-from validate import smoke_command
-from validate.results import ImageReport, load_report
-from validate.runner import smoke_images
+from cli import smoke as smoke_command
+from validate.smoke.results import ImageReport, load_report
+from validate.smoke.runner import smoke_images
 from validate.smoke.gpu_checks import GPU_CHECK_NAMES, LOG_CHECK_NAME
 
 pytestmark = pytest.mark.engine

@@ -12,7 +12,7 @@ import json
 import docker
 import pytest
 
-from validate import runner
+from validate.smoke import runner
 from validate.smoke.checks import PASS, CheckResult, SmokeContext
 
 pytestmark = pytest.mark.engine

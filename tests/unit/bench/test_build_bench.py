@@ -173,7 +173,7 @@ def test_ratio_table_and_failure_line() -> None:
 @pytest.mark.parametrize(
     ("argv", "command"),
     [
-        (["/usr/bin/python3", "-m", "builder.cli", "build", "--only", "*-cpu"], "build"),
+        (["/usr/bin/python3", "-m", "cli.main", "build", "--only", "*-cpu"], "build"),
         (
             [
                 "/root/.pyenv/versions/3.11.7/bin/python3.11",

@@ -1,4 +1,4 @@
-"""Pure parts of builder.engine_caps: version parsing, candidate order, ranking, command lines."""
+"""Pure parts of builder.engine.caps: version parsing, candidate order, ranking, command lines."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import engine_caps
-from builder.engine_caps import BuilderChoice, CliProbe
+from builder.engine import caps as engine_caps
+from builder.engine.caps import BuilderChoice, CliProbe
 from builder.errors import HostError
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.matrix import load_matrix
-from builder.plan import build_plan
+from builder.matrix.load import load_matrix
+from builder.plan.graph import build_plan
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = REPO / "tests" / "golden"

@@ -1,4 +1,4 @@
-"""Pure parts of builder.host: dpkg-query parsing, apt command lines, sizes, one-line reasons."""
+"""Pure parts of builder.engine.host: dpkg-query parsing, apt command lines, sizes, one-line reasons."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import host
+from builder.engine import host
 from builder.errors import HostError
 
 

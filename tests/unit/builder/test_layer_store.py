@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.layer_store import DiffDirLayer, chain_ids, tar_split_size
+from builder.engine.layer_store import DiffDirLayer, chain_ids, tar_split_size
 
 BASE_LAYER = "sha256:76cde0599a9d97abdf8d1f108963bf179335be6995f981be3107149e25903066"
 SECOND_LAYER = "sha256:fa2d3f4aa7cd49f75cfe753fccfdfbb0f25d1e7e9efd36946de79c07fdc1bc3f"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ErrorList, StrataError
-from builder.matrix import load_matrix
+from builder.matrix.load import load_matrix
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT = (REPO / "matrix.yaml").read_text()

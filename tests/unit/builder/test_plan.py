@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.cli import main
-from builder.commands import github_matrix
+from cli.main import main
+from cli.commands import github_matrix
 from builder.errors import MatrixError, StrataError
-from builder.matrix import load_matrix
-from builder.plan import Plan, build_plan
+from builder.matrix.load import load_matrix
+from builder.plan.graph import Plan, build_plan
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -280,7 +280,7 @@ def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str], workspace: 
 
 
 def test_release_bump_changes_version_tags_but_not_content(workspace: Path) -> None:
-    from builder.commands import bump_release
+    from cli.commands import bump_release
 
     before = plan_of(workspace)
     assert bump_release(workspace / "matrix.yaml") == 2

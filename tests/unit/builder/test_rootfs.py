@@ -1,4 +1,4 @@
-"""Pure parts of builder.rootfs: spec validation, sources, hook text, mmdebstrap argv, dpkg status, keys."""
+"""Pure parts of builder.lock.rootfs: spec validation, sources, hook text, mmdebstrap argv, dpkg status, keys."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from builder import rootfs
+from builder.lock import rootfs
 from builder.errors import StrataError
-from builder.rootfs import DebPackage, RootfsSpec
+from builder.lock.rootfs import DebPackage, RootfsSpec
 
 BOOKWORM = RootfsSpec(suite="bookworm", epoch=1700000000)
 

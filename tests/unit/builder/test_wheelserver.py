@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.wheelserver import WheelServer
+from builder.build.wheelserver import WheelServer
 
 
 def test_serves_each_node_directory_byte_for_byte_on_loopback(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The CI in .github calls only `strata` commands and flags that exist, in the intended order, safely.
 
 Every `strata ...` invocation in a `run:` step (workflows and the composite action) is extracted, its subcommand
-path is resolved with `python -m builder.cli <path> --help`, and every flag it passes must appear in that help.
+path is resolved with `python -m cli.main <path> --help`, and every flag it passes must appear in that help.
 A command the CLI lacks fails here; actionlint runs where its binary is installed (no official PyPI wheel carries it).
 """
 
@@ -160,9 +160,9 @@ def every_invocation() -> list[Invocation]:
 
 @functools.cache
 def cli_help(path: tuple[str, ...]) -> str:
-    """`python -m builder.cli <path> --help`; fails the test with the CLI's own words when it is refused."""
+    """`python -m cli.main <path> --help`; fails the test with the CLI's own words when it is refused."""
     done = subprocess.run(
-        [sys.executable, "-m", "builder.cli", *path, "--help"],
+        [sys.executable, "-m", "cli.main", *path, "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -199,7 +199,7 @@ def flag_in_help(flag: str, help_text: str) -> bool:
 
 def plan_github_matrix() -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "builder.cli", "plan", "--format", "github"],
+        [sys.executable, "-m", "cli.main", "plan", "--format", "github"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from builder.lockfile import Lock, PinnedWheel
-from builder.plan import LayerNode, Plan
-from registry_sync.lockfile import LockedImage
+from builder.plan.lockfile import Lock, PinnedWheel
+from builder.plan.graph import LayerNode, Plan
+from registry_sync.publish.images_lock import LockedImage
 
 REGISTRY = "127.0.0.1:5000"
 
@@ -65,7 +65,7 @@ def hand_node(
 
 def hand_plan(nodes: list[LayerNode], aliases: list[tuple[str, str, str]] = (), namespace: str = "t") -> Plan:  # type: ignore[assignment]
     """A Plan over hand-made nodes; the matrix carries only what publishing reads (registry, aliases, profile)."""
-    from builder.schema import Alias
+    from builder.matrix.schema import Alias
 
     model = SimpleNamespace(
         registry=SimpleNamespace(address=REGISTRY, namespace=namespace),

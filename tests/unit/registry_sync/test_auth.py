@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from registry_sync.auth import Credentials, CredentialsError, registry_host, resolve_credentials
+from registry_sync.registry.auth import Credentials, CredentialsError, registry_host, resolve_credentials
 
 
 def write_config(tmp_path, config):

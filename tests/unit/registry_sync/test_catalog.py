@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from registry_sync.catalog import human_size, render_catalog, sources_from_plans, write_catalog
-from registry_sync.lockfile import ImagesLock
+from registry_sync.publish.catalog import human_size, render_catalog, sources_from_plans, write_catalog
+from registry_sync.publish.images_lock import ImagesLock
 
 TOOLS = "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm"
 FRAMEWORK = "127.0.0.1:5000/strata/tensorflow-core:2.13.1-cpu-py3.11-bookworm"
@@ -91,10 +91,10 @@ def test_human_size():
 def test_cli_on_the_default_matrix_lists_locked_wheels_and_debian_packages(kit, tmp_path, capsys):
     from pathlib import Path
 
-    from builder.matrix import load_matrix
-    from builder.plan import build_plan
-    from registry_sync.lockfile import write_images_lock
-    from registry_sync.publish_commands import main
+    from builder.matrix.load import load_matrix
+    from builder.plan.graph import build_plan
+    from registry_sync.publish.images_lock import write_images_lock
+    from cli.publish import main
 
     repo = Path(__file__).resolve().parents[3]
     plan = build_plan(load_matrix(repo / "matrix.yaml"))

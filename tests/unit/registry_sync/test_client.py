@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from registry_sync.client import (
+from registry_sync.registry.client import (
     RegistryClient,
     RetryPolicy,
     describe_transport_error,

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from registry_sync.compress import COMPRESSION, CompressedLayerCache, gzip_stream
+from registry_sync.publish.compress import COMPRESSION, CompressedLayerCache, gzip_stream
 
 
 def test_same_input_gives_same_bytes_and_valid_gzip():

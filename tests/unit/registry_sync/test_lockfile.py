@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from registry_sync.lockfile import (
+from registry_sync.publish.images_lock import (
     ImageRef,
     ImagesLock,
     LockFileError,
@@ -102,7 +102,7 @@ def test_lookup_by_tag_or_by_digest(kit):
 
 
 def test_lock_plan_digest_equals_plan_digest_for_a_full_lock(kit):
-    from builder.plan import plan_digest
+    from builder.plan.graph import plan_digest
 
     nodes = [kit.node("base", "base", "t/base", "1"), kit.node("tools", "tools", "t/tf", "1", parent="base")]
     plan = kit.plan(nodes)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from registry_sync.lockfile import ImagesLock, write_images_lock
-from registry_sync.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files, pin_text
-from registry_sync.publish_commands import main
+from registry_sync.publish.images_lock import ImagesLock, write_images_lock
+from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files, pin_text
+from cli.publish import main
 
 TF = "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm"
 BASE = "127.0.0.1:5000/strata/base:bookworm-1700000000"

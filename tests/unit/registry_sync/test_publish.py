@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.matrix import load_matrix
-from registry_sync.client import DOCKER_MANIFEST_V2, OCI_MANIFEST, Manifest, sha256_of
-from registry_sync.publish import (
+from builder.matrix.load import load_matrix
+from registry_sync.registry.client import DOCKER_MANIFEST_V2, OCI_MANIFEST, Manifest, sha256_of
+from registry_sync.publish.push_plan import (
     CONTENT_HASH_ANNOTATION,
     UNCOMPRESSED_ANNOTATION,
     NodeTarget,
@@ -19,7 +19,7 @@ from registry_sync.publish import (
     matrix_tag_policy,
     promote_cell_alias,
 )
-from registry_sync.tags import AuditLog
+from registry_sync.publish.tag_policy import AuditLog
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -9,8 +9,8 @@ import tarfile
 
 import pytest
 
-from registry_sync.compress import CompressedLayer, CompressedLayerCache
-from registry_sync.push import ArchiveError, build_manifest, compress_layers, read_docker_archive
+from registry_sync.publish.compress import CompressedLayer, CompressedLayerCache
+from registry_sync.publish.push import ArchiveError, build_manifest, compress_layers, read_docker_archive
 
 
 def make_archive(path, layers, *, config_name=None, diff_ids=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from registry_sync.server import ServerLayout, ServerSettings, default_data_dir, render_config
+from registry_sync.registry.server import ServerLayout, ServerSettings, default_data_dir, render_config
 
 
 def test_data_dir_follows_strata_home(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry_sync.sync import Endpoint, SyncError, SyncItem, parse_endpoint, plan_sync
+from registry_sync.publish.sync import Endpoint, SyncError, SyncItem, parse_endpoint, plan_sync
 
 D = "sha256:" + "cd" * 32
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry_sync.tags import AuditLog, TagAction, TagPolicy, TagPolicyError, decide_tag, validate_tag
+from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, TagPolicyError, decide_tag, validate_tag
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 

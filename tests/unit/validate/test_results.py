@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import StrataError
-from validate.results import ImageReport, load_report, require_pass, result_path, save_report
+from validate.smoke.results import ImageReport, load_report, require_pass, result_path, save_report
 from validate.smoke.checks import CheckResult
 
 DIGEST = "sha256:" + "ab" * 32

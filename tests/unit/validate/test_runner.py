@@ -6,8 +6,8 @@ import io
 import json
 import tarfile
 
-from validate import runner
-from validate.runner import ContainerRun, complete_results, parse_output
+from validate.smoke import runner
+from validate.smoke.runner import ContainerRun, complete_results, parse_output
 from validate.smoke.checks import FAIL, PASS, PLAN_MARKER, RESULT_MARKER, CheckResult, SmokeContext
 
 

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from validate.secret_scan import (
+from validate.smoke.secret_scan import (
     SecretScanner,
     credential_lines,
     docker_auths,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import StrataError
-from validate import smoke_command
+from cli import smoke as smoke_command
 
 
 def parser() -> argparse.ArgumentParser:

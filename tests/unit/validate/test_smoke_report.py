@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from validate.results import ImageReport
+from validate.smoke.results import ImageReport
 from validate.smoke.checks import CheckResult
-from validate.smoke_report import render
+from validate.smoke.report import render
 
 REPORT = ImageReport(
     image="strata/tf:2.13.1-gpu",

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from builder.canonical import CanonicalPolicy
-from builder.image_archive import blob_path, read_image
-from builder.image_commands import register
-from builder.image_diff import diff_images
-from builder.image_engine import canonicalize_image, save_image
+from builder.oci.canonical import CanonicalPolicy
+from builder.oci.archive import blob_path, read_image
+from cli.images import register
+from builder.oci.diff import diff_images
+from builder.engine.images import canonicalize_image, save_image
 
 pytestmark = pytest.mark.engine
 EPOCH = 1_600_000_000

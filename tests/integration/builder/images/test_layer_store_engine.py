@@ -15,11 +15,11 @@ from typing import Any
 import docker
 import pytest
 
-from builder.canonical import CanonicalPolicy
-from builder.engine import BuildRequest, build_image
-from builder.engine_caps import BuilderChoice, detect_builder
-from builder.image_engine import canonicalize_image, load_canonical
-from builder.layer_store import STORE_ENV, store_image
+from builder.oci.canonical import CanonicalPolicy
+from builder.engine.image_build import BuildRequest, build_image
+from builder.engine.caps import BuilderChoice, detect_builder
+from builder.engine.images import canonicalize_image, load_canonical
+from builder.engine.layer_store import STORE_ENV, store_image
 
 pytestmark = pytest.mark.engine
 PLAIN = CanonicalPolicy(epoch=1_600_000_000, compression="none")

@@ -120,7 +120,7 @@ def images(engine: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 def strata(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "builder.cli", *argv], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "cli.main", *argv], cwd=REPO, capture_output=True, text=True, timeout=300
     )
 
 

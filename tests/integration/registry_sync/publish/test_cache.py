@@ -9,12 +9,12 @@ import time
 import docker.errors
 import pytest
 
-from builder.plan import Plan
-from registry_sync.cache import CACHE_RETRY, pull_cached
-from registry_sync.client import RegistryClient
-from registry_sync.publish import NodeTarget, PushOptions, publish_plan
-from registry_sync.push import push_archive
-from registry_sync.tags import AuditLog, TagPolicy
+from builder.plan.graph import Plan
+from registry_sync.publish.cache import CACHE_RETRY, pull_cached
+from registry_sync.registry.client import RegistryClient
+from registry_sync.publish.push_plan import NodeTarget, PushOptions, publish_plan
+from registry_sync.publish.push import push_archive
+from registry_sync.publish.tag_policy import AuditLog, TagPolicy
 
 pytestmark = pytest.mark.engine
 
@@ -105,7 +105,7 @@ def test_image_with_another_content_hash_is_refused_and_removed(
 
 def test_build_images_call_site(make_chain, engine, plain_registry, plain_client, tmp_path):
     """The call builder/build.py makes for a node the engine lacks (see the report for the exact lines)."""
-    from builder.build import existing_image
+    from builder.build.orchestrate import existing_image
 
     chain = make_chain(plain_registry)
     push_chain(chain, engine, plain_client, tmp_path)
@@ -121,7 +121,7 @@ def test_open_cache_registry_checks_once_and_can_be_turned_off(
 ):
     from types import SimpleNamespace
 
-    from registry_sync.cache import open_cache_registry
+    from registry_sync.publish.cache import open_cache_registry
 
     def matrix(address):
         return SimpleNamespace(model=SimpleNamespace(registry=SimpleNamespace(address=address)))

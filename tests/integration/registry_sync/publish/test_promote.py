@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from registry_sync.publish import NodeTarget, PublishError, PushOptions, promote_cell_alias, publish_plan
-from registry_sync.tags import AuditLog, TagAction, TagPolicy
+from registry_sync.publish.push_plan import NodeTarget, PublishError, PushOptions, promote_cell_alias, publish_plan
+from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy
 from validate.bench.ledger import Ledger
 from validate.bench.metrics import DeviceKey, Repetition
-from validate.results import ImageReport, save_report
+from validate.smoke.results import ImageReport, save_report
 from validate.smoke.checks import CheckResult
 
 pytestmark = pytest.mark.engine

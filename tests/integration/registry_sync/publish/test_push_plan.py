@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from builder.plan import Plan
-from registry_sync.client import RegistryAuthError, RegistryClient
-from registry_sync.lockfile import read_images_lock
-from registry_sync.publish import (
+from builder.plan.graph import Plan
+from registry_sync.registry.client import RegistryAuthError, RegistryClient
+from registry_sync.publish.images_lock import read_images_lock
+from registry_sync.publish.push_plan import (
     CONTENT_HASH_ANNOTATION,
     UNCOMPRESSED_ANNOTATION,
     NodeTarget,
@@ -23,9 +23,9 @@ from registry_sync.publish import (
     open_registry,
     publish_plan,
 )
-from registry_sync.push import push_archive
-from registry_sync.server import DEFAULT_HOST, ServerSettings, start_registry, stop_registry
-from registry_sync.tags import AuditLog, TagPolicy
+from registry_sync.publish.push import push_archive
+from registry_sync.registry.server import DEFAULT_HOST, ServerSettings, start_registry, stop_registry
+from registry_sync.publish.tag_policy import AuditLog, TagPolicy
 
 pytestmark = pytest.mark.engine
 
@@ -176,7 +176,7 @@ def test_push_to_embedded_registry_with_tls_and_htpasswd(make_chain, engine, sec
 
 
 def test_cli_push_to_a_registry_that_is_down_is_one_line(repo, unused_address, tmp_path, monkeypatch, capsys):
-    from registry_sync.publish_commands import main
+    from cli.publish import main
 
     monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
     args = [

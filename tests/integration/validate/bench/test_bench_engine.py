@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from validate.bench import commands
+from cli import bench as commands
 from validate.bench.ledger import Ledger
 from validate.bench.report import compare_images
 from validate.bench.runner import BenchError, BenchRun, run_benchmarks

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder.canonical import (
+from builder.oci.canonical import (
     CanonicalPolicy,
     canonical_config,
     canonical_prefix,
@@ -29,7 +29,7 @@ from builder.canonical import (
     write_planned_layer,
 )
 from builder.errors import StrataError
-from builder.image_archive import blob_path, pack_layout, read_image
+from builder.oci.archive import blob_path, pack_layout, read_image
 
 EPOCH = 1_600_000_000
 

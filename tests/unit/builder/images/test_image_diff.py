@@ -9,12 +9,12 @@ import tarfile
 
 import pytest
 
-from builder.canonical import CanonicalPolicy, canonicalize_archive
+from builder.oci.canonical import CanonicalPolicy, canonicalize_archive
 from builder.errors import StrataError
-from builder.image_archive import read_image
-from builder.image_commands import register
-from builder.image_diff import FileSummary, diff_images, diff_to_json, render_text
-from builder.image_packages import PackageDiff, compare_image_packages
+from builder.oci.archive import read_image
+from cli.images import register
+from builder.oci.diff import FileSummary, diff_images, diff_to_json, render_text
+from builder.oci.packages import PackageDiff, compare_image_packages
 
 EPOCH = 1_600_000_000
 

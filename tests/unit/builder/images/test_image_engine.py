@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from builder.errors import StrataError
-from builder.image_engine import CHUNK, _piped_chunks
+from builder.engine.images import CHUNK, _piped_chunks
 
 
 def test_the_stream_carries_every_byte_in_order_in_large_chunks():

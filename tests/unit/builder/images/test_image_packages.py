@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from builder.errors import StrataError
-from builder.image_archive import ImageSource, read_image
-from builder.image_packages import (
+from builder.oci.archive import ImageSource, read_image
+from builder.oci.packages import (
     ImagePackages,
     InstalledPackage,
     PackageDiff,

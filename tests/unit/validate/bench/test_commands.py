@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from builder.errors import StrataError
-from validate.bench import commands
+from cli import bench as commands
 from validate.bench.ledger import Ledger, RunInfo
 from validate.bench.metrics import Repetition
 

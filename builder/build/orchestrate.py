@@ -1,0 +1,387 @@
+"""`strata build`: turn the plan into canonical images on the local engine, parents first, skipping what exists.
+
+Flow per node: context (Dockerfile + lock or root filesystem) → engine build (BuildKit or legacy) → canonical
+image loaded back under the node's content tag and version tags. A node whose content hash is already in the
+engine is not rebuilt; a failed node skips its descendants and, with keep_going, nothing else.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from builder.errors import BuildError, ErrorList, MatrixError, StrataError
+from builder.lock.fetch import fetch_wheels, link_wheelhouse
+from builder.lock.resolve import lock_states, rootfs_spec
+from builder.paths import build_dir, cache_dir
+from builder.plan.graph import LayerNode, Plan
+
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+LABEL_HASH = "io.strata.content-hash"
+
+
+@dataclass
+class NodeOutcome:
+    node: str
+    status: str  # built | cached | failed | skipped
+    seconds: float = 0.0
+    size: int = 0
+    image_id: str = ""
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "status": self.status,
+            "seconds": round(self.seconds, 2),
+            "size": self.size,
+            "image_id": self.image_id,
+            "message": self.message,
+        }
+
+
+@dataclass
+class BuildOptions:
+    jobs: int = 1
+    keep_going: bool = False
+    force: bool = False  # ignore images already in the engine (used by verify)
+    on_event: Callable[[str, str], None] = field(default=lambda node, msg: None)
+
+
+def check_buildable(plan: Plan) -> None:
+    """Everything that must hold before touching the engine: fresh locks, real digests."""
+    errors: list[StrataError] = []
+    for s in lock_states(plan):
+        if s.state != "ok":
+            errors.append(MatrixError(f"{s.path} is {s.state} for node {s.node}: run `strata lock`"))
+    for n in plan.nodes:
+        if n.base_image and n.base_image.endswith(PLACEHOLDER_DIGEST):
+            errors.append(
+                MatrixError(
+                    f"node {n.id}: base image {n.base_image} has a placeholder digest; set the real one"
+                )
+            )
+    if errors:
+        raise ErrorList(errors)
+
+
+def existing_image(client: docker.DockerClient, node: LayerNode) -> Any | None:
+    """The engine's image for this node's content hash, if present and labelled with that hash."""
+    try:
+        image = client.images.get(node.cache_ref)
+    except docker.errors.ImageNotFound:
+        return None
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return image if labels.get(LABEL_HASH) == node.content_hash else None
+
+
+@dataclass
+class BuildSession:
+    """What every node build in one run shares: engine, builder choice, wheelhouse server, directories."""
+
+    plan: Plan
+    client: docker.DockerClient
+    choice: Any
+    server: Any
+    cache: Path
+    work: Path
+    # Removing a raw build image deletes gigabytes of files: done here, off the path of the next build.
+    janitor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-rmi")
+    )
+    # Canonicalizing holds the GIL for seconds per GB: each node's runs in a worker process of its own.
+    canonicalizers: ProcessPoolExecutor | None = None
+
+    def canonicalize(self, build_tag: str, node: LayerNode) -> str:
+        """Load the canonical form of the raw image `build_tag` as `node.cache_ref`; returns its image ID."""
+        from builder.engine.images import load_canonical_in_worker
+
+        args = (build_tag, canonical_policy(self.plan), node.cache_ref, _parent_ref(self.plan, node))
+        try:
+            if self.canonicalizers is None:
+                return load_canonical_in_worker(*args).config_digest
+            return self.canonicalizers.submit(load_canonical_in_worker, *args).result().config_digest
+        except BrokenProcessPool:
+            raise StrataError(
+                f"node {node.id}: the canonicalizing worker process died (out of memory?)"
+            ) from None
+        except StrataError as exc:
+            raise StrataError(f"node {node.id}: canonicalizing: {exc}") from None
+
+    def discard_later(self, ref: str) -> None:
+        """Remove the engine image `ref` in the background; the session waits for it before it ends."""
+
+        def remove() -> None:
+            try:
+                self.client.images.remove(ref, noprune=False)
+            except docker.errors.APIError:
+                pass  # already gone, or still used by a container: nothing a build depends on
+
+        self.janitor.submit(remove)
+
+    def engine_build(
+        self,
+        node: LayerNode,
+        tag: str,
+        *,
+        no_cache: bool = False,
+        log_name: str | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> str:
+        """Build one node's Dockerfile into `tag` (raw, not canonical); returns the image id."""
+        from builder.engine.image_build import BuildRequest, build_image
+
+        # A private directory per build: concurrent strata runs in one checkout never share a context.
+        (self.work / "context").mkdir(parents=True, exist_ok=True)
+        context = _prepare_context(
+            self.plan,
+            node,
+            self.cache,
+            Path(tempfile.mkdtemp(prefix=f"{log_name or node.id}-", dir=self.work / "context")),
+        )
+        args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
+        if node.parent:
+            args["PARENT_IMAGE"] = self.plan.node(node.parent).local_ref
+        log = self.work / "logs" / f"{log_name or node.id}.log"
+        try:
+            return build_image(
+                self.client, self.choice, BuildRequest(node.id, context, tag, args, log, no_cache), on_line
+            )
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+
+
+class _FetchMeter:
+    """Reports bytes fetched every 100 MB (downloads run on several threads)."""
+
+    STEP = 100 * 10**6
+
+    def __init__(self, on_event: Callable[[str, str], None]) -> None:
+        self.on_event = on_event
+        self.total = 0
+        self.next_report = self.STEP
+        self.lock = threading.Lock()
+
+    def __call__(self, filename: str, nbytes: int) -> None:
+        with self.lock:
+            self.total += nbytes
+            if self.total >= self.next_report:
+                self.next_report += self.STEP
+                self.on_event("-", f"wheelhouse: {self.total / 1e6:.0f} MB fetched (now {filename})")
+
+
+@contextmanager
+def build_session(
+    plan: Plan, client: docker.DockerClient, nodes: list[LayerNode], on_event: Callable[[str, str], None]
+) -> Iterator[BuildSession]:
+    """Detect the builder, fetch and verify every wheel `nodes` need, and serve them on loopback for the session."""
+    from builder.engine.caps import detect_builder
+    from builder.build.wheelserver import WheelServer
+
+    root = plan.matrix.root
+    choice = detect_builder(client)
+    on_event("-", f"builder: {choice.kind} ({choice.reason})")
+    cache = cache_dir(root)
+    work = build_dir(root)
+    (work / "wheelhouse").mkdir(parents=True, exist_ok=True)
+    wheel_root = Path(tempfile.mkdtemp(prefix="session-", dir=work / "wheelhouse"))
+    # Fetch once for the whole run: each wheel is downloaded at most once and verified before any build.
+    # (Fetching while the base nodes build was measured slower: on two cores both are CPU-bound.)
+    wheels = [w for n in nodes if n.lock for w in n.lock.wheels]
+    if wheels:
+        result = fetch_wheels(cache, wheels, repair=False, progress=_FetchMeter(on_event))
+        on_event(
+            "-",
+            f"wheelhouse: {result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.0f} MB), {result.reused} reused",
+        )
+    for n in nodes:
+        if n.lock and n.lock.wheels:
+            link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
+    try:
+        with WheelServer(wheel_root) as server:
+            session = BuildSession(plan, client, choice, server, cache, work)
+            try:
+                yield session
+            finally:
+                session.janitor.shutdown(wait=True)
+    finally:
+        shutil.rmtree(wheel_root, ignore_errors=True)
+
+
+def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions) -> list[NodeOutcome]:
+    """Build every node of the plan that the engine does not already have; return one outcome per node."""
+    check_buildable(plan)
+    outcomes: dict[str, NodeOutcome] = {}
+    todo: list[LayerNode] = []
+    registry: Any = None
+    try:
+        for node in plan.nodes:
+            image = None if options.force else existing_image(client, node)
+            status = "cached"
+            if image is None and not options.force:
+                # Push with cache: a node the registry already has (by content hash) is pulled, not built.
+                if registry is None:
+                    registry = _open_cache_registry(plan)
+                if registry is not False:
+                    from registry_sync.publish.cache import pull_cached
+
+                    image = pull_cached(client, registry, node)
+                    status = "pulled"
+            if image is not None:
+                _tag_all(image, node)
+                size = int(image.attrs.get("Size", 0))
+                outcomes[node.id] = NodeOutcome(node.id, status, size=size, image_id=image.id)
+            else:
+                todo.append(node)
+    finally:
+        if registry not in (None, False):
+            registry.close()
+    if todo:
+        # The worker processes start first: their start-up overlaps the wheel fetch.
+        with canonicalizer_pool(options.jobs) as pool:
+            with build_session(plan, client, todo, options.on_event) as session:
+                session.canonicalizers = pool
+                _run_dag(session, todo, options, outcomes)
+    return [outcomes[n.id] for n in plan.nodes]
+
+
+@contextmanager
+def canonicalizer_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Worker processes for canonicalizing, started at once so their start-up overlaps other work."""
+    from builder.engine.images import warm_up
+
+    # spawn: forking a process that runs threads (server, janitor, progress) could copy a held lock.
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for _ in range(max(1, workers)):
+            pool.submit(warm_up)
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _open_cache_registry(plan: Plan) -> Any:
+    """The registry client for build avoidance, or False when it is off or unreachable (builds go on)."""
+    from registry_sync.publish.cache import open_cache_registry
+
+    return open_cache_registry(plan.matrix) or False
+
+
+def _run_dag(
+    session: BuildSession, todo: list[LayerNode], options: BuildOptions, outcomes: dict[str, NodeOutcome]
+) -> None:
+    pending = {n.id: n for n in todo}
+    running: dict[Future[NodeOutcome], str] = {}
+    stop = False
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        while pending or running:
+            if not stop:
+                for node_id, node in list(pending.items()):
+                    if node.parent and (node.parent in pending or node.parent in running.values()):
+                        continue  # wait for the parent
+                    parent_state = outcomes[node.parent].status if node.parent else None
+                    if node.parent and parent_state not in ("built", "cached", "pulled"):
+                        outcomes[node_id] = NodeOutcome(
+                            node_id, "skipped", message=f"parent {node.parent} {parent_state}"
+                        )
+                        del pending[node_id]
+                        continue
+                    if len(running) >= max(1, options.jobs):
+                        break
+                    del pending[node_id]
+                    running[pool.submit(_build_one, session, node, options)] = node_id
+            if not running:
+                for node_id in list(pending):
+                    outcomes[node_id] = NodeOutcome(
+                        node_id, "skipped", message="stopped after an earlier failure"
+                    )
+                    del pending[node_id]
+                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                node_id = running.pop(fut)
+                outcomes[node_id] = fut.result()
+                if outcomes[node_id].status == "failed" and not options.keep_going:
+                    stop = True
+
+
+def canonical_policy(plan: Plan) -> Any:
+    from builder.oci.canonical import CanonicalPolicy
+
+    return CanonicalPolicy(epoch=plan.matrix.model.source_date_epoch, compression="none")
+
+
+def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) -> NodeOutcome:
+    start = time.monotonic()
+    client = session.client
+    try:
+        build_tag = f"strata-build/{node.id}:{node.content_hash[:16]}"
+        options.on_event(node.id, "building")
+        session.engine_build(node, build_tag, on_line=lambda line: options.on_event(node.id, line))
+        options.on_event(node.id, "canonicalizing")
+        # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
+        image_id = session.canonicalize(build_tag, node)
+        session.discard_later(build_tag)
+        loaded = client.images.get(image_id)
+        _tag_all(loaded, node)
+        return NodeOutcome(
+            node.id, "built", time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id
+        )
+    except StrataError as exc:
+        return NodeOutcome(node.id, "failed", time.monotonic() - start, message=str(exc))
+    except (docker.errors.DockerException, OSError) as exc:
+        return NodeOutcome(
+            node.id,
+            "failed",
+            time.monotonic() - start,
+            message=f"node {node.id}: {type(exc).__name__}: {exc}",
+        )
+
+
+def _parent_ref(plan: Plan, node: LayerNode) -> str | None:
+    """The parent's canonical image in the engine: its layers need not be rewritten or loaded again."""
+    parents = [n for n in plan.nodes if n.id == node.parent]
+    return parents[0].cache_ref if parents else None
+
+
+def _tag_all(image: Any, node: LayerNode) -> None:
+    for ref in (node.cache_ref, *node.tags):
+        repo, tag = ref.rsplit(":", 1)
+        image.tag(repo, tag)
+
+
+def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path) -> Path:
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Dockerfile").write_text(node.dockerfile, encoding="utf-8")
+    if node.lock and node.lock.wheels:
+        (context / "requirements.lock").write_text(node.lock.render(), encoding="utf-8")
+    if node.rootfs is not None:
+        from builder.lock.rootfs import build_rootfs
+
+        assert node.lock is not None and node.lock.rootfs is not None
+        art = build_rootfs(rootfs_spec(node), cache, expected_sha256=node.lock.rootfs.sha256)
+        try:
+            os.link(art.path, context / "rootfs.tar")
+        except OSError:
+            shutil.copy2(art.path, context / "rootfs.tar")
+    return context
+
+
+def raise_if_failed(outcomes: list[NodeOutcome]) -> None:
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise BuildError("; ".join(o.message for o in failed))

@@ -1,0 +1,168 @@
+"""`strata verify`: rebuild nodes twice from scratch and prove the canonical images are bit-for-bit identical.
+
+Each build ignores every cache: the engine's (--no-cache) and Strata's own build avoidance. Parents come from the
+normal build (each parent is itself verified when selected). When the two results differ, `strata diff` says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from builder.build.orchestrate import BuildOptions, build_images, build_session, canonical_policy, check_buildable
+from builder.errors import StrataError
+from builder.plan.graph import LayerNode, Plan
+
+
+@dataclass
+class VerifyResult:
+    id: str
+    reproducible: bool
+    digests: list[str]
+    diff_ids: list[list[str]] = field(default_factory=list)
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    engine_digest: str = ""  # the image the normal build produced: must equal both rebuilds
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "reproducible": self.reproducible,
+            "digests": self.digests,
+            "diff_ids": self.diff_ids,
+            "matches_engine": bool(self.engine_digest) and all(d == self.engine_digest for d in self.digests),
+            "differences": self.differences,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+def summarize_differences(diff: Any, limit: int = 50) -> list[dict[str, Any]]:
+    """Flatten an ImageDiff into rows: {where, path, fields} (config keys or layer files)."""
+    rows: list[dict[str, Any]] = []
+    for change in diff.config_changes:
+        rows.append(
+            {"where": "config", "path": change.path, "fields": ["value"], "a": change.a, "b": change.b}
+        )
+    for layer in diff.layers:
+        for change in layer.changes:
+            fields = list(change.fields) or (["presence"] if (change.a is None) != (change.b is None) else [])
+            rows.append(
+                {
+                    "where": f"layer {layer.index}",
+                    "path": change.path,
+                    "fields": fields,
+                    "step": layer.created_by,
+                }
+            )
+    return rows[:limit]
+
+
+def verify_nodes(
+    plan: Plan,
+    client: docker.DockerClient,
+    on_event: Any = lambda n, m: None,
+    rebuilds: int = 2,
+    targets: set[str] | None = None,
+    keep: Path | None = None,
+) -> list[VerifyResult]:
+    """Build each selected node twice with no cache, canonicalize both, compare digests and diff_ids.
+
+    With rebuilds=1 the image the normal build left in the engine is the first sample (on a fresh machine, such as
+    CI, that build was itself from scratch) and one isolated rebuild the second. `targets` limits which nodes are
+    verified (default: all); the others are only built normally, as parents. `keep` keeps both canonical OCI layouts
+    of each node under keep/<node>/ for independent tools (skopeo, diffoscope).
+    """
+    from builder.oci.archive import read_image
+    from builder.oci.diff import diff_images
+    from builder.engine.images import canonicalize_image
+
+    check_buildable(plan)
+    # Parents must exist (normal build, cached if present) so each rebuild starts FROM the same canonical parent.
+    outcomes = build_images(plan, client, BuildOptions(on_event=on_event))
+    failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
+    if failed:
+        raise StrataError(
+            f"cannot verify: the normal build failed first ({failed[0].message or failed[0].status})"
+        )
+    results: list[VerifyResult] = []
+    (plan.matrix.root / "build").mkdir(exist_ok=True)
+    scratch = keep or Path(tempfile.mkdtemp(prefix="strata-verify-", dir=plan.matrix.root / "build"))
+    try:
+        chosen = [n for n in plan.nodes if targets is None or n.id in targets]
+        with build_session(plan, client, chosen, on_event) as session:
+            for node in chosen:
+                results.append(
+                    _verify_node(
+                        session,
+                        node,
+                        scratch,
+                        canonicalize_image,
+                        read_image,
+                        diff_images,
+                        on_event,
+                        rebuilds,
+                    )
+                )
+                if keep is None:
+                    shutil.rmtree(scratch / node.id, ignore_errors=True)
+    finally:
+        if keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
+def _verify_node(
+    session: Any,
+    node: LayerNode,
+    scratch: Path,
+    canonicalize_image: Any,
+    read_image: Any,
+    diff_images: Any,
+    on_event: Any,
+    rebuilds: int,
+) -> VerifyResult:
+    client = session.client
+    layouts: list[Any] = []
+    try:
+        if rebuilds == 1:
+            layouts.append(
+                canonicalize_image(
+                    node.cache_ref,
+                    scratch / node.id / "engine",
+                    canonical_policy(session.plan),
+                    client=client,
+                )
+            )
+        for attempt in range(1, rebuilds + 1):
+            tag = f"strata-verify/{node.id}:{attempt}"
+            on_event(node.id, f"rebuild {attempt}/{rebuilds} from scratch")
+            session.engine_build(node, tag, no_cache=True, log_name=f"verify-{node.id}-{attempt}")
+            layouts.append(
+                canonicalize_image(
+                    tag, scratch / node.id / str(attempt), canonical_policy(session.plan), client=client
+                )
+            )
+            try:
+                client.images.remove(tag, noprune=False)
+            except docker.errors.APIError:
+                pass
+    except StrataError as exc:
+        return VerifyResult(node.id, False, [x.config_digest for x in layouts], error=str(exc))
+    first, second = layouts
+    digests = [first.config_digest, second.config_digest]
+    diff_ids = [[layer.diff_id for layer in x.layers] for x in layouts]
+    reproducible = digests[0] == digests[1] and diff_ids[0] == diff_ids[1]
+    differences: list[dict[str, Any]] = []
+    if not reproducible:
+        differences = summarize_differences(diff_images(read_image(first.layout), read_image(second.layout)))
+    try:
+        engine_digest = str(client.images.get(node.cache_ref).id)
+    except docker.errors.ImageNotFound:
+        engine_digest = ""
+    return VerifyResult(node.id, reproducible, digests, diff_ids, differences, engine_digest)

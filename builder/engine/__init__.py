@@ -1,0 +1,1 @@
+"""builder.engine.image_build"""

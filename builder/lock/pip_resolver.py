@@ -1,0 +1,126 @@
+"""Resolve Python requirements with pip's installation report, inside the image's own base (its Python, its glibc).
+
+Resolving on the host with `--python-version` is not enough: pip then evaluates environment markers with the host's
+interpreter, so a Python 3.9 image would miss `importlib-metadata; python_version < "3.10"`. So resolution runs in a
+container of the node's base image with a pinned, hash-checked pip wheel mounted in (bullseye's own pip predates
+`--report`). Touches the network (PyPI); the host CA bundle is mounted read-only for that run, never built into a layer.
+The host's pip configuration (extra indexes, find-links, constraints) is ignored: a lock depends only on the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from builder.errors import StrataError
+from builder.plan.lockfile import PinnedWheel
+
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+# The pip that resolves inside images: pinned and verified like any other input.
+PIP_WHEEL = PinnedWheel(
+    name="pip",
+    version="24.2",
+    sha256="2cd581cf58ab7fcfca4ce8efa6dcacd0de5bf8d0a3eb9ec927e07405f4d9e2a2",
+    url="https://files.pythonhosted.org/packages/d4/55/90db48d85f7689ec6f81c0db0622d704306c5284850383c090e6c7195a5c/"
+    "pip-24.2-py3-none-any.whl",
+)
+
+
+def in_image_command(report: str, requirements: str, constraints: str | None, ca: str | None) -> list[str]:
+    """The pip command run inside the base image (pure; unit-tested)."""
+    cmd = [
+        "python3",
+        f"/strata/{PIP_WHEEL.filename}/pip",
+        "install",
+        "--isolated",
+        "--disable-pip-version-check",
+        "--no-cache-dir",
+        "--quiet",
+        "--dry-run",
+        "--ignore-installed",
+        "--only-binary=:all:",
+        "--report",
+        report,
+        "-r",
+        requirements,
+    ]
+    if constraints:
+        cmd += ["-c", constraints]
+    if ca:
+        cmd += ["--cert", ca]
+    return cmd
+
+
+def resolve_in_image(
+    client: Any, image: str, requirements: list[str], constraints: dict[str, str], cache: Path, what: str
+) -> list[PinnedWheel]:
+    """Resolve in a container of `image` (the node's base): markers and wheel tags are the image's own."""
+    from builder.lock.fetch import fetch_wheels, wheel_path
+
+    fetch_wheels(cache, [PIP_WHEEL], repair=True)
+    pip_wheel = wheel_path(cache, PIP_WHEEL)
+    with tempfile.TemporaryDirectory(prefix="strata-resolve-") as tmp:
+        work = Path(tmp)
+        (work / "requirements.in").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        has_constraints = bool(constraints)
+        if has_constraints:
+            (work / "constraints.txt").write_text(
+                "".join(f"{n}=={v}\n" for n, v in sorted(constraints.items())), encoding="utf-8"
+            )
+        volumes = {
+            str(work): {"bind": "/work", "mode": "rw"},
+            str(pip_wheel.parent): {"bind": "/strata", "mode": "ro"},
+        }
+        ca = None
+        if os.path.exists(CA_BUNDLE):
+            volumes[CA_BUNDLE] = {"bind": "/run/strata-ca.crt", "mode": "ro"}
+            ca = "/run/strata-ca.crt"
+        cmd = in_image_command(
+            "/work/report.json",
+            "/work/requirements.in",
+            "/work/constraints.txt" if has_constraints else None,
+            ca,
+        )
+        container = client.containers.run(
+            image,
+            cmd,
+            volumes=volumes,
+            network_mode="host",
+            user="0",
+            entrypoint=[],
+            detach=True,
+            environment={"PIP_CONFIG_FILE": "/dev/null", "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        try:
+            status = container.wait(timeout=1800)
+            logs = container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+        if status.get("StatusCode") != 0:
+            reason = _last_error(logs) or f"pip exited {status.get('StatusCode')}"
+            raise StrataError(f"cannot resolve requirements for {what} (in {image}): {reason}")
+        data = json.loads((work / "report.json").read_text(encoding="utf-8"))
+    return [_pinned(item, what) for item in data.get("install", [])]
+
+
+def _pinned(item: dict, what: str) -> PinnedWheel:
+    meta = item["metadata"]
+    info = item["download_info"]
+    sha = info.get("archive_info", {}).get("hashes", {}).get("sha256") or ""
+    if not sha:
+        hash_field = info.get("archive_info", {}).get("hash", "")
+        sha = hash_field.split("=", 1)[1] if hash_field.startswith("sha256=") else ""
+    if not sha:
+        raise StrataError(f"{what}: index gave no sha256 for {meta['name']} {meta['version']}")
+    return PinnedWheel(name=meta["name"], version=meta["version"], sha256=sha, url=info["url"])
+
+
+def _last_error(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "notice" not in ln]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    return (errors[-1] if errors else (lines[-1] if lines else "")).removeprefix("ERROR: ")[:300]

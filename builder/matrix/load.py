@@ -1,0 +1,429 @@
+"""Load matrix.yaml into a validated, typed Matrix and expand it into cells; every error names FILE:LINE:COL."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import re
+import typing
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from builder.matrix import compat
+from builder.errors import ErrorList, Location, MatrixError
+from builder.matrix.schema import CudaSpec, MatrixModel, OsSpec, UserLayer
+from builder.matrix.positions import PositionedDocument, load_positioned
+
+DEFAULT_MATRIX = "matrix.yaml"
+DEFAULT_PROFILE = "hermetic"
+REGISTRY_ENV = "STRATA_REGISTRY"  # overrides registry.address (e.g. CI's private registry)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One final image of the matrix, e.g. `tf2.13.1-gpu`: a TF version in one flavor under one profile."""
+
+    id: str
+    tf: str
+    flavor: str
+    python: str
+    os_name: str
+    os: OsSpec
+    cuda: str | None
+    cuda_spec: CudaSpec | None
+    framework_index: int
+    framework_requirements: str
+    tools_requirements: str
+    users: tuple[UserLayer, ...]
+
+    @property
+    def tf_minor(self) -> str:
+        return compat.tf_minor(self.tf)
+
+    @property
+    def cudnn(self) -> str | None:
+        return self.cuda_spec.cudnn if self.cuda_spec else None
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A validated matrix with one profile chosen; `root` is the directory relative paths resolve against."""
+
+    model: MatrixModel
+    profile: str
+    cells: tuple[Cell, ...]
+    root: Path
+    file: str
+    doc: PositionedDocument
+
+    def cell(self, cell_id: str) -> Cell:
+        for c in self.cells:
+            if c.id == cell_id:
+                return c
+        raise MatrixError(f"no cell '{cell_id}' (cells: {', '.join(c.id for c in self.cells)})")
+
+    def locate(self, *path: str | int) -> Location:
+        return self.doc.locate(path)
+
+
+def load_matrix(path: str | Path = DEFAULT_MATRIX, profile: str = DEFAULT_PROFILE) -> Matrix:
+    """Read, validate and expand a matrix file. Raises MatrixError/ErrorList with FILE:LINE:COL messages."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MatrixError("matrix file not found", Location(str(path))) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MatrixError(f"cannot read matrix file: {exc}", Location(str(path))) from None
+    matrix = parse_matrix(text, str(path), profile=profile, root=path.resolve().parent)
+    override = os.environ.get(REGISTRY_ENV, "").strip()
+    if override:
+        # CI points the same matrix at its own registry; tags, cache look-ups and pushes all follow.
+        registry = matrix.model.registry.model_copy(update={"address": override})
+        matrix = replace(matrix, model=matrix.model.model_copy(update={"registry": registry}))
+    return matrix
+
+
+def parse_matrix(text: str, file: str, *, profile: str = DEFAULT_PROFILE, root: Path | None = None) -> Matrix:
+    doc = load_positioned(text, file)
+    if not isinstance(doc.data, dict):
+        raise MatrixError(
+            "the matrix must be a YAML mapping (schema:, registry:, frameworks:, ...)", doc.locate(())
+        )
+    try:
+        model = MatrixModel.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ErrorList([_schema_error(doc, err) for err in exc.errors()]) from None
+    root = root or Path.cwd()
+    errors: list[MatrixError] = []
+    if profile not in model.profiles:
+        raise MatrixError(
+            f"unknown profile '{profile}' (matrix defines: {', '.join(model.profiles)})",
+            doc.locate(("profiles",), key=True),
+        )
+    cells = _expand_cells(model, profile, doc, root, errors)
+    _check_references(model, cells, doc, root, errors)
+    if errors:
+        raise ErrorList(list(errors))
+    return Matrix(model=model, profile=profile, cells=tuple(cells), root=root, file=file, doc=doc)
+
+
+# ---------------------------------------------------------------------------------------------- schema errors
+
+
+def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        field = loc[-1]
+        return MatrixError(
+            f"missing required key '{field}'" + _under(loc[:-1]), doc.locate(loc[:-1], key=True)
+        )
+    if loc and loc[-1] == "[key]":
+        key = str(loc[-2])
+        expected = msg_choices = err["msg"].removeprefix("Input should be ")
+        close = difflib.get_close_matches(
+            key, [c.strip("' ") for c in re.split(r",| or ", msg_choices)], n=1, cutoff=0.5
+        )
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return MatrixError(
+            f"unknown key '{key}' in '{_dotted(loc[:-2])}' (expected {expected}){hint}",
+            doc.locate(loc[:-1], key=True),
+        )
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        hint = ""
+        choices = _fields_at(MatrixModel, loc[:-1])
+        close = difflib.get_close_matches(key, choices, n=1, cutoff=0.6)
+        if close:
+            hint = f"; did you mean '{close[0]}'?"
+        elif choices:
+            hint = f" (valid keys: {', '.join(sorted(choices))})"
+        return MatrixError(f"unknown key '{key}'" + _under(loc[:-1]) + hint, doc.locate(loc, key=True))
+    value = _value_at(doc.data, loc)
+    # A rule about a whole mapping points at the key that names it.
+    where = doc.locate(loc, key=isinstance(value, dict))
+    msg = err["msg"]
+    if kind.endswith("_type") or kind in ("string_type", "int_type"):
+        got = type(value).__name__
+        expected = msg.removeprefix("Input should be ").removeprefix("a valid ")
+        hint = ""
+        if isinstance(value, float) and kind == "string_type":
+            hint = f' (write it quoted, e.g. "{value}"; unquoted 2.10 reads as the number 2.1)'
+        return MatrixError(f"'{_dotted(loc)}' must be {expected}, got {got} {value!r}{hint}", where)
+    if kind == "literal_error":
+        return MatrixError(
+            f"'{_dotted(loc)}': {msg.removeprefix('Input should be ')} expected, got {value!r}", where
+        )
+    if kind == "value_error":
+        return MatrixError(f"'{_dotted(loc)}': {msg.removeprefix('Value error, ')}", where)
+    return MatrixError(f"'{_dotted(loc)}': {msg}", where)
+
+
+def _under(loc: tuple[Any, ...]) -> str:
+    return f" in '{_dotted(loc)}'" if loc else " at top level"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top>"
+
+
+def _value_at(data: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys of the mapping at `loc`, walking the schema (dicts and lists step through their values)."""
+    current: Any = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _step(tp: Any, part: Any) -> Any:
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        for name, f in tp.model_fields.items():
+            if part in (name, f.alias):
+                return _unwrap(f.annotation)
+        return None
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is dict and len(args) == 2:
+        return _unwrap(args[1])
+    if origin is list and args:
+        return _unwrap(args[0])
+    return None
+
+
+def _unwrap(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if (
+        typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        and len(args) == 1
+    ):
+        return args[0]
+    return tp
+
+
+# ---------------------------------------------------------------------------------------------- expansion
+
+
+def cell_id(tf: str, flavor: str) -> str:
+    return f"tf{tf}-{flavor}"
+
+
+def _expand_cells(
+    model: MatrixModel, profile: str, doc: PositionedDocument, root: Path, errors: list[MatrixError]
+) -> list[Cell]:
+    prof = model.profiles[profile]
+    cells: list[Cell] = []
+    seen: dict[str, tuple[Any, ...]] = {}
+    for i, fw in enumerate(model.frameworks):
+        fw_path = ("frameworks", i)
+        if profile not in fw.profiles:
+            errors.append(
+                MatrixError(
+                    f"framework tf {fw.tf} has no settings for profile '{profile}'"
+                    f" (add frameworks[{i}].profiles.{profile})",
+                    doc.locate(fw_path + ("profiles",)),
+                )
+            )
+            continue
+        fp = fw.profiles[profile]
+        fp_path = fw_path + ("profiles", profile)
+        os_spec = prof.os.get(fp.os)
+        if os_spec is None:
+            errors.append(
+                MatrixError(
+                    f"os '{fp.os}' is not defined in profiles.{profile}.os" + _suggest(fp.os, prof.os),
+                    doc.locate(fp_path + ("os",)),
+                )
+            )
+            continue
+        if compat.tf_minor(fw.tf) not in compat.TF_RULES:
+            known = ", ".join(sorted(compat.TF_RULES))
+            errors.append(
+                MatrixError(
+                    f"no compatibility rules for tf {fw.tf} (known: {known})", doc.locate(fw_path + ("tf",))
+                )
+            )
+            continue
+        tools_req = model.tools.requirements.get(compat.tf_minor(fw.tf))
+        if tools_req is None:
+            errors.append(
+                MatrixError(
+                    f"no tools requirements for tf {compat.tf_minor(fw.tf)}"
+                    f' (add tools.requirements."{compat.tf_minor(fw.tf)}")',
+                    doc.locate(("tools", "requirements")),
+                )
+            )
+            continue
+        for j, flavor in enumerate(fw.flavors):
+            cid = cell_id(fw.tf, flavor)
+            if cid in seen:
+                errors.append(
+                    MatrixError(
+                        f"duplicate cell id '{cid}' (also defined at {doc.locate(seen[cid])})",
+                        doc.locate(fw_path + ("flavors", j)),
+                    )
+                )
+                continue
+            seen[cid] = fw_path + ("flavors", j)
+            cuda_spec: CudaSpec | None = None
+            cuda = None
+            if flavor == "gpu":
+                if fp.cuda is None:
+                    errors.append(
+                        MatrixError(
+                            f"cell {cid} is gpu but names no cuda version", doc.locate(fp_path, key=True)
+                        )
+                    )
+                    continue
+                cuda = fp.cuda
+                cuda_spec = prof.cuda.get(fp.cuda)
+                if cuda_spec is None:
+                    errors.append(
+                        MatrixError(
+                            f"cuda '{fp.cuda}' is not defined in profiles.{profile}.cuda"
+                            + _suggest(fp.cuda, prof.cuda),
+                            doc.locate(fp_path + ("cuda",)),
+                        )
+                    )
+                    continue
+                if cuda_spec.source == "image" and cuda_spec.os != fp.os:
+                    errors.append(
+                        MatrixError(
+                            f"cell {cid} runs on os {fp.os} but cuda {fp.cuda} image is built on {cuda_spec.os}",
+                            doc.locate(fp_path + ("os",)),
+                        )
+                    )
+                    continue
+            violations = compat.check_cell(
+                cid, fw.tf, os_spec.python, flavor, cuda, cuda_spec.cudnn if cuda_spec else None
+            )
+            for v in violations:
+                field_path = {"python": fp_path + ("os",), "tf": fw_path + ("tf",)}.get(
+                    v.field, fp_path + ("cuda",)
+                )
+                if v.deviation and fp.allow is not None:
+                    continue
+                suffix = (
+                    " (allowed only with 'allow: {reason: ...}' on this profile entry)" if v.deviation else ""
+                )
+                errors.append(MatrixError(v.message + suffix, doc.locate(field_path)))
+            if fp.allow is not None and not any(v.deviation for v in violations) and flavor == "gpu":
+                errors.append(
+                    MatrixError(
+                        f"cell {cid}: 'allow' given but nothing deviates from the tested configuration; remove it",
+                        doc.locate(fp_path + ("allow",), key=True),
+                    )
+                )
+            users = tuple(u for u in model.users if any(fnmatch.fnmatchcase(cid, pat) for pat in u.cells))
+            cells.append(
+                Cell(
+                    id=cid,
+                    tf=fw.tf,
+                    flavor=flavor,
+                    python=os_spec.python,
+                    os_name=fp.os,
+                    os=os_spec,
+                    cuda=cuda,
+                    cuda_spec=cuda_spec,
+                    framework_index=i,
+                    framework_requirements=fw.requirements,
+                    tools_requirements=tools_req,
+                    users=users,
+                )
+            )
+    return cells
+
+
+def _suggest(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f" (defined: {', '.join(choices) or 'none'})"
+
+
+def _check_references(
+    model: MatrixModel, cells: list[Cell], doc: PositionedDocument, root: Path, errors: list[MatrixError]
+) -> None:
+    ids = {c.id for c in cells}
+    # Requirements files must exist (relative to the matrix file).
+    files: list[tuple[str, tuple[Any, ...]]] = []
+    for i, fw in enumerate(model.frameworks):
+        files.append((fw.requirements, ("frameworks", i, "requirements")))
+    for minor, req in model.tools.requirements.items():
+        files.append((req, ("tools", "requirements", minor)))
+    for i, u in enumerate(model.users):
+        files.append((u.requirements, ("users", i, "requirements")))
+    for pname, prof in model.profiles.items():
+        for cname, cs in prof.cuda.items():
+            if cs.requirements:
+                files.append((cs.requirements, ("profiles", pname, "cuda", cname, "requirements")))
+    for rel, path in files:
+        if not (root / rel).is_file():
+            errors.append(
+                MatrixError(f"file '{rel}' not found (relative to the matrix file)", doc.locate(path))
+            )
+    # User layers must select at least one cell and have unique names.
+    names: dict[str, int] = {}
+    for i, u in enumerate(model.users):
+        if u.name in names:
+            errors.append(MatrixError(f"duplicate user layer '{u.name}'", doc.locate(("users", i, "name"))))
+        names[u.name] = i
+        for k, pat in enumerate(u.cells):
+            if cells and not any(fnmatch.fnmatchcase(c, pat) for c in ids):
+                errors.append(
+                    MatrixError(
+                        f"user layer '{u.name}': pattern '{pat}' selects no cell",
+                        doc.locate(("users", i, "cells", k)),
+                    )
+                )
+    # Aliases point at cells that exist; one alias tag per repository.
+    seen_alias: dict[tuple[str, str], int] = {}
+    for i, a in enumerate(model.aliases):
+        if ids and a.cell not in ids:
+            errors.append(
+                MatrixError(
+                    f"alias '{a.tag}' points at unknown cell '{a.cell}'" + _suggest(a.cell, sorted(ids)),
+                    doc.locate(("aliases", i, "cell")),
+                )
+            )
+        key = (a.layer, a.tag)
+        if key in seen_alias:
+            errors.append(
+                MatrixError(
+                    f"alias '{a.tag}' is declared twice for layer {a.layer} (first at aliases[{seen_alias[key]}])",
+                    doc.locate(("aliases", i, "tag")),
+                )
+            )
+        seen_alias[key] = i
+    # Every layer needs a repository and a version tag template.
+    for table in ("repositories", "version"):
+        declared = getattr(model.tags, table)
+        for layer in ("base", "cuda", "framework", "tools", "user"):
+            if layer not in declared:
+                errors.append(
+                    MatrixError(
+                        f"tags.{table} has no entry for layer '{layer}'",
+                        doc.locate(("tags", table), key=True),
+                    )
+                )

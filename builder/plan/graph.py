@@ -1,0 +1,513 @@
+"""The build plan: a DAG of layer nodes (shared nodes once), each with a content hash and the tags it publishes.
+
+Pure: reads matrix.yaml, templates, requirement and lock files; no Docker, no network.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from builder.matrix import compat
+from builder.errors import MatrixError
+from builder.plan.lockfile import Lock, digest_inputs, read_lock
+from builder.matrix.load import Cell, Matrix
+from builder.plan.render import TemplateRenderer
+from builder.plan.tags import TagFacts, check_tag, content_tag, expand
+
+# Bump when the way images are produced changes (templates' helpers, canonical form): every hash changes with it.
+PLAN_FORMAT = 1
+# Python layers are resolved by this pip, run inside the node's base image (see builder/pip_resolver.py).
+RESOLVER = "pip 24.2 in the base image"
+# Which CUDA wheel directories hold shared libraries TensorFlow dlopens (nvidia-<name>-cu11 → nvidia/<dir>/lib).
+_NO_LIB_DIR = {"cuda-nvcc"}
+
+
+@dataclass(frozen=True)
+class LayerNode:
+    """One image build. `content_hash` covers everything that determines the image."""
+
+    id: str
+    layer: str
+    parent: str | None
+    cells: tuple[str, ...]
+    dockerfile: str
+    requirements: tuple[str, ...]  # pip requirement lines this layer asks for (empty for base nodes)
+    lock_path: str | None  # relative to the matrix root
+    lock: Lock | None
+    lock_inputs: str  # digest of what the lock must be resolved from; a lock with other inputs is stale
+    content_hash: str
+    tags: tuple[str, ...]  # version references, immutable once pushed
+    aliases: tuple[str, ...]  # floating references, moved only by `strata promote`
+    cache_ref: str  # registry reference keyed by the content hash (build avoidance, push with cache)
+    python: str
+    os_name: str
+    base_image: str | None  # external image this node starts FROM (upstream profile), pinned by digest
+    rootfs: dict[str, Any] | None  # mmdebstrap recipe for hermetic base nodes
+    facts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def local_ref(self) -> str:
+        """The engine tag children build FROM: exact, so a stale image can never be picked up."""
+        return self.cache_ref
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "layer": self.layer,
+            "parent": self.parent,
+            "cells": list(self.cells),
+            "content_hash": self.content_hash,
+            "tags": list(self.tags),
+            "aliases": list(self.aliases),
+            "cache_ref": self.cache_ref,
+            "lock": self.lock_path,
+            "locked": self.lock is not None and self.lock.inputs == self.lock_inputs,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    matrix: Matrix
+    nodes: tuple[LayerNode, ...]  # parents before children
+    finals: dict[str, str] = field(default_factory=dict)  # cell id -> id of the node that is the cell's image
+
+    def node(self, node_id: str) -> LayerNode:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise MatrixError(f"no node '{node_id}' in the plan")
+
+    def children(self, node_id: str) -> list[LayerNode]:
+        return [n for n in self.nodes if n.parent == node_id]
+
+    def final_node(self, cell_id: str) -> LayerNode:
+        """The last node of a cell's chain: the image the cell id names."""
+        return self.node(self.finals[cell_id])
+
+    def cell_ids(self) -> list[str]:
+        """Cells whose final image is in this plan (a selection that keeps only a shared base lists none)."""
+        present = {n.id for n in self.nodes}
+        return [c.id for c in self.matrix.cells if self.finals.get(c.id) in present]
+
+    def select(self, patterns: list[str] | None) -> Plan:
+        """Keep nodes matching any glob (on cell ids or node ids) plus their ancestors."""
+        if not patterns:
+            return self
+        wanted: set[str] = set()
+        for pat in patterns:
+            hit = [
+                n.id
+                for n in self.nodes
+                if fnmatch.fnmatchcase(n.id, pat) or any(fnmatch.fnmatchcase(c, pat) for c in n.cells)
+            ]
+            if not hit:
+                raise MatrixError(
+                    f"--only '{pat}' matches no cell or node (cells: {', '.join(self.cell_ids())})"
+                )
+            # A node is kept when its id matches or one of its cells does (a cell's whole chain).
+            wanted.update(hit)
+        closure = set(wanted)
+        for node_id in wanted:
+            parent = self.node(node_id).parent
+            while parent:
+                closure.add(parent)
+                parent = self.node(parent).parent
+        kept = tuple(n for n in self.nodes if n.id in closure)
+        return Plan(matrix=self.matrix, nodes=kept, finals=self.finals)
+
+
+def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path | None = None) -> Plan:
+    """Expand every cell into its chain of nodes, render Dockerfiles and hash them. Example: `build_plan(load_matrix())`."""
+    root = matrix.root
+    renderer = TemplateRenderer(layers_dir or root / "layers")
+    locks_dir = locks_dir or root / "locks"
+    specs: dict[str, _Spec] = {}
+    order: list[str] = []
+    finals: dict[str, str] = {}
+    for cell in matrix.cells:
+        parent: str | None = None
+        for spec in _chain(matrix, cell):
+            spec.parent = parent
+            existing = specs.get(spec.id)
+            if existing is None:
+                specs[spec.id] = spec
+                order.append(spec.id)
+            elif existing.identity() != spec.identity():
+                raise MatrixError(
+                    f"two cells define node '{spec.id}' differently ({existing.cells[0]} and {cell.id})"
+                )
+            specs[spec.id].cells.append(cell.id)
+            parent = spec.id
+        finals[cell.id] = parent or ""
+    nodes: dict[str, LayerNode] = {}
+    for node_id in order:
+        spec = specs[node_id]
+        parent_node = nodes[spec.parent] if spec.parent else None
+        nodes[node_id] = _finish(matrix, renderer, locks_dir, spec, parent_node, specs)
+    _check_tag_collisions(list(nodes.values()))
+    return Plan(matrix=matrix, nodes=tuple(nodes[i] for i in order), finals=finals)
+
+
+# ---------------------------------------------------------------------------------------------- node specs
+
+
+@dataclass
+class _Spec:
+    id: str
+    layer: str
+    facts: TagFacts
+    context: dict[str, Any]
+    requirements: tuple[str, ...] = ()
+    requirement_files: tuple[str, ...] = ()
+    base_image: str | None = None
+    rootfs: dict[str, Any] | None = None
+    user: str = ""
+    parent: str | None = None
+    cells: list[str] = field(default_factory=list)
+    python: str = ""
+    os_name: str = ""
+
+    def identity(self) -> str:
+        return json.dumps(
+            [
+                self.layer,
+                self.context,
+                self.requirements,
+                self.requirement_files,
+                self.base_image,
+                self.rootfs,
+                self.parent,
+            ],
+            sort_keys=True,
+            default=str,
+        )
+
+
+def _registry_image(matrix: Matrix, image: str) -> str:
+    """External bases are pulled through the private registry's mirror (see `strata sync`)."""
+    return f"{matrix.model.registry.address}/mirror/{image}"
+
+
+def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
+    m = matrix.model
+    common = TagFacts(
+        namespace=m.registry.namespace, epoch=m.source_date_epoch, os=cell.os_name, release=m.release
+    )
+    cell_facts = TagFacts(
+        namespace=m.registry.namespace,
+        epoch=m.source_date_epoch,
+        os=cell.os_name,
+        tf=cell.tf,
+        flavor=cell.flavor,
+        python=cell.python,
+        cuda=cell.cuda or "",
+        cudnn=cell.cudnn or "",
+        release=m.release,
+    )
+    settings = {
+        "venv": m.build.venv,
+        "prefix": m.build.prefix,
+        "epoch": m.source_date_epoch,
+        "platform": m.build.platform,
+    }
+    py = {"version": cell.python, "site": f"lib/python{cell.python}/site-packages"}
+    chain: list[_Spec] = []
+    upstream_cuda = cell.cuda_spec is not None and cell.cuda_spec.source == "image"
+    base_image: str | None
+    # Base: the OS (hermetic: mmdebstrap root filesystem; upstream: Ubuntu or NVIDIA's CUDA image by digest).
+    if upstream_cuda:
+        assert cell.cuda_spec is not None and cell.cuda_spec.image is not None
+        base_id = f"base-cuda{cell.cuda}-{cell.os_name}"
+        base_image = _registry_image(matrix, cell.cuda_spec.image)
+        base_facts = TagFacts(**{**common.__dict__, "cuda": cell.cuda or "", "cudnn": cell.cudnn or ""})
+    else:
+        base_id = f"base-{cell.os_name}"
+        base_image = (
+            _registry_image(matrix, cell.os.image) if cell.os.image and cell.os.source == "image" else None
+        )
+        base_facts = common
+    rootfs = None
+    if cell.os.source == "mmdebstrap" and not upstream_cuda:
+        rootfs = {
+            "suite": cell.os.suite,
+            "mirror": cell.os.mirror,
+            "variant": "minbase",
+            "packages": sorted(cell.os.packages),
+            "epoch": m.source_date_epoch,
+            "security": cell.os.security,
+            "updates": cell.os.updates,
+        }
+    chain.append(
+        _Spec(
+            id=base_id,
+            layer="base",
+            facts=base_facts,
+            context={
+                "settings": settings,
+                "python": py,
+                "os": {
+                    "name": cell.os_name,
+                    "source": "image" if base_image else "mmdebstrap",
+                    "packages": sorted(cell.os.packages),
+                },
+                "base_image": base_image,
+                "cuda": {"version": cell.cuda, "cudnn": cell.cudnn} if upstream_cuda else None,
+            },
+            base_image=base_image,
+            rootfs=rootfs,
+            python=cell.python,
+            os_name=cell.os_name,
+        )
+    )
+    # CUDA user-space libraries from wheels (hermetic gpu cells).
+    if cell.flavor == "gpu" and not upstream_cuda:
+        assert cell.cuda_spec is not None and cell.cuda_spec.requirements is not None
+        req_file = cell.cuda_spec.requirements
+        reqs = _requirement_lines(matrix.root / req_file)
+        names = [r.split("==")[0].split("<")[0].split(">")[0].strip() for r in reqs]
+        lib_dirs = [
+            f"{m.build.prefix}/cuda/{py['site']}/nvidia/{_wheel_dir(n)}/lib"
+            for n in sorted(names)
+            if n.startswith("nvidia-") and _strip_nvidia(n) not in _NO_LIB_DIR
+        ]
+        nvcc = any(_strip_nvidia(n) == "cuda-nvcc" for n in names)
+        chain.append(
+            _Spec(
+                id=f"cuda{cell.cuda}-{cell.os_name}",
+                layer="cuda",
+                facts=TagFacts(**{**common.__dict__, "cuda": cell.cuda or "", "cudnn": cell.cudnn or ""}),
+                context={
+                    "settings": settings,
+                    "python": py,
+                    "cuda": {
+                        "version": cell.cuda,
+                        "cudnn": cell.cudnn,
+                        "lib_dirs": lib_dirs,
+                        "nvcc_dir": f"{m.build.prefix}/cuda/{py['site']}/nvidia/cuda_nvcc" if nvcc else None,
+                    },
+                },
+                requirements=tuple(reqs),
+                requirement_files=(req_file,),
+                python=cell.python,
+                os_name=cell.os_name,
+            )
+        )
+    rule = compat.TF_RULES[cell.tf_minor]
+    tf_package = "tensorflow-cpu" if cell.flavor == "cpu" else "tensorflow"
+    cell_ctx = {
+        "id": cell.id,
+        "tf": cell.tf,
+        "tf_package": tf_package,
+        "flavor": cell.flavor,
+        "cuda": cell.cuda,
+        "cudnn": cell.cudnn,
+        "os": cell.os_name,
+        "min_driver": rule.min_driver if cell.flavor == "gpu" else None,
+        "xla_gpu": cell.flavor == "gpu",
+    }
+    fw_reqs = (f"{tf_package}=={cell.tf}", *_requirement_lines(matrix.root / cell.framework_requirements))
+    chain.append(
+        _Spec(
+            id=f"tf{cell.tf}-{cell.flavor}-py{cell.python}",
+            layer="framework",
+            facts=cell_facts,
+            context={
+                "settings": settings,
+                "python": py,
+                "cell": cell_ctx,
+                "env": dict(sorted(m.env.items())),
+            },
+            requirements=fw_reqs,
+            requirement_files=(cell.framework_requirements,),
+            python=cell.python,
+            os_name=cell.os_name,
+        )
+    )
+    chain.append(
+        _Spec(
+            id=f"tools-tf{cell.tf}-{cell.flavor}",
+            layer="tools",
+            facts=cell_facts,
+            context={"settings": settings, "python": py, "cell": cell_ctx},
+            requirements=tuple(_requirement_lines(matrix.root / cell.tools_requirements)),
+            requirement_files=(cell.tools_requirements,),
+            python=cell.python,
+            os_name=cell.os_name,
+        )
+    )
+    for user in cell.users:
+        chain.append(
+            _Spec(
+                id=f"user-{user.name}-tf{cell.tf}-{cell.flavor}",
+                layer="user",
+                facts=TagFacts(**{**cell_facts.__dict__, "user": user.name}),
+                context={
+                    "settings": settings,
+                    "python": py,
+                    "cell": cell_ctx,
+                    "user": {
+                        "name": user.name,
+                        "uid": user.uid,
+                        "workdir": user.workdir,
+                        "ports": list(user.ports),
+                        "shadow_days": m.source_date_epoch // 86400,
+                    },
+                },
+                requirements=tuple(_requirement_lines(matrix.root / user.requirements)),
+                requirement_files=(user.requirements,),
+                user=user.name,
+                python=cell.python,
+                os_name=cell.os_name,
+            )
+        )
+    return chain
+
+
+def _strip_nvidia(name: str) -> str:
+    return name.removeprefix("nvidia-").removesuffix("-cu11").removesuffix("-cu12")
+
+
+def _wheel_dir(name: str) -> str:
+    return _strip_nvidia(name).replace("-", "_")
+
+
+def _requirement_lines(path: Path) -> list[str]:
+    lines = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            lines.append(line)
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+
+
+def _finish(
+    matrix: Matrix,
+    renderer: TemplateRenderer,
+    locks_dir: Path,
+    spec: _Spec,
+    parent: LayerNode | None,
+    specs: dict[str, _Spec],
+) -> LayerNode:
+    m = matrix.model
+    labels = _labels(matrix, spec, parent)
+    context = {**spec.context, "node": {"id": spec.id, "layer": spec.layer}, "labels": labels}
+    dockerfile = renderer.render(spec.layer, context, spec.id)
+    lock_rel: str | None = None
+    lock: Lock | None = None
+    lock_inputs = ""
+    if spec.rootfs is not None or spec.requirements:
+        lock_rel = f"locks/{matrix.profile}/{spec.id}.lock"
+        lock = read_lock(locks_dir / matrix.profile / f"{spec.id}.lock")
+        lock_inputs = digest_inputs(
+            {
+                "node": spec.id,
+                "rootfs": spec.rootfs,
+                "requirements": list(spec.requirements),
+                "python": spec.python,
+                "glibc": compat.OS_GLIBC.get(spec.os_name, ""),
+                # Python layers resolve on top of their parent's pins: a changed parent lock makes this one stale.
+                "parent_lock": parent.lock.render() if parent and parent.lock else None,
+                "parent_inputs": parent.lock_inputs if parent else None,
+                # How pins are resolved is an input too: changing the resolver makes every lock stale.
+                "resolver": RESOLVER if spec.requirements else None,
+            }
+        )
+    content_hash = digest_inputs(
+        {
+            "format": PLAN_FORMAT,
+            "layer": spec.layer,
+            "dockerfile": dockerfile,
+            "lock": lock.render() if lock else None,
+            "lock_inputs": lock_inputs,
+            "base_image": spec.base_image,
+            "parent": parent.content_hash if parent else None,
+            "build": m.build.model_dump(),
+            "epoch": m.source_date_epoch,
+        }
+    )
+    repo_tpl = m.tags.repositories[spec.layer]  # type: ignore[index]
+    ver_tpl = m.tags.version[spec.layer]  # type: ignore[index]
+    repo = f"{m.registry.address}/{expand(repo_tpl, spec.facts, f'tags.repositories.{spec.layer}')}"
+    version_tag = check_tag(expand(ver_tpl, spec.facts, f"tags.version.{spec.layer}"), f"node {spec.id}")
+    aliases = tuple(f"{repo}:{a.tag}" for a in m.aliases if a.layer == spec.layer and a.cell in spec.cells)
+    return LayerNode(
+        id=spec.id,
+        layer=spec.layer,
+        parent=spec.parent,
+        cells=tuple(spec.cells),
+        dockerfile=dockerfile,
+        requirements=spec.requirements,
+        lock_path=lock_rel,
+        lock=lock,
+        lock_inputs=lock_inputs,
+        content_hash=content_hash,
+        tags=(f"{repo}:{version_tag}",),
+        aliases=aliases,
+        cache_ref=f"{repo}:{content_tag(content_hash)}",
+        python=spec.python,
+        os_name=spec.os_name,
+        base_image=spec.base_image,
+        rootfs=spec.rootfs,
+        facts={k: v for k, v in spec.facts.fields().items() if v},
+    )
+
+
+def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, str]:
+    m = matrix.model
+    created = datetime.fromtimestamp(m.source_date_epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    f = spec.facts
+    labels = {
+        "org.opencontainers.image.created": created,
+        "org.opencontainers.image.vendor": "Strata",
+        "org.opencontainers.image.title": spec.id,
+        "org.opencontainers.image.description": f"Strata {spec.layer} layer {spec.id}",
+        "io.strata.node": spec.id,
+        "io.strata.layer": spec.layer,
+        "io.strata.profile": matrix.profile,
+        "io.strata.os": spec.os_name,
+        "io.strata.python": spec.python,
+    }
+    if spec.base_image:
+        labels["org.opencontainers.image.base.name"] = spec.base_image
+    elif parent:
+        # The parent by content hash: exact, and independent of registry address and release number.
+        labels["io.strata.parent-content-hash"] = parent.content_hash
+    if f.cuda:
+        labels["io.strata.cuda"] = f.cuda
+        labels["io.strata.cudnn"] = f.cudnn
+    if spec.layer in ("framework", "tools", "user"):
+        labels["io.strata.cell"] = spec.context["cell"]["id"]
+        labels["io.strata.tf"] = f.tf
+        labels["io.strata.flavor"] = f.flavor
+        labels["org.opencontainers.image.version"] = f.version
+        labels["io.strata.env"] = json.dumps(
+            dict(sorted(m.env.items())), sort_keys=True, separators=(",", ":")
+        )
+        labels["io.strata.xla-gpu"] = "true" if f.flavor == "gpu" else "false"
+    if spec.layer == "user":
+        labels["io.strata.user-layer"] = spec.user
+    return dict(sorted(labels.items()))
+
+
+def _check_tag_collisions(nodes: list[LayerNode]) -> None:
+    owner: dict[str, str] = {}
+    for n in nodes:
+        for ref in n.tags + n.aliases:
+            if ref in owner and owner[ref] != n.id:
+                raise MatrixError(
+                    f"tag collision: '{ref}' would be published by both {owner[ref]} and {n.id}"
+                )
+            owner[ref] = n.id
+
+
+def plan_digest(plan: Plan) -> str:
+    return hashlib.sha256("".join(n.content_hash for n in plan.nodes).encode()).hexdigest()

@@ -1,0 +1,403 @@
+"""`strata push | pin | catalog | sync | promote`: publish the plan's images and what users need to use them.
+
+Register with `register(subparsers)` (alias `register_publish`); every handler returns an exit code and raises
+StrataError subclasses for one-line errors. `python -m cli.publish push ...` runs these
+commands alone, exactly as `strata push ...` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from builder.errors import ErrorList, HostError, StrataError
+from registry_sync.registry.server import default_data_dir, strata_home
+from registry_sync.publish.tag_policy import AuditLog
+
+DEFAULT_CATALOG = Path("docs/catalog.md")
+
+
+def _formatter() -> type[argparse.RawDescriptionHelpFormatter]:
+    return argparse.RawDescriptionHelpFormatter
+
+
+def _data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="embedded registry state (default: $STRATA_HOME/registry or ./.strata/registry)",
+    )
+
+
+def _audit_log() -> AuditLog:
+    return AuditLog(strata_home() / "audit" / "tags.jsonl")
+
+
+def register(subparsers: Any) -> None:
+    """Add `push`, `pin`, `catalog`, `sync` and `promote`."""
+    from cli.commands import add_matrix_args
+
+    p = subparsers.add_parser(
+        "push",
+        help="push the plan's built images to the registry; write images.lock.json",
+        description="Push every node of the plan (parents first) under its version and content tags; a node whose\n"
+        "content tag the registry already has uploads nothing. Version tags are immutable (--force moves them,\n"
+        "audited). Then images.lock.json is written and pushed as <namespace>/images-lock:<plan digest>.\n\n"
+        "example: strata push --only '*-cpu'",
+        formatter_class=_formatter(),
+    )
+    add_matrix_args(p)
+    p.add_argument(
+        "--force", action="store_true", help="move version tags that name another digest (audited)"
+    )
+    p.add_argument(
+        "--registry", metavar="HOST:PORT", help="push here instead of matrix.yaml's registry.address"
+    )
+    p.add_argument(
+        "--lock", type=Path, default=None, help="lock file (default: images.lock.json next to the matrix)"
+    )
+    p.add_argument("--no-lock-artifact", action="store_true", help="do not push the lock as an OCI artifact")
+    p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
+    _data_dir_option(p)
+    p.set_defaults(func=cmd_push)
+
+    p = subparsers.add_parser(
+        "pin",
+        help="rewrite image references in Dockerfiles, compose and Kubernetes files to tag@digest",
+        description="Pin FROM lines (Dockerfiles) and image: values (compose, Kubernetes, any YAML) to the digests\n"
+        "in images.lock.json, line by line, keeping comments and formatting. Unknown references are left as\n"
+        "they are and reported.\n\nexample: strata pin deploy/k8s.yaml Dockerfile --check",
+        formatter_class=_formatter(),
+    )
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--lock", type=Path, default=Path("images.lock.json"), help="default: images.lock.json")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
+    p.set_defaults(func=cmd_pin)
+
+    p = subparsers.add_parser(
+        "catalog",
+        help="write a Markdown page describing every published tag",
+        description="Describe every tag of images.lock.json: cells, versions, sizes, digest, pull line, and the\n"
+        "Python and Debian packages from the node's locks and its ancestors'.\n\n"
+        "example: strata catalog --out docs/catalog.md",
+        formatter_class=_formatter(),
+    )
+    p.add_argument(
+        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
+    )
+    p.add_argument(
+        "--lock", type=Path, default=None, help="lock file (default: images.lock.json next to the matrix)"
+    )
+    p.add_argument("--out", type=Path, default=DEFAULT_CATALOG, help=f"output (default: {DEFAULT_CATALOG})")
+    p.set_defaults(func=cmd_catalog)
+
+    p = subparsers.add_parser(
+        "sync",
+        help="copy images between registries, keeping digests",
+        description="Copy SRC to DST byte for byte (digests kept), sending only blobs DST lacks. SRC and DST are\n"
+        "host:port/repository[:tag|@digest]; a bare repository with --only GLOB copies the matching tags.\n\n"
+        "example: strata sync 127.0.0.1:5000/strata/base 10.0.0.5:5000/strata/base --only '*'",
+        formatter_class=_formatter(),
+    )
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("destination", metavar="DST")
+    p.add_argument("--only", action="append", metavar="GLOB", help="source tags to copy (repeatable)")
+    p.add_argument("--force", action="store_true", help="move DST tags that name another digest (audited)")
+    p.add_argument(
+        "--mount-from", action="append", default=[], metavar="REPO", help="DST repository to mount from"
+    )
+    p.add_argument("--src-ca-file", type=Path, default=None, help="CA of SRC (default: $STRATA_REGISTRY_CA)")
+    p.add_argument("--dst-ca-file", type=Path, default=None, help="CA of DST (default: $STRATA_REGISTRY_CA)")
+    _data_dir_option(p)
+    p.set_defaults(func=cmd_sync)
+
+    p = subparsers.add_parser(
+        "promote",
+        help="move a floating alias to a cell's current version tag",
+        description="Point ALIAS (declared under aliases: in matrix.yaml) at the digest the cell's version tag names\n"
+        "in the registry; the move is audited. --require-smoke needs a passing `strata smoke` result for\n"
+        "that image (gpu cells: run with --expect-gpu); --require-bench needs benchmark results for it.\n\n"
+        "example: strata promote 2.13-cpu --cell tf2.13.1-cpu --require-smoke",
+        formatter_class=_formatter(),
+    )
+    p.add_argument("alias", metavar="ALIAS")
+    p.add_argument("--cell", required=True, help="the cell whose image the alias should name")
+    p.add_argument(
+        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
+    )
+    p.add_argument("--profile", default="hermetic", help="profile (default: hermetic)")
+    p.add_argument(
+        "--registry", metavar="HOST:PORT", help="registry (default: matrix.yaml's registry.address)"
+    )
+    p.add_argument("--require-smoke", action="store_true", help="refuse without a passing smoke result")
+    p.add_argument("--smoke-results", type=Path, default=None, help="default: .strata/results/smoke")
+    p.add_argument("--require-bench", action="store_true", help="refuse without benchmark results")
+    p.add_argument("--bench-ledger", type=Path, default=None, help="default: results/ledger.sqlite")
+    _data_dir_option(p)
+    p.set_defaults(func=cmd_promote)
+
+
+register_publish = register
+
+
+# ---------------------------------------------------------------------------------------------- push
+
+
+def _engine() -> Any:
+    import docker.errors
+
+    from cli.commands import engine_client_for_builds
+
+    try:
+        client = engine_client_for_builds()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise HostError(f"Docker engine: not reachable ({exc}); start dockerd or set DOCKER_HOST") from None
+    return client
+
+
+def _registry(address: str, data_dir: Path) -> Any:
+    from registry_sync.registry.client import is_loopback_host
+    from registry_sync.publish.push_plan import open_registry
+    from registry_sync.registry.server import registry_status
+
+    client = open_registry(address, data_dir)
+    try:
+        client.ping()
+    except StrataError as exc:
+        client.close()
+        status = registry_status(data_dir)
+        embedded = status.address == address or (status.address is None and is_loopback_host(address))
+        hint = "; start it with `strata registry up`" if embedded and not status.running else ""
+        raise type(exc)(f"{exc}{hint}") from None
+    return client
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from builder.matrix.load import load_matrix
+    from builder.plan.graph import build_plan
+    from registry_sync.publish.push_plan import PublishError, PushOptions, finish_lock, matrix_tag_policy, publish_plan
+
+    full_plan = build_plan(load_matrix(args.matrix, args.profile))
+    plan = full_plan.select(args.only)
+    registry = args.registry or full_plan.matrix.model.registry.address
+    data_dir = args.data_dir or default_data_dir()
+    lock_path = args.lock or full_plan.matrix.root / "images.lock.json"
+    work = strata_home() / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    quiet = args.quiet or args.format == "json"
+
+    def event(node: str, message: str) -> None:
+        if not quiet:
+            print(f"{node}: {message}", file=sys.stderr, flush=True)
+
+    engine = _engine()
+    start = time.monotonic()
+    with _registry(registry, data_dir) as client:
+        options = PushOptions(
+            registry=registry,
+            policy=matrix_tag_policy(full_plan.matrix),
+            audit=_audit_log(),
+            profile=full_plan.matrix.profile,
+            force=args.force,
+            work_dir=work,
+            on_event=event,
+        )
+        results = publish_plan(plan, engine, client, options)
+        failed = [r for r in results if r.status == "failed"]
+        outcome = None
+        if not failed:
+            outcome = finish_lock(
+                lock_path, full_plan, results, client, options, push_artifact=not args.no_lock_artifact
+            )
+    seconds = time.monotonic() - start
+    if args.format == "json":
+        doc: dict[str, Any] = {"nodes": [r.to_json() for r in results], "seconds": round(seconds, 2)}
+        if outcome:
+            doc["lock"] = {
+                "path": str(outcome.path),
+                "written": outcome.written,
+                "artifact": outcome.artifact,
+            }
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+    else:
+        _print_push_summary(results, seconds)
+        if outcome:
+            state = "written" if outcome.written else "unchanged"
+            print(f"{outcome.path}: {state}")
+            if outcome.artifact:
+                print(f"lock artifact: {outcome.artifact}")
+    if failed:
+        first = failed[0]
+        raise PublishError(
+            f"push failed for {len(failed)} of {len(results)} nodes ({first.node}: {first.message}); "
+            f"{lock_path.name} not updated"
+        )
+    return 0
+
+
+def _print_push_summary(results: Sequence[Any], seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"strata push ({len(results)} nodes, {seconds:.1f}s)")
+    for col in ("node", "result", "uploaded", "time", "manifest digest"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        uploaded = f"{r.bytes_uploaded / 1e6:.1f} MB" if r.bytes_uploaded else "0"
+        digest = r.manifest_digest or r.message
+        table.add_row(r.node, r.status, uploaded, f"{r.seconds:.1f}s", digest)
+    Console(width=200).print(table)
+    total = sum(r.bytes_uploaded for r in results)
+    counts = {s: sum(1 for r in results if r.status == s) for s in ("pushed", "tagged", "skipped", "failed")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; {total / 1e6:.1f} MB uploaded")
+
+
+# ---------------------------------------------------------------------------------------------- pin
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from registry_sync.publish.images_lock import read_images_lock
+    from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
+
+    lock = read_images_lock(args.lock)
+    results = pin_files(list(args.files), lock, check=args.check)
+    counts = dict.fromkeys((PINNED, REPINNED, ALREADY, UNKNOWN), 0)
+    for result in results:
+        for outcome in result.outcomes:
+            counts[outcome.outcome] += 1
+            line = outcome.describe()
+            if args.check and outcome.changes:
+                line = line.replace(f": {outcome.outcome} ", f": would be {outcome.outcome} ", 1)
+            print(line)
+    changed = [r for r in results if r.changed]
+    names = {PINNED: "to pin", REPINNED: "to re-pin"} if args.check else {}
+    summary = ", ".join(f"{n} {names.get(k, k)}" for k, n in counts.items() if n) or "no image references"
+    verb = "would change" if args.check else "changed"
+    print(f"{summary}; {len(changed)} of {len(results)} files {verb}")
+    return 1 if args.check and changed else 0
+
+
+# ---------------------------------------------------------------------------------------------- catalog
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
+    from registry_sync.publish.images_lock import read_images_lock
+
+    matrix_path = Path(args.matrix)
+    lock_path = args.lock or matrix_path.resolve().parent / "images.lock.json"
+    lock = read_images_lock(lock_path)
+    plans = load_plans(matrix_path, {e.profile for e in lock.entries()})
+    text = render_catalog(lock, sources_from_plans(lock, plans), lock_path.name)
+    written = write_catalog(args.out, text)
+    print(f"{args.out}: {'written' if written else 'unchanged'} ({len(lock.images)} tags)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- sync
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from registry_sync.publish.push_plan import open_registry
+    from registry_sync.publish.sync import copy_image, parse_endpoint, plan_sync
+
+    src = parse_endpoint(args.source, "SRC")
+    dst = parse_endpoint(args.destination, "DST")
+    data_dir = args.data_dir or default_data_dir()
+    with (
+        open_registry(src.registry, data_dir, ca_file=args.src_ca_file) as src_client,
+        open_registry(dst.registry, data_dir, ca_file=args.dst_ca_file) as dst_client,
+    ):
+        items = plan_sync(src, dst, args.only, lambda: src_client.list_tags(src.repository))
+        work = strata_home() / "tmp"
+        work.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            result = copy_image(
+                src_client,
+                src.repository,
+                item.reference,
+                dst_client,
+                dst.repository,
+                item.tags,
+                force=args.force,
+                audit=_audit_log(),
+                mount_from=args.mount_from,
+                work_dir=work,
+                on_event=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
+            )
+            print(result.describe())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- promote
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from builder.matrix.load import load_matrix
+    from builder.plan.graph import build_plan
+    from registry_sync.publish.push_plan import promote_cell_alias
+
+    plan = build_plan(load_matrix(args.matrix, args.profile))
+    registry = args.registry or plan.matrix.model.registry.address
+    audit = _audit_log()
+    with _registry(registry, args.data_dir or default_data_dir()) as client:
+        promotion = promote_cell_alias(
+            plan,
+            client,
+            args.alias,
+            args.cell,
+            registry=registry,
+            audit=audit,
+            require_smoke=args.require_smoke,
+            smoke_dir=args.smoke_results,
+            require_bench=args.require_bench,
+            bench_ledger=args.bench_ledger,
+        )
+    for line in promotion.evidence:
+        print(line)
+    if promotion.old == promotion.digest:
+        print(f"{promotion.alias} already names {promotion.digest} ({promotion.target}); nothing to do")
+    else:
+        was = f"was {promotion.old}" if promotion.old else "new alias"
+        print(
+            f"promoted {promotion.alias} -> {promotion.target}@{promotion.digest} ({was}); audited in {audit.path}"
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- standalone
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one of these commands like `strata` does (one-line errors, exit codes)."""
+    parser = argparse.ArgumentParser(prog="strata", description="Publish Strata images.")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ErrorList as exc:
+        for err in exc.errors:
+            print(f"strata: {err}", file=sys.stderr)
+        return exc.exit_code
+    except StrataError as exc:
+        print(f"strata: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("strata: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

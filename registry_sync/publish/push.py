@@ -1,0 +1,306 @@
+"""Push a canonical image archive (`docker save` format) to a registry, uploading only what is missing.
+
+Order matters for readers that race a push: blobs first (skipped when present, mounted when another repository
+has them, uploaded otherwise), then the manifest by digest, and only then the tags, so no tag ever points at a
+manifest or blob the registry does not have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.errors import StrataError
+from registry_sync.registry.client import (
+    DEFAULT_CHUNK_SIZE,
+    DOCKER_MANIFEST_V2,
+    RegistryClient,
+    RegistryError,
+    UploadSession,
+    sha256_of,
+)
+from registry_sync.publish.compress import COMPRESSION, COMPRESSION_ANNOTATION, CompressedLayer, CompressedLayerCache
+from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, plan_tags
+
+DOCKER_CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+ProgressCallback = Callable[[str, int], None]
+
+
+class ArchiveError(StrataError):
+    """An image archive is unreadable or inconsistent (missing member, digest mismatch)."""
+
+
+@dataclass(frozen=True)
+class ArchiveImage:
+    """The parts of a `docker save` archive a push needs: config bytes and the tar member of each layer."""
+
+    path: Path
+    config_bytes: bytes
+    layer_members: tuple[str, ...]
+    diff_ids: tuple[str, ...]
+
+    @property
+    def config_digest(self) -> str:
+        """Digest of the config bytes."""
+        return sha256_of(self.config_bytes)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did: digests, compressed layer sizes, bytes uploaded and which blobs were skipped or mounted."""
+
+    registry: str
+    repository: str
+    manifest_digest: str
+    config_digest: str
+    layer_digests: tuple[str, ...]
+    layer_sizes: tuple[int, ...]
+    tags: tuple[str, ...]
+    bytes_uploaded: int
+    blobs_uploaded: tuple[str, ...] = ()
+    blobs_skipped: tuple[str, ...] = ()
+    blobs_mounted: tuple[str, ...] = ()
+    forced_tags: tuple[str, ...] = ()
+
+    @property
+    def reference(self) -> str:
+        """Pullable reference by digest, e.g. '127.0.0.1:5000/strata/tf@sha256:...'."""
+        return f"{self.registry}/{self.repository}@{self.manifest_digest}"
+
+
+@dataclass
+class _BlobTally:
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    mounted: list[str] = field(default_factory=list)
+    bytes_uploaded: int = 0
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where compressed layers are cached: $STRATA_HOME/cache/compressed-layers, else ./.strata/cache/..."""
+    env = os.environ if env is None else env
+    home = Path(env["STRATA_HOME"]) if env.get("STRATA_HOME") else Path.cwd() / ".strata"
+    return home / "cache" / "compressed-layers"
+
+
+def read_docker_archive(path: Path) -> ArchiveImage:
+    """Read manifest.json and the config of a single-image `docker save` archive, checking their consistency."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            index = json.loads(_member_bytes(tar, "manifest.json", path))
+            if not isinstance(index, list) or len(index) != 1:
+                raise ArchiveError(f"{path}: manifest.json must describe exactly one image")
+            entry = index[0]
+            config_name = str(entry["Config"])
+            config_bytes = _member_bytes(tar, config_name, path)
+            layers = tuple(str(name) for name in entry["Layers"])
+    except (tarfile.TarError, OSError) as exc:
+        raise ArchiveError(f"{path}: not a readable image archive ({exc})") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArchiveError(f"{path}: manifest.json is malformed ({exc})") from None
+    expected_hex = Path(config_name).name.removesuffix(".json")
+    if len(expected_hex) == 64 and sha256_of(config_bytes) != f"sha256:{expected_hex}":
+        raise ArchiveError(f"{path}: config {config_name} hashes to {sha256_of(config_bytes)}")
+    try:
+        diff_ids = tuple(json.loads(config_bytes)["rootfs"]["diff_ids"])
+    except (ValueError, KeyError, TypeError):
+        raise ArchiveError(f"{path}: config {config_name} has no rootfs.diff_ids") from None
+    if len(diff_ids) != len(layers):
+        raise ArchiveError(f"{path}: config lists {len(diff_ids)} layers, manifest.json {len(layers)}")
+    return ArchiveImage(path, config_bytes, layers, diff_ids)
+
+
+def _member_bytes(tar: tarfile.TarFile, name: str, path: Path) -> bytes:
+    stream = _member_stream(tar, name, path)
+    with stream:
+        return stream.read()
+
+
+def _member_stream(tar: tarfile.TarFile, name: str, path: Path) -> Any:
+    for candidate in (name, f"./{name}"):
+        try:
+            stream = tar.extractfile(candidate)
+        except KeyError:
+            continue
+        if stream is not None:
+            return stream
+    raise ArchiveError(f"{path}: archive has no member {name}")
+
+
+def compress_layers(image: ArchiveImage, cache: CompressedLayerCache) -> list[CompressedLayer]:
+    """The compressed form of every layer, from the cache or by compressing the archive member (streamed)."""
+    layers: list[CompressedLayer] = []
+    with tarfile.open(image.path, "r:") as tar:
+        for member, diff_id in zip(image.layer_members, image.diff_ids):
+            cached = cache.get(diff_id)
+            if cached is None:
+                with _member_stream(tar, member, image.path) as stream:
+                    try:
+                        cached = cache.add(stream, expected_diff_id=diff_id)
+                    except ValueError as exc:
+                        raise ArchiveError(f"{image.path}: layer {member}: {exc}") from None
+            layers.append(cached)
+    return layers
+
+
+def build_manifest(
+    config_digest: str, config_size: int, layers: Sequence[CompressedLayer], annotations: Mapping[str, str]
+) -> bytes:
+    """Docker schema2 manifest bytes; the same inputs always give the same bytes (and so the same digest).
+
+    Annotations are not part of Docker schema2; registries keep them (the bytes are stored verbatim) and
+    `docker pull` ignores them, so the compression used stays recorded next to the layers it produced.
+    """
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST_V2,
+        "config": {"mediaType": DOCKER_CONFIG_MEDIA_TYPE, "size": config_size, "digest": config_digest},
+        "layers": [
+            {"mediaType": DOCKER_LAYER_MEDIA_TYPE, "size": layer.size, "digest": layer.digest}
+            for layer in layers
+        ],
+    }
+    if annotations:
+        manifest["annotations"] = dict(sorted(annotations.items()))
+    return json.dumps(manifest, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def image_exists(client: RegistryClient, repository: str, tag: str) -> str | None:
+    """Manifest digest behind `repository:tag` when it exists, with its config and layers present; else None.
+
+    Used for "push with cache": look up a content-hash tag before building.
+    """
+    manifest = client.get_manifest(repository, tag)
+    if manifest is None:
+        return None
+    try:
+        body = json.loads(manifest.body)
+        blobs = [body["config"]["digest"]] + [layer["digest"] for layer in body.get("layers", [])]
+    except (ValueError, KeyError, TypeError):
+        return None  # an index or something we did not write: treat as absent, the caller rebuilds
+    if any(client.blob_size(repository, digest) is None for digest in blobs):
+        return None
+    return manifest.digest
+
+
+def push_archive(
+    client: RegistryClient,
+    archive: Path,
+    repository: str,
+    tags: list[str],
+    *,
+    policy: TagPolicy | None = None,
+    annotations: Mapping[str, str] | None = None,
+    force: bool = False,
+    audit_log: AuditLog | None = None,
+    mount_from: Sequence[str] = (),
+    cache_dir: Path | None = None,
+    on_progress: ProgressCallback | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> PushResult:
+    """Push the image in `archive` to `repository` under `tags`; see the module docstring for the order.
+
+    Tags are checked against `policy` before any upload: moving an existing version tag raises TagPolicyError
+    naming both digests, unless `force`, in which case the move is appended to `audit_log`.
+    `mount_from` lists repositories of the same registry that may hold some blobs (mounted, not uploaded).
+    Example: push_archive(client, Path("tf.tar"), "strata/tensorflow", ["2.15.0-gpu"]).manifest_digest.
+    """
+    policy = policy or TagPolicy()
+    if force and audit_log is None:
+        raise StrataError("a forced push needs an audit log to record the moved tags")
+    image = read_docker_archive(archive)
+    layers = compress_layers(image, CompressedLayerCache(cache_dir or default_cache_dir()))
+    all_annotations = {COMPRESSION_ANNOTATION: COMPRESSION, **(annotations or {})}
+    manifest = build_manifest(image.config_digest, len(image.config_bytes), layers, all_annotations)
+    manifest_digest = sha256_of(manifest)
+    decisions = plan_tags(client, repository, tags, manifest_digest, policy, force=force)
+
+    all_blobs = (image.config_digest, *(layer.digest for layer in layers))
+    if tags and all(d.action is TagAction.UNCHANGED for d in decisions):
+        # Every tag already names this manifest, which the registry accepted only with all its blobs present.
+        return PushResult(
+            client.host,
+            repository,
+            manifest_digest,
+            image.config_digest,
+            all_blobs[1:],
+            tuple(layer.size for layer in layers),
+            tuple(tags),
+            0,
+            blobs_skipped=all_blobs,
+        )
+    tally = _BlobTally()
+    config_missing = _ensure_blob(client, repository, image.config_digest, mount_from, tally)
+    if config_missing is not None:
+        client.upload_bytes(repository, image.config_digest, image.config_bytes, session=config_missing)
+        tally.uploaded.append(image.config_digest)
+        tally.bytes_uploaded += len(image.config_bytes)
+    for layer in layers:
+        session = _ensure_blob(client, repository, layer.digest, mount_from, tally)
+        if session is not None:
+            tally.bytes_uploaded += client.upload_file(
+                repository,
+                layer.digest,
+                layer.path,
+                session=session,
+                on_progress=on_progress,
+                chunk_size=chunk_size,
+            )
+            tally.uploaded.append(layer.digest)
+    for digest in all_blobs:
+        if digest in tally.uploaded and client.blob_size(repository, digest) is None:
+            raise RegistryError(
+                f"registry {client.host} does not show blob {digest} in {repository} after upload"
+            )
+
+    client.put_manifest(repository, manifest_digest, manifest, DOCKER_MANIFEST_V2)
+    forced = []
+    for decision in decisions:
+        if decision.action is TagAction.UNCHANGED:
+            continue
+        client.put_manifest(repository, decision.tag, manifest, DOCKER_MANIFEST_V2)
+        if decision.action is TagAction.FORCED_MOVE and audit_log is not None:
+            audit_log.append(
+                "force-push", client.host, repository, decision.tag, decision.old, manifest_digest
+            )
+            forced.append(decision.tag)
+    return PushResult(
+        registry=client.host,
+        repository=repository,
+        manifest_digest=manifest_digest,
+        config_digest=image.config_digest,
+        layer_digests=tuple(layer.digest for layer in layers),
+        layer_sizes=tuple(layer.size for layer in layers),
+        tags=tuple(tags),
+        bytes_uploaded=tally.bytes_uploaded,
+        blobs_uploaded=tuple(tally.uploaded),
+        blobs_skipped=tuple(tally.skipped),
+        blobs_mounted=tuple(tally.mounted),
+        forced_tags=tuple(forced),
+    )
+
+
+def _ensure_blob(
+    client: RegistryClient, repository: str, digest: str, mount_from: Sequence[str], tally: _BlobTally
+) -> UploadSession | None:
+    """Make `digest` present without uploading if possible; return an upload session when it must be uploaded."""
+    if client.blob_size(repository, digest) is not None:
+        tally.skipped.append(digest)
+        return None
+    session: UploadSession | None = None
+    for source in mount_from:
+        if source == repository:
+            continue
+        # When the mount fails the registry opens an upload instead; the last one opened is used.
+        session = client.mount_blob(repository, digest, source)
+        if session is None:
+            tally.mounted.append(digest)
+            return None
+    return session or client.start_upload(repository)

@@ -1,0 +1,535 @@
+"""`strata push` and `strata promote`: publish the plan's canonical images, record them, move aliases.
+
+Push, per node in plan order (parents first):
+
+1. The registry has the node's content tag `h-<content hash>` with all its blobs, and its config digest is the
+   engine image's id (or the engine no longer has the image): nothing is uploaded; the version tag is added when
+   it is missing (`tagged`) and otherwise left alone (`skipped`).
+2. Otherwise the engine image (tagged `node.cache_ref` by `strata build`) is saved through the Docker SDK into a
+   temporary archive and pushed with `push_archive` under [version tag, content tag], mounting blobs from the
+   parent node's repository. Manifest annotations: `io.strata.compression` (added by push_archive),
+   `io.strata.content-hash`, `io.strata.node` and `io.strata.uncompressed-size` (sum of the layer tars, so
+   the lock can state both sizes on a no-op run without the image).
+
+Version tags and content tags are immutable: a different digest is refused with both digests unless `force`,
+which is audited. Aliases are never pushed here; `promote_cell_alias` moves them.
+
+When every node succeeded, `images.lock.json` is merged (entries of tags still in the matrix are kept, this run's
+replace theirs), written, and pushed as an OCI artifact `<namespace>/images-lock:<plan digest>`: one layer of
+media type `application/vnd.strata.images-lock.v1+json` holding exactly the file's bytes (title annotation
+`images.lock.json`, so `oras pull` writes it under that name). The tag is the plan digest of the nodes the lock
+describes (`lockfile.lock_plan_digest`, equal to `builder.plan.graph.plan_digest` of the pushed plan); it is metadata,
+so it moves when the lock of the same plan changes (a cell added, a forced re-push), and each move is audited.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from builder.errors import StrataError
+from builder.matrix.load import Matrix
+from builder.plan.graph import LayerNode, Plan
+from registry_sync.registry.client import (
+    OCI_MANIFEST,
+    Manifest,
+    RegistryClient,
+    RegistryUnreachable,
+    RetryPolicy,
+    sha256_of,
+)
+from registry_sync.publish.images_lock import (
+    ImageRef,
+    ImagesLock,
+    LockedImage,
+    lock_plan_digest,
+    read_images_lock,
+    write_images_lock,
+)
+from registry_sync.publish.push import DEFAULT_CHUNK_SIZE, image_exists, push_archive, read_docker_archive
+from registry_sync.registry.server import ServerLayout, local_client, registry_status
+from registry_sync.publish.tag_policy import DEFAULT_ALIAS_PATTERNS, AuditLog, TagAction, TagPolicy, plan_tags
+
+CONTENT_HASH_ANNOTATION = "io.strata.content-hash"
+NODE_ANNOTATION = "io.strata.node"
+UNCOMPRESSED_ANNOTATION = "io.strata.uncompressed-size"
+LOCK_REPOSITORY = "images-lock"
+LOCK_ARTIFACT_MEDIA_TYPE = "application/vnd.strata.images-lock.v1+json"
+LOCK_CONFIG_MEDIA_TYPE = "application/vnd.strata.images-lock.config.v1+json"
+LOCK_CONFIG = b"{}"
+SAVE_CHUNK = 8 << 20
+
+EventCallback = Callable[[str, str], None]
+
+
+class PublishError(StrataError):
+    """A push or promotion failed; the message names the node, tag or digest."""
+
+    exit_code = 1
+
+
+# ---------------------------------------------------------------------------------------------- registry access
+
+
+def open_registry(
+    address: str, data_dir: Path, retry: RetryPolicy | None = None, ca_file: Path | None = None
+) -> RegistryClient:
+    """A client for `address`: the embedded registry's own client (its CA and generated password) when `address`
+    is the embedded registry started from `data_dir` with TLS or htpasswd; otherwise credentials from the
+    environment or Docker's config and `ca_file` or $STRATA_REGISTRY_CA (see `cli.registry.client_for`)."""
+    from cli.registry import client_for
+
+    layout = ServerLayout(data_dir)
+    if registry_status(data_dir).address == address and (layout.ca_cert.exists() or layout.htpasswd.exists()):
+        return local_client(data_dir, retry=retry)
+    client = client_for(address, data_dir, ca_file)
+    if retry is not None:
+        client.retry = retry
+    return client
+
+
+def matrix_tag_policy(matrix: Matrix) -> TagPolicy:
+    """The default alias patterns plus every alias matrix.yaml declares; every other tag is immutable."""
+    tags = tuple(dict.fromkeys(a.tag for a in matrix.model.aliases))
+    return TagPolicy(alias_patterns=DEFAULT_ALIAS_PATTERNS + tags)
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """Where a node is published: registry host, repository, version tag and content tag."""
+
+    registry: str
+    repository: str
+    version_tag: str
+    content_tag: str
+
+    @classmethod
+    def of(cls, node: LayerNode, registry: str | None = None) -> NodeTarget:
+        """`registry` replaces the matrix's registry address (push to another registry, same repositories)."""
+        version = ImageRef.require(node.tags[0], f"node {node.id}")
+        content = ImageRef.require(node.cache_ref, f"node {node.id}")
+        assert version.tag is not None and content.tag is not None and version.registry is not None
+        return cls(registry or version.registry, version.repository, version.tag, content.tag)
+
+    @property
+    def version_ref(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.version_tag}"
+
+
+# ---------------------------------------------------------------------------------------------- push
+
+
+@dataclass
+class NodeResult:
+    """The outcome for one node: pushed, tagged (version tag added, nothing uploaded), skipped or failed."""
+
+    node: str
+    status: str
+    target: NodeTarget
+    manifest_digest: str = ""
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    message: str = ""
+    forced: tuple[str, ...] = ()
+    locked: LockedImage | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "status": self.status,
+            "reference": self.target.version_ref,
+            "manifest_digest": self.manifest_digest,
+            "bytes_uploaded": self.bytes_uploaded,
+            "seconds": round(self.seconds, 2),
+            "message": self.message,
+            "forced": list(self.forced),
+        }
+
+
+@dataclass
+class PushOptions:
+    registry: str
+    policy: TagPolicy
+    audit: AuditLog
+    profile: str = ""  # recorded in the lock entries (where the node's package locks live)
+    force: bool = False
+    cache_dir: Path | None = None  # compressed-layer cache (default: push.default_cache_dir())
+    work_dir: Path | None = None  # where `docker save` archives are written (deleted after each node)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    on_event: EventCallback = field(default=lambda node, message: None)
+
+
+def publish_plan(plan: Plan, engine: Any, client: RegistryClient, options: PushOptions) -> list[NodeResult]:
+    """Publish every node of `plan` (see the module docstring); one result per node, in plan order.
+
+    An unreachable registry stops the run (RegistryUnreachable); any other failure is recorded and the next
+    node is tried. Example: publish_plan(plan.select(["*-cpu"]), docker.from_env(), client, options).
+    """
+    results: list[NodeResult] = []
+    for node in plan.nodes:
+        target = NodeTarget.of(node, options.registry)
+        parent = plan.node(node.parent) if node.parent else None
+        start = time.monotonic()
+        try:
+            result = publish_node(node, parent, engine, client, options)
+        except RegistryUnreachable:
+            raise
+        except StrataError as exc:
+            result = NodeResult(node.id, "failed", target, message=str(exc))
+        result.seconds = time.monotonic() - start
+        options.on_event(node.id, f"{result.status} in {result.seconds:.1f}s")
+        results.append(result)
+    return results
+
+
+def publish_node(
+    node: LayerNode, parent: LayerNode | None, engine: Any, client: RegistryClient, options: PushOptions
+) -> NodeResult:
+    """Publish one node: the no-op or tag-only path when the registry has its content tag, else save and push."""
+    from builder.build.orchestrate import existing_image
+
+    target = NodeTarget.of(node, options.registry)
+    image = existing_image(engine, node)
+    existing = image_exists(client, target.repository, target.content_tag)
+    if existing is not None:
+        manifest = _manifest(client, target.repository, existing)
+        config_digest = _config_digest(manifest)
+        if image is None or image.id == config_digest:
+            forced = _ensure_version_tag(client, target, manifest, options)
+            status = "tagged" if forced is not None else "skipped"
+            locked = locked_image(node, target, manifest, options.profile)
+            return NodeResult(
+                node.id, status, target, manifest.digest, 0, forced=tuple(forced or ()), locked=locked
+            )
+        options.on_event(node.id, f"registry content tag holds config {config_digest}, engine has {image.id}")
+    if image is None:
+        raise PublishError(f"node {node.id} is not built: run strata build")
+    annotations = {CONTENT_HASH_ANNOTATION: node.content_hash, NODE_ANNOTATION: node.id}
+    mount_from = [NodeTarget.of(parent, options.registry).repository] if parent else []
+    with tempfile.TemporaryDirectory(prefix=f"strata-push-{node.id}-", dir=options.work_dir) as scratch:
+        archive = Path(scratch) / "image.tar"
+        options.on_event(node.id, "saving from the engine")
+        save_engine_image(image, archive)
+        annotations[UNCOMPRESSED_ANNOTATION] = str(uncompressed_size(archive))
+        options.on_event(node.id, f"pushing to {target.registry}/{target.repository}")
+        pushed = push_archive(
+            client,
+            archive,
+            target.repository,
+            [target.version_tag, target.content_tag],
+            policy=options.policy,
+            annotations=annotations,
+            force=options.force,
+            audit_log=options.audit,
+            mount_from=mount_from,
+            cache_dir=options.cache_dir,
+            chunk_size=options.chunk_size,
+        )
+    manifest = _manifest(client, target.repository, pushed.manifest_digest)
+    status = "pushed" if pushed.blobs_uploaded or pushed.blobs_mounted or pushed.bytes_uploaded else "tagged"
+    return NodeResult(
+        node.id,
+        status,
+        target,
+        pushed.manifest_digest,
+        pushed.bytes_uploaded,
+        forced=pushed.forced_tags,
+        locked=locked_image(node, target, manifest, options.profile),
+    )
+
+
+def _manifest(client: RegistryClient, repository: str, digest: str) -> Manifest:
+    manifest = client.get_manifest(repository, digest)
+    if manifest is None:
+        raise PublishError(f"registry {client.host} lost {repository}@{digest} while pushing")
+    return manifest
+
+
+def _config_digest(manifest: Manifest) -> str:
+    try:
+        return str(json.loads(manifest.body)["config"]["digest"])
+    except (ValueError, KeyError, TypeError):
+        raise PublishError(f"manifest {manifest.digest} has no config (not an image manifest)") from None
+
+
+def _ensure_version_tag(
+    client: RegistryClient, target: NodeTarget, manifest: Manifest, options: PushOptions
+) -> list[str] | None:
+    """Point the version tag at `manifest` when it does not yet; None when it already did, else the tags set."""
+    decisions = plan_tags(
+        client, target.repository, [target.version_tag], manifest.digest, options.policy, force=options.force
+    )
+    changed: list[str] = []
+    for decision in decisions:
+        if decision.action is TagAction.UNCHANGED:
+            continue
+        client.put_manifest(target.repository, decision.tag, manifest.body, manifest.media_type)
+        if decision.action is TagAction.FORCED_MOVE:
+            options.audit.append(
+                "force-push", client.host, target.repository, decision.tag, decision.old, manifest.digest
+            )
+        changed.append(decision.tag)
+    return changed or None
+
+
+def save_engine_image(image: Any, archive: Path) -> None:
+    """`docker save` through the SDK, streamed into `archive` (never held in memory)."""
+    import docker.errors
+
+    try:
+        with open(archive, "wb") as out:
+            out.writelines(image.save(chunk_size=SAVE_CHUNK, named=False))
+    except docker.errors.APIError as exc:
+        raise PublishError(f"image {image.id}: docker save failed ({exc.explanation})") from None
+
+
+def uncompressed_size(archive: Path) -> int:
+    """Sum of the layer tar sizes of a single-image `docker save` archive."""
+    image = read_docker_archive(archive)
+    with tarfile.open(archive, "r:") as tar:
+        sizes = {m.name.removeprefix("./"): m.size for m in tar.getmembers()}
+    return sum(sizes.get(member.removeprefix("./"), 0) for member in image.layer_members)
+
+
+def locked_image(node: LayerNode, target: NodeTarget, manifest: Manifest, profile: str) -> LockedImage:
+    """The images.lock.json entry for `node` as published in `manifest`."""
+    body = json.loads(manifest.body)
+    layers = body.get("layers") or []
+    annotations = body.get("annotations") or {}
+    raw = annotations.get(UNCOMPRESSED_ANNOTATION)
+    facts = node.facts
+    return LockedImage(
+        reference=target.version_ref,
+        digest=manifest.digest,
+        config_digest=str(body["config"]["digest"]),
+        node=node.id,
+        layer=node.layer,
+        parent=node.parent,
+        cells=node.cells,
+        content_hash=node.content_hash,
+        profile=profile,
+        versions={
+            "tensorflow": facts.get("tf") or None,
+            "flavor": facts.get("flavor") or None,
+            "python": node.python or facts.get("python") or None,
+            "cuda": facts.get("cuda") or None,
+            "cudnn": facts.get("cudnn") or None,
+            "os": node.os_name or facts.get("os") or None,
+        },
+        compressed_size=int(body["config"]["size"]) + sum(int(layer["size"]) for layer in layers),
+        uncompressed_size=int(raw) if raw and str(raw).isdigit() else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- lock
+
+
+@dataclass(frozen=True)
+class LockOutcome:
+    path: Path
+    written: bool
+    plan_digest: str
+    artifact: str  # registry/repository:tag@digest of the pushed lock artifact, or "" when not pushed
+
+
+def update_lock(
+    path: Path, full_plan: Plan, results: Sequence[NodeResult], registry: str
+) -> tuple[ImagesLock, bool]:
+    """Merge this run's entries into the lock at `path` (dropping tags no longer in the plan) and write it."""
+    keep = {NodeTarget.of(n, registry).version_ref for n in full_plan.nodes}
+    entries = [r.locked for r in results if r.locked is not None]
+    lock = read_images_lock(path, missing_ok=True).merged(entries, keep)
+    return lock, write_images_lock(path, lock)
+
+
+def push_lock_artifact(
+    client: RegistryClient, namespace: str, lock_bytes: bytes, tag: str, audit: AuditLog
+) -> str:
+    """Push `lock_bytes` as the OCI artifact `<namespace>/images-lock:<tag>`; returns the manifest digest.
+
+    The tag moves (audited) when the same plan gets a different lock. Example:
+    push_lock_artifact(client, "strata", Path("images.lock.json").read_bytes(), plan_digest, audit).
+    """
+    repository = f"{namespace}/{LOCK_REPOSITORY}"
+    for blob in (LOCK_CONFIG, lock_bytes):
+        digest = sha256_of(blob)
+        if client.blob_size(repository, digest) is None:
+            client.upload_bytes(repository, digest, blob)
+    manifest = lock_artifact_manifest(lock_bytes, tag)
+    digest = sha256_of(manifest)
+    old = client.manifest_digest(repository, tag)
+    if old != digest:
+        client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
+        if old is not None:
+            audit.append("lock-artifact", client.host, repository, tag, old, digest)
+    return digest
+
+
+def lock_artifact_manifest(lock_bytes: bytes, plan_digest: str) -> bytes:
+    """The OCI manifest of the lock artifact (same inputs, same bytes)."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": LOCK_CONFIG_MEDIA_TYPE,
+            "digest": sha256_of(LOCK_CONFIG),
+            "size": len(LOCK_CONFIG),
+        },
+        "layers": [
+            {
+                "mediaType": LOCK_ARTIFACT_MEDIA_TYPE,
+                "digest": sha256_of(lock_bytes),
+                "size": len(lock_bytes),
+                "annotations": {"org.opencontainers.image.title": "images.lock.json"},
+            }
+        ],
+        "annotations": {"io.strata.plan-digest": plan_digest},
+    }
+    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+
+
+def fetch_lock_artifact(client: RegistryClient, namespace: str, tag: str, scratch: Path) -> bytes:
+    """The images.lock.json bytes stored as `<namespace>/images-lock:<tag>`."""
+    repository = f"{namespace}/{LOCK_REPOSITORY}"
+    manifest = client.get_manifest(repository, tag)
+    if manifest is None:
+        raise PublishError(f"{client.host}/{repository}:{tag} does not exist")
+    layer = json.loads(manifest.body)["layers"][0]
+    target = scratch / "images.lock.json"
+    client.download_blob(repository, str(layer["digest"]), target)
+    return target.read_bytes()
+
+
+def finish_lock(
+    lock_path: Path,
+    full_plan: Plan,
+    results: Sequence[NodeResult],
+    client: RegistryClient,
+    options: PushOptions,
+    *,
+    push_artifact: bool = True,
+) -> LockOutcome:
+    """Write images.lock.json for a successful push and push it as the lock artifact."""
+    lock, written = update_lock(lock_path, full_plan, results, options.registry)
+    digest = lock_plan_digest(lock, [n.id for n in full_plan.nodes])
+    artifact = ""
+    if push_artifact and lock.images:
+        namespace = full_plan.matrix.model.registry.namespace
+        manifest_digest = push_lock_artifact(client, namespace, lock.render().encode(), digest, options.audit)
+        artifact = f"{client.host}/{namespace}/{LOCK_REPOSITORY}:{digest}@{manifest_digest}"
+    return LockOutcome(lock_path, written, digest, artifact)
+
+
+# ---------------------------------------------------------------------------------------------- promote
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """An alias move: the alias reference, the version tag it now follows, the digests and what changed."""
+
+    alias: str
+    target: str
+    digest: str
+    config_digest: str
+    old: str | None
+    action: TagAction
+    evidence: tuple[str, ...]
+
+
+def promote_cell_alias(
+    plan: Plan,
+    client: RegistryClient,
+    alias: str,
+    cell: str,
+    *,
+    registry: str,
+    audit: AuditLog,
+    require_smoke: bool = False,
+    smoke_dir: Path | None = None,
+    require_bench: bool = False,
+    bench_ledger: Path | None = None,
+) -> Promotion:
+    """Move matrix alias `alias` of `cell` to the digest the cell's version tag names now, and audit the move.
+
+    With `require_smoke`, a passing smoke result for that image (by config digest, as `strata smoke` stores it;
+    gpu cells need one run with --expect-gpu) must exist under `smoke_dir`; with `require_bench`, the benchmark
+    ledger must hold steady-state results for it. Example:
+    promote_cell_alias(plan, client, "2.13-cpu", "tf2.13.1-cpu", registry="127.0.0.1:5000", audit=log).
+    """
+    from registry_sync.publish.tag_policy import promote_alias
+
+    declared = [a for a in plan.matrix.model.aliases if a.tag == alias]
+    match = next((a for a in declared if a.cell == cell), None)
+    if match is None:
+        if declared:
+            cells = ", ".join(sorted({a.cell for a in declared}))
+            raise PublishError(f"alias {alias} belongs to cell {cells} in matrix.yaml, not {cell}")
+        known = ", ".join(sorted({a.tag for a in plan.matrix.model.aliases})) or "none"
+        raise PublishError(f"alias {alias} is not declared in matrix.yaml aliases (declared: {known})")
+    nodes = [n for n in plan.nodes if cell in n.cells and n.layer == match.layer]
+    if not nodes:
+        raise PublishError(
+            f"cell {cell} has no {match.layer} node in the plan (cells: {', '.join(plan.cell_ids())})"
+        )
+    node = nodes[-1]
+    target = NodeTarget.of(node, registry)
+    manifest = client.get_manifest(target.repository, target.version_tag)
+    if manifest is None:
+        raise PublishError(
+            f"{target.version_ref} is not in the registry: run strata push --only {cell} first"
+        )
+    config_digest = _config_digest(manifest)
+    evidence: list[str] = []
+    if require_smoke:
+        evidence.append(
+            _require_smoke(target, config_digest, smoke_dir, gpu=node.facts.get("flavor") == "gpu")
+        )
+    if require_bench:
+        evidence.append(_require_bench(target, config_digest, bench_ledger))
+    decision = promote_alias(
+        client, target.repository, alias, manifest.digest, policy=matrix_tag_policy(plan.matrix), audit=audit
+    )
+    return Promotion(
+        alias=f"{target.registry}/{target.repository}:{alias}",
+        target=target.version_ref,
+        digest=manifest.digest,
+        config_digest=config_digest,
+        old=decision.old,
+        action=decision.action,
+        evidence=tuple(evidence),
+    )
+
+
+def _require_smoke(target: NodeTarget, config_digest: str, smoke_dir: Path | None, *, gpu: bool) -> str:
+    from validate.smoke.results import DEFAULT_RESULTS_DIR, require_pass
+
+    results_dir = smoke_dir or DEFAULT_RESULTS_DIR
+    try:
+        report = require_pass(results_dir, config_digest, expect_gpu=gpu)
+    except StrataError as exc:
+        raise PublishError(f"refusing to promote {target.version_ref}: {exc}") from None
+    return f"smoke passed ({report.counts()['pass']} checks, {results_dir}/{config_digest}.json)"
+
+
+def _require_bench(target: NodeTarget, config_digest: str, ledger_path: Path | None) -> str:
+    from validate.bench.ledger import Ledger
+
+    path = ledger_path or Path("results/ledger.sqlite")
+    try:
+        with Ledger.open(path, create=False) as ledger:
+            reps = [r for r in ledger.repetitions(image_id=config_digest) if r.steady]
+    except StrataError as exc:
+        raise PublishError(f"refusing to promote {target.version_ref}: {exc}") from None
+    if not reps:
+        raise PublishError(
+            f"refusing to promote {target.version_ref}: no steady benchmark results for {config_digest} in {path}; "
+            "run `strata bench run` on it first"
+        )
+    workloads = sorted({r.workload for r in reps})
+    return f"benchmarked ({len(reps)} steady repetitions of {', '.join(workloads)} in {path})"
