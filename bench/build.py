@@ -1023,9 +1023,7 @@ def run_bench(only: str, skip_baseline: bool, jobs: int | None = None) -> Result
     nodes = plan_nodes(only)
     unlocked = [n.id for n in nodes if not n.locked]
     if unlocked:
-        raise BenchError(
-            f"locks missing or stale for {', '.join(unlocked)}: run `python -m cli.main lock`"
-        )
+        raise BenchError(f"locks missing or stale for {', '.join(unlocked)}: run `python -m cli.main lock`")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = Results(only=only, nodes=nodes, logs=REPO / "build" / "bench" / f"build-{stamp}", jobs=jobs)
     results.logs.mkdir(parents=True, exist_ok=True)

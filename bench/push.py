@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry_sync.registry.client import RegistryClient
 from registry_sync.publish.push import push_archive
+from registry_sync.registry.client import RegistryClient
 from registry_sync.registry.server import ServerSettings, start_registry, stop_registry
 
 DOCKER = "/usr/bin/docker"

@@ -7,7 +7,10 @@ import random
 import sys
 from pathlib import Path
 
+from builder.engine.client import engine_client
 from builder.errors import StrataError
+from builder.settings import Settings
+from cli.common import settings_for
 from validate.bench.ledger import Ledger
 from validate.bench.metrics import STEP_STATISTICS
 from validate.bench.report import compare_images, worst_verdict, write_report
@@ -15,15 +18,16 @@ from validate.bench.runner import DEFAULT_TIMEOUT_S, run_benchmarks
 from validate.bench.stats import Verdict
 from validate.bench.workloads import SIZES, WORKLOADS
 
-DEFAULT_OUT = Path("results")
-DEFAULT_LEDGER = DEFAULT_OUT / "ledger.sqlite"
 # Exit codes of `bench compare`: a gate passes only on 0.
 EXIT_OK, EXIT_FAILED, EXIT_INCONCLUSIVE = 0, 1, 3
 
 
 def _add_ledger(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--ledger", type=Path, default=DEFAULT_LEDGER, help=f"SQLite ledger (default {DEFAULT_LEDGER})"
+        "--ledger",
+        type=Path,
+        default=None,
+        help="SQLite ledger (default <state root>/results/bench/ledger.sqlite)",
     )
 
 
@@ -71,7 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--seed", type=int, default=None, help="order seed (default random, recorded)")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per container")
-    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory (default results/)")
+    run.add_argument(
+        "--out", type=Path, default=None, help="results directory (default <state root>/results/bench)"
+    )
     run.add_argument("--ledger", type=Path, default=None, help="SQLite ledger (default OUT/ledger.sqlite)")
     run.set_defaults(func=run_command)
 
@@ -101,10 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep = sub.add_parser(
         "report",
         help="write Markdown + HTML with plots for a run (default: the latest)",
-        epilog="example: strata bench report --out results/report",
+        epilog="example: strata bench report --out build/bench-report",
     )
     rep.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT / "report", help="directory (default results/report)"
+        "--out", type=Path, default=None, help="directory (default <state root>/results/bench/report)"
     )
     rep.add_argument("--run", dest="run_id", default=None, help="run id (default latest)")
     rep.add_argument("--reference", default=None, help="reference image of the run (default its first)")
@@ -115,27 +121,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """`strata bench run`."""
-    import docker
-    import docker.errors
-
+    settings = settings_for(args)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    try:
-        client = docker.from_env(timeout=max(60, int(args.timeout) + 30))
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise StrataError(f"bench run: no Docker engine reachable ({exc})") from None
+    client = engine_client(settings, timeout=max(60, int(args.timeout) + 30), what="bench run: Docker engine")
     result = run_benchmarks(
         client,
         args.images,
         args.workload or list(WORKLOADS),
         args.repeats,
         args.device,
-        args.out,
+        args.out or settings.bench_dir,
         seed,
         size=args.size,
         steps=args.steps,
         timeout_s=args.timeout,
-        ledger_path=args.ledger,
+        ledger_path=_ledger(args, settings),
         threads=args.threads,
         progress=lambda line: print(line, file=sys.stderr),
     )
@@ -144,9 +144,14 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.ledger) if args.ledger else settings.ledger_path
+
+
 def compare_command(args: argparse.Namespace) -> int:
     """`strata bench compare`; exit 0 equivalent/improvement, 1 regression/invalid, 3 inconclusive."""
-    with Ledger.open(args.ledger, create=False) as ledger:
+    settings = settings_for(args)
+    with Ledger.open(_ledger(args, settings), create=False) as ledger:
         try:
             comparisons = compare_images(
                 ledger,
@@ -171,7 +176,8 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def history_command(args: argparse.Namespace) -> int:
     """`strata bench history`."""
-    with Ledger.open(args.ledger, create=False) as ledger:
+    settings = settings_for(args)
+    with Ledger.open(_ledger(args, settings), create=False) as ledger:
         points = ledger.history(args.tag)
     print(
         f"{'time':25} {'image id':19} {'workload':16} {'device':24} {'samples/s':>12} {'eff/hour':>12} reps"
@@ -186,10 +192,11 @@ def history_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     """`strata bench report`."""
-    with Ledger.open(args.ledger, create=False) as ledger:
+    settings = settings_for(args)
+    with Ledger.open(_ledger(args, settings), create=False) as ledger:
         files = write_report(
             ledger,
-            args.out,
+            args.out or settings.bench_dir / "report",
             run_id=args.run_id,
             reference=args.reference,
             margin=args.margin,

@@ -10,16 +10,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from builder.oci.canonical import CanonicalPolicy, canonicalize_archive
+from builder.engine.client import engine_client
+from builder.engine.images import canonicalize_image, load_layout, open_image
 from builder.errors import StrataError
+from builder.oci.canonical import CanonicalPolicy, canonicalize_archive
 from builder.oci.diff import ENTRY_FIELDS, diff_images, diff_to_json, render_text
-from builder.engine.images import canonicalize_image, engine_client, load_layout, open_image
 from builder.oci.packages import (
     PackageDiff,
     compare_image_packages,
     package_diff_to_json,
     render_package_changes,
 )
+from cli.common import settings_for
 
 CANONICALIZE_EXAMPLE = (
     "example: strata canonicalize strata/tf:2.15-gpu-build out/tf2.15-gpu --tag strata/tf:2.15-gpu --load"
@@ -106,12 +108,21 @@ def run_canonicalize(args: argparse.Namespace) -> int:
         volatile_paths=volatile,
         compression=args.compression,
     )
+    settings = settings_for(args)
     if Path(args.image).exists():
         image = canonicalize_archive(Path(args.image), args.layout, policy, tag=args.tag)
         if args.load:
-            load_layout(engine_client(), image)
+            load_layout(engine_client(settings), image)
     else:
-        image = canonicalize_image(args.image, args.layout, policy, tag=args.tag, load=args.load)
+        image = canonicalize_image(
+            args.image,
+            args.layout,
+            policy,
+            tag=args.tag,
+            load=args.load,
+            client=engine_client(settings),
+            layer_read=settings.layer_read,
+        )
     if args.json:
         result = {
             "layout": str(image.layout),
@@ -139,8 +150,9 @@ def run_image_diff(args: argparse.Namespace) -> int:
     if args.packages:
         return run_package_diff(args)
     with tempfile.TemporaryDirectory(prefix="strata-diff-") as scratch:
-        a = open_image(args.a, Path(scratch))
-        b = open_image(args.b, Path(scratch))
+        settings = settings_for(args)
+        a = open_image(args.a, Path(scratch), lambda: engine_client(settings))
+        b = open_image(args.b, Path(scratch), lambda: engine_client(settings))
         result = diff_images(a, b, flatten=args.flatten, ignore=args.ignore)
     if args.json:
         json.dump(diff_to_json(result), sys.stdout, indent=2, default=str)
@@ -153,8 +165,9 @@ def run_image_diff(args: argparse.Namespace) -> int:
 def run_package_diff(args: argparse.Namespace) -> int:
     """`strata diff --packages`: only the package changes; 0 when the images are identical, 1 when not."""
     with tempfile.TemporaryDirectory(prefix="strata-diff-") as scratch:
-        a = open_image(args.a, Path(scratch))
-        b = open_image(args.b, Path(scratch))
+        settings = settings_for(args)
+        a = open_image(args.a, Path(scratch), lambda: engine_client(settings))
+        b = open_image(args.b, Path(scratch), lambda: engine_client(settings))
         identical = a.config_digest == b.config_digest
         packages = PackageDiff() if identical else compare_image_packages(a, b)
     if args.json:

@@ -1,7 +1,8 @@
-"""The `strata` command: one argparse tree; each command module registers its own subcommand.
+"""The `strata` command: one argparse tree; each command module of this package registers its own subcommands.
 
 A command module exposes `register(subparsers)`; the subparser it adds sets `func`, a callable taking the
-parsed namespace and returning an exit code. Errors derived from StrataError print as one line.
+parsed namespace and returning an exit code. Errors derived from StrataError print as one line. Command modules
+are imported by name, only the one a command needs (`strata plan` never imports the registry client or numpy).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from builder.errors import ErrorList, StrataError
 
 # Each module registers one or more subcommands; order is the order `strata --help` lists them.
 COMMAND_MODULES = [
-    "cli.commands",
+    "cli.plan",
+    "cli.lock",
+    "cli.build",
     "cli.images",
     "cli.registry",
     "cli.publish",
@@ -26,12 +29,12 @@ COMMAND_MODULES = [
 ]
 # Which module owns a command, so `strata plan` does not import the registry client, numpy or matplotlib.
 COMMAND_OWNERS = {
-    "render": "cli.commands",
-    "plan": "cli.commands",
-    "lock": "cli.commands",
-    "fetch": "cli.commands",
-    "build": "cli.commands",
-    "verify": "cli.commands",
+    "render": "cli.plan",
+    "plan": "cli.plan",
+    "lock": "cli.lock",
+    "fetch": "cli.lock",
+    "build": "cli.build",
+    "verify": "cli.build",
     "canonicalize": "cli.images",
     "diff": "cli.images",
     "registry": "cli.registry",

@@ -1,8 +1,7 @@
 """`strata push | pin | catalog | sync | promote`: publish the plan's images and what users need to use them.
 
-Register with `register(subparsers)` (alias `register_publish`); every handler returns an exit code and raises
-StrataError subclasses for one-line errors. `python -m cli.publish push ...` runs these
-commands alone, exactly as `strata push ...` does.
+Register with `register(subparsers)`; every handler returns an exit code and raises StrataError subclasses for
+one-line errors.
 """
 
 from __future__ import annotations
@@ -15,9 +14,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from builder.errors import ErrorList, HostError, StrataError
-from registry_sync.registry.server import default_data_dir, strata_home
+from rich.console import Console
+from rich.table import Table
+
+from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
+from builder.errors import StrataError
+from builder.settings import Settings
+from cli.common import add_matrix_args, full_plan, settings_for
+from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
+from registry_sync.publish.images_lock import read_images_lock
+from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
+from registry_sync.publish.promote import promote_cell_alias
+from registry_sync.publish.push_plan import (
+    PublishError,
+    PushOptions,
+    finish_lock,
+    matrix_tag_policy,
+    publish_plan,
+)
+from registry_sync.publish.sync import copy_image, parse_endpoint, plan_sync
 from registry_sync.publish.tag_policy import AuditLog
+from registry_sync.registry.client import RegistryClient, is_loopback_host
+from registry_sync.registry.connect import open_registry
+from registry_sync.registry.server import registry_status
 
 DEFAULT_CATALOG = Path("docs/catalog.md")
 
@@ -31,18 +50,20 @@ def _data_dir_option(p: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="embedded registry state (default: $STRATA_HOME/registry or ./.strata/registry)",
+        help="embedded registry state (default: <state root>/registry: $STRATA_HOME/registry or .strata/registry)",
     )
 
 
-def _audit_log() -> AuditLog:
-    return AuditLog(strata_home() / "audit" / "tags.jsonl")
+def _audit_log(settings: Settings) -> AuditLog:
+    return AuditLog(settings.audit_log_path)
+
+
+def _data_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.data_dir) if args.data_dir else settings.registry_dir
 
 
 def register(subparsers: Any) -> None:
     """Add `push`, `pin`, `catalog`, `sync` and `promote`."""
-    from cli.commands import add_matrix_args
-
     p = subparsers.add_parser(
         "push",
         help="push the plan's built images to the registry; write images.lock.json",
@@ -137,38 +158,20 @@ def register(subparsers: Any) -> None:
         "--registry", metavar="HOST:PORT", help="registry (default: matrix.yaml's registry.address)"
     )
     p.add_argument("--require-smoke", action="store_true", help="refuse without a passing smoke result")
-    p.add_argument("--smoke-results", type=Path, default=None, help="default: .strata/results/smoke")
+    p.add_argument("--smoke-results", type=Path, default=None, help="default: <state root>/results/smoke")
     p.add_argument("--require-bench", action="store_true", help="refuse without benchmark results")
-    p.add_argument("--bench-ledger", type=Path, default=None, help="default: results/ledger.sqlite")
+    p.add_argument(
+        "--bench-ledger", type=Path, default=None, help="default: <state root>/results/bench/ledger.sqlite"
+    )
     _data_dir_option(p)
     p.set_defaults(func=cmd_promote)
-
-
-register_publish = register
 
 
 # ---------------------------------------------------------------------------------------------- push
 
 
-def _engine() -> Any:
-    import docker.errors
-
-    from cli.commands import engine_client_for_builds
-
-    try:
-        client = engine_client_for_builds()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise HostError(f"Docker engine: not reachable ({exc}); start dockerd or set DOCKER_HOST") from None
-    return client
-
-
-def _registry(address: str, data_dir: Path) -> Any:
-    from registry_sync.registry.client import is_loopback_host
-    from registry_sync.publish.push_plan import open_registry
-    from registry_sync.registry.server import registry_status
-
-    client = open_registry(address, data_dir)
+def _registry(address: str, settings: Settings, data_dir: Path) -> RegistryClient:
+    client = open_registry(address, settings, data_dir)
     try:
         client.ping()
     except StrataError as exc:
@@ -181,31 +184,28 @@ def _registry(address: str, data_dir: Path) -> Any:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from builder.matrix.load import load_matrix
-    from builder.plan.graph import build_plan
-    from registry_sync.publish.push_plan import PublishError, PushOptions, finish_lock, matrix_tag_policy, publish_plan
-
-    full_plan = build_plan(load_matrix(args.matrix, args.profile))
-    plan = full_plan.select(args.only)
-    registry = args.registry or full_plan.matrix.model.registry.address
-    data_dir = args.data_dir or default_data_dir()
-    lock_path = args.lock or full_plan.matrix.root / "images.lock.json"
-    work = strata_home() / "tmp"
-    work.mkdir(parents=True, exist_ok=True)
+    settings = settings_for(args)
+    whole = full_plan(args, settings)
+    plan = whole.select(args.only)
+    registry = args.registry or whole.matrix.model.registry.address
+    data_dir = _data_dir(args, settings)
+    lock_path = args.lock or whole.matrix.root / "images.lock.json"
+    work = settings.ensure(settings.tmp_dir)
     quiet = args.quiet or args.format == "json"
 
     def event(node: str, message: str) -> None:
         if not quiet:
             print(f"{node}: {message}", file=sys.stderr, flush=True)
 
-    engine = _engine()
+    engine = engine_client(settings, BUILD_TIMEOUT_SECONDS)
     start = time.monotonic()
-    with _registry(registry, data_dir) as client:
+    with _registry(registry, settings, data_dir) as client:
         options = PushOptions(
             registry=registry,
-            policy=matrix_tag_policy(full_plan.matrix),
-            audit=_audit_log(),
-            profile=full_plan.matrix.profile,
+            policy=matrix_tag_policy(whole.matrix),
+            audit=_audit_log(settings),
+            cache_dir=settings.compressed_layers_dir,
+            profile=whole.matrix.profile,
             force=args.force,
             work_dir=work,
             on_event=event,
@@ -215,7 +215,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         outcome = None
         if not failed:
             outcome = finish_lock(
-                lock_path, full_plan, results, client, options, push_artifact=not args.no_lock_artifact
+                lock_path, whole, results, client, options, push_artifact=not args.no_lock_artifact
             )
     seconds = time.monotonic() - start
     if args.format == "json":
@@ -245,9 +245,6 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def _print_push_summary(results: Sequence[Any], seconds: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"strata push ({len(results)} nodes, {seconds:.1f}s)")
     for col in ("node", "result", "uploaded", "time", "manifest digest"):
         table.add_column(col, overflow="fold")
@@ -265,9 +262,6 @@ def _print_push_summary(results: Sequence[Any], seconds: float) -> None:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    from registry_sync.publish.images_lock import read_images_lock
-    from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
-
     lock = read_images_lock(args.lock)
     results = pin_files(list(args.files), lock, check=args.check)
     counts = dict.fromkeys((PINNED, REPINNED, ALREADY, UNKNOWN), 0)
@@ -290,13 +284,11 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
-    from registry_sync.publish.images_lock import read_images_lock
-
+    settings = settings_for(args)
     matrix_path = Path(args.matrix)
     lock_path = args.lock or matrix_path.resolve().parent / "images.lock.json"
     lock = read_images_lock(lock_path)
-    plans = load_plans(matrix_path, {e.profile for e in lock.entries()})
+    plans = load_plans(matrix_path, {e.profile for e in lock.entries()}, settings.registry_override)
     text = render_catalog(lock, sources_from_plans(lock, plans), lock_path.name)
     written = write_catalog(args.out, text)
     print(f"{args.out}: {'written' if written else 'unchanged'} ({len(lock.images)} tags)")
@@ -307,19 +299,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from registry_sync.publish.push_plan import open_registry
-    from registry_sync.publish.sync import copy_image, parse_endpoint, plan_sync
-
+    settings = settings_for(args)
     src = parse_endpoint(args.source, "SRC")
     dst = parse_endpoint(args.destination, "DST")
-    data_dir = args.data_dir or default_data_dir()
+    data_dir = _data_dir(args, settings)
     with (
-        open_registry(src.registry, data_dir, ca_file=args.src_ca_file) as src_client,
-        open_registry(dst.registry, data_dir, ca_file=args.dst_ca_file) as dst_client,
+        open_registry(src.registry, settings, data_dir, ca_file=args.src_ca_file) as src_client,
+        open_registry(dst.registry, settings, data_dir, ca_file=args.dst_ca_file) as dst_client,
     ):
         items = plan_sync(src, dst, args.only, lambda: src_client.list_tags(src.repository))
-        work = strata_home() / "tmp"
-        work.mkdir(parents=True, exist_ok=True)
+        work = settings.ensure(settings.tmp_dir)
         for item in items:
             result = copy_image(
                 src_client,
@@ -329,7 +318,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 dst.repository,
                 item.tags,
                 force=args.force,
-                audit=_audit_log(),
+                audit=_audit_log(settings),
                 mount_from=args.mount_from,
                 work_dir=work,
                 on_event=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
@@ -342,14 +331,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from builder.matrix.load import load_matrix
-    from builder.plan.graph import build_plan
-    from registry_sync.publish.push_plan import promote_cell_alias
-
-    plan = build_plan(load_matrix(args.matrix, args.profile))
+    settings = settings_for(args)
+    plan = full_plan(args, settings)
     registry = args.registry or plan.matrix.model.registry.address
-    audit = _audit_log()
-    with _registry(registry, args.data_dir or default_data_dir()) as client:
+    audit = _audit_log(settings)
+    with _registry(registry, settings, _data_dir(args, settings)) as client:
         promotion = promote_cell_alias(
             plan,
             client,
@@ -358,9 +344,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
             registry=registry,
             audit=audit,
             require_smoke=args.require_smoke,
-            smoke_dir=args.smoke_results,
+            smoke_dir=args.smoke_results or settings.smoke_results_dir,
             require_bench=args.require_bench,
-            bench_ledger=args.bench_ledger,
+            bench_ledger=args.bench_ledger or settings.ledger_path,
         )
     for line in promotion.evidence:
         print(line)
@@ -372,32 +358,3 @@ def cmd_promote(args: argparse.Namespace) -> int:
             f"promoted {promotion.alias} -> {promotion.target}@{promotion.digest} ({was}); audited in {audit.path}"
         )
     return 0
-
-
-# ---------------------------------------------------------------------------------------------- standalone
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one of these commands like `strata` does (one-line errors, exit codes)."""
-    parser = argparse.ArgumentParser(prog="strata", description="Publish Strata images.")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except ErrorList as exc:
-        for err in exc.errors:
-            print(f"strata: {err}", file=sys.stderr)
-        return exc.exit_code
-    except StrataError as exc:
-        print(f"strata: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("strata: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
-from registry_sync.registry.auth import registry_host, resolve_credentials
-from registry_sync.registry.client import RegistryClient
+from builder.settings import REGISTRY_CA_ENV
+from cli.common import settings_for
 from registry_sync.publish.push import push_archive
+from registry_sync.publish.tag_policy import AuditLog
+from registry_sync.registry.connect import client_for
 from registry_sync.registry.server import (
     DEFAULT_PORT,
     ServerLayout,
     ServerSettings,
-    default_data_dir,
-    local_credentials,
     registry_status,
     start_registry,
     stop_registry,
-    strata_home,
 )
-from registry_sync.publish.tag_policy import AuditLog
-
-CA_ENV = "STRATA_REGISTRY_CA"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -44,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "--data-dir",
             type=Path,
             default=None,
-            help="state directory (default: $STRATA_HOME/registry or ./.strata/registry)",
+            help="state directory (default: <state root>/registry: $STRATA_HOME/registry or .strata/registry)",
         )
 
     up = actions.add_parser(
@@ -102,12 +97,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--force", action="store_true", help="move existing version tags (recorded in the audit log)"
     )
     push.add_argument("--mount-from", action="append", default=[], help="repository that may hold the blobs")
-    push.add_argument("--ca-file", type=Path, default=None, help=f"CA of the registry (or ${CA_ENV})")
+    push.add_argument(
+        "--ca-file", type=Path, default=None, help=f"CA of the registry (or ${REGISTRY_CA_ENV})"
+    )
     push.set_defaults(func=run_push_archive)
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir) if args.data_dir else default_data_dir()
+    return Path(args.data_dir) if args.data_dir else settings_for(args).registry_dir
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -150,18 +147,6 @@ def run_status(args: argparse.Namespace) -> int:
     return 1
 
 
-def client_for(registry: str, data_dir: Path, ca_file: Path | None = None) -> RegistryClient:
-    """A client for `registry`: credentials from env/Docker config, else the embedded registry's own, and its CA."""
-    host = registry_host(registry)
-    embedded = registry_status(data_dir)
-    is_embedded = embedded.address == host
-    credentials = resolve_credentials(host) or (local_credentials(data_dir) if is_embedded else None)
-    ca = ca_file or (Path(os.environ[CA_ENV]) if os.environ.get(CA_ENV) else None)
-    if ca is None and is_embedded and embedded.tls:
-        ca = ServerLayout(data_dir).ca_cert
-    return RegistryClient(host, credentials=credentials, ca_file=ca)
-
-
 def run_push_archive(args: argparse.Namespace) -> int:
     """Handler of `strata registry push-archive`."""
     registry, _, repository = str(args.destination).partition("/")
@@ -169,15 +154,17 @@ def run_push_archive(args: argparse.Namespace) -> int:
         raise StrataError(
             f"destination {args.destination!r} must be REGISTRY/REPOSITORY, e.g. 127.0.0.1:5000/strata/tf"
         )
-    with client_for(registry, _data_dir(args), args.ca_file) as client:
+    settings = settings_for(args)
+    with client_for(registry, settings, args.ca_file, _data_dir(args)) as client:
         result = push_archive(
             client,
             args.archive,
             repository,
             list(args.tag),
             force=args.force,
-            audit_log=AuditLog(strata_home() / "audit" / "tags.jsonl"),
+            audit_log=AuditLog(settings.audit_log_path),
             mount_from=args.mount_from,
+            cache_dir=settings.compressed_layers_dir,
         )
     print(result.reference)
     print(

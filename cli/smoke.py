@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
+from cli.common import settings_for
 from validate.smoke import runner
-from validate.smoke.results import DEFAULT_RESULTS_DIR
 from validate.smoke.report import FORMATS, render
 
 EXAMPLE = """example:
@@ -60,21 +60,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--results-dir",
         type=Path,
-        default=DEFAULT_RESULTS_DIR,
-        help=f"per-digest JSON results go here (default: {DEFAULT_RESULTS_DIR})",
+        default=None,
+        help="per-digest JSON results go here (default: <state root>/results/smoke)",
     )
     parser.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    client = runner.connect()
+    settings = settings_for(args)
+    client = runner.connect(settings)
     reports = runner.smoke_images(
         client,
         list(args.images),
         expect_gpu=args.expect_gpu,
         gpus=args.gpus,
         timeout_s=args.timeout,
-        results_dir=args.results_dir,
+        results_dir=args.results_dir or settings.smoke_results_dir,
     )
     text = render(reports, args.format)
     if args.out is None:

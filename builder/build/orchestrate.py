@@ -19,19 +19,24 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
 
+from builder.build.wheelserver import WheelServer
+from builder.engine.caps import BuilderChoice, detect_builder
+from builder.engine.image_build import BuildRequest, build_image
+from builder.engine.images import existing_image, load_canonical_in_worker, warm_up
 from builder.errors import BuildError, ErrorList, MatrixError, StrataError
 from builder.lock.fetch import fetch_wheels, link_wheelhouse
 from builder.lock.resolve import lock_states, rootfs_spec
-from builder.paths import build_dir, cache_dir
+from builder.lock.rootfs import build_rootfs
+from builder.oci.canonical import CanonicalPolicy
 from builder.plan.graph import LayerNode, Plan
+from builder.settings import Settings
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
-LABEL_HASH = "io.strata.content-hash"
 
 
 @dataclass
@@ -54,12 +59,28 @@ class NodeOutcome:
         }
 
 
+class RemoteCache(Protocol):
+    """Where a node the engine lacks may be pulled from instead of built (the registry, by content hash)."""
+
+    def pull(self, engine: Any, node: LayerNode) -> Any | None:
+        """The node's image, now in the engine and tagged like a build, or None."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def no_remote_cache() -> RemoteCache | None:
+    return None
+
+
 @dataclass
 class BuildOptions:
     jobs: int = 1
     keep_going: bool = False
     force: bool = False  # ignore images already in the engine (used by verify)
     on_event: Callable[[str, str], None] = field(default=lambda node, msg: None)
+    # Opened only when some node is not in the engine (a no-op build never touches the registry).
+    open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache
 
 
 def check_buildable(plan: Plan) -> None:
@@ -79,24 +100,15 @@ def check_buildable(plan: Plan) -> None:
         raise ErrorList(errors)
 
 
-def existing_image(client: docker.DockerClient, node: LayerNode) -> Any | None:
-    """The engine's image for this node's content hash, if present and labelled with that hash."""
-    try:
-        image = client.images.get(node.cache_ref)
-    except docker.errors.ImageNotFound:
-        return None
-    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
-    return image if labels.get(LABEL_HASH) == node.content_hash else None
-
-
 @dataclass
 class BuildSession:
     """What every node build in one run shares: engine, builder choice, wheelhouse server, directories."""
 
     plan: Plan
     client: docker.DockerClient
-    choice: Any
-    server: Any
+    settings: Settings
+    choice: BuilderChoice
+    server: WheelServer
     cache: Path
     work: Path
     # Removing a raw build image deletes gigabytes of files: done here, off the path of the next build.
@@ -108,9 +120,7 @@ class BuildSession:
 
     def canonicalize(self, build_tag: str, node: LayerNode) -> str:
         """Load the canonical form of the raw image `build_tag` as `node.cache_ref`; returns its image ID."""
-        from builder.engine.images import load_canonical_in_worker
-
-        args = (build_tag, canonical_policy(self.plan), node.cache_ref, _parent_ref(self.plan, node))
+        args = (self.settings, build_tag, canonical_policy(self.plan), node.cache_ref, _parent_ref(self.plan, node))
         try:
             if self.canonicalizers is None:
                 return load_canonical_in_worker(*args).config_digest
@@ -143,8 +153,6 @@ class BuildSession:
         on_line: Callable[[str], None] | None = None,
     ) -> str:
         """Build one node's Dockerfile into `tag` (raw, not canonical); returns the image id."""
-        from builder.engine.image_build import BuildRequest, build_image
-
         # A private directory per build: concurrent strata runs in one checkout never share a context.
         (self.work / "context").mkdir(parents=True, exist_ok=True)
         context = _prepare_context(
@@ -152,15 +160,15 @@ class BuildSession:
             node,
             self.cache,
             Path(tempfile.mkdtemp(prefix=f"{log_name or node.id}-", dir=self.work / "context")),
+            self.settings,
         )
         args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
         if node.parent:
             args["PARENT_IMAGE"] = self.plan.node(node.parent).local_ref
         log = self.work / "logs" / f"{log_name or node.id}.log"
         try:
-            return build_image(
-                self.client, self.choice, BuildRequest(node.id, context, tag, args, log, no_cache), on_line
-            )
+            request = BuildRequest(node.id, context, tag, args, log, self.settings.environ, no_cache)
+            return build_image(self.client, self.choice, request, on_line)
         finally:
             shutil.rmtree(context, ignore_errors=True)
 
@@ -186,24 +194,26 @@ class _FetchMeter:
 
 @contextmanager
 def build_session(
-    plan: Plan, client: docker.DockerClient, nodes: list[LayerNode], on_event: Callable[[str, str], None]
+    plan: Plan,
+    client: docker.DockerClient,
+    settings: Settings,
+    nodes: list[LayerNode],
+    on_event: Callable[[str, str], None],
 ) -> Iterator[BuildSession]:
     """Detect the builder, fetch and verify every wheel `nodes` need, and serve them on loopback for the session."""
-    from builder.engine.caps import detect_builder
-    from builder.build.wheelserver import WheelServer
-
-    root = plan.matrix.root
-    choice = detect_builder(client)
+    choice = detect_builder(client, settings.environ)
     on_event("-", f"builder: {choice.kind} ({choice.reason})")
-    cache = cache_dir(root)
-    work = build_dir(root)
+    cache = settings.ensure(settings.cache_dir)
+    work = plan.matrix.root / "build"
     (work / "wheelhouse").mkdir(parents=True, exist_ok=True)
     wheel_root = Path(tempfile.mkdtemp(prefix="session-", dir=work / "wheelhouse"))
     # Fetch once for the whole run: each wheel is downloaded at most once and verified before any build.
     # (Fetching while the base nodes build was measured slower: on two cores both are CPU-bound.)
     wheels = [w for n in nodes if n.lock for w in n.lock.wheels]
     if wheels:
-        result = fetch_wheels(cache, wheels, repair=False, progress=_FetchMeter(on_event))
+        result = fetch_wheels(
+            cache, wheels, repair=False, progress=_FetchMeter(on_event), environ=settings.environ
+        )
         on_event(
             "-",
             f"wheelhouse: {result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.0f} MB), {result.reused} reused",
@@ -213,7 +223,7 @@ def build_session(
             link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
     try:
         with WheelServer(wheel_root) as server:
-            session = BuildSession(plan, client, choice, server, cache, work)
+            session = BuildSession(plan, client, settings, choice, server, cache, work)
             try:
                 yield session
             finally:
@@ -222,7 +232,9 @@ def build_session(
         shutil.rmtree(wheel_root, ignore_errors=True)
 
 
-def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions) -> list[NodeOutcome]:
+def build_images(
+    plan: Plan, client: docker.DockerClient, settings: Settings, options: BuildOptions
+) -> list[NodeOutcome]:
     """Build every node of the plan that the engine does not already have; return one outcome per node."""
     check_buildable(plan)
     outcomes: dict[str, NodeOutcome] = {}
@@ -235,11 +247,9 @@ def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions)
             if image is None and not options.force:
                 # Push with cache: a node the registry already has (by content hash) is pulled, not built.
                 if registry is None:
-                    registry = _open_cache_registry(plan)
+                    registry = options.open_remote_cache() or False
                 if registry is not False:
-                    from registry_sync.publish.cache import pull_cached
-
-                    image = pull_cached(client, registry, node)
+                    image = registry.pull(client, node)
                     status = "pulled"
             if image is not None:
                 _tag_all(image, node)
@@ -253,7 +263,7 @@ def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions)
     if todo:
         # The worker processes start first: their start-up overlaps the wheel fetch.
         with canonicalizer_pool(options.jobs) as pool:
-            with build_session(plan, client, todo, options.on_event) as session:
+            with build_session(plan, client, settings, todo, options.on_event) as session:
                 session.canonicalizers = pool
                 _run_dag(session, todo, options, outcomes)
     return [outcomes[n.id] for n in plan.nodes]
@@ -262,8 +272,6 @@ def build_images(plan: Plan, client: docker.DockerClient, options: BuildOptions)
 @contextmanager
 def canonicalizer_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """Worker processes for canonicalizing, started at once so their start-up overlaps other work."""
-    from builder.engine.images import warm_up
-
     # spawn: forking a process that runs threads (server, janitor, progress) could copy a held lock.
     pool = ProcessPoolExecutor(max_workers=max(1, workers), mp_context=multiprocessing.get_context("spawn"))
     try:
@@ -272,13 +280,6 @@ def canonicalizer_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _open_cache_registry(plan: Plan) -> Any:
-    """The registry client for build avoidance, or False when it is off or unreachable (builds go on)."""
-    from registry_sync.publish.cache import open_cache_registry
-
-    return open_cache_registry(plan.matrix) or False
 
 
 def _run_dag(
@@ -319,9 +320,7 @@ def _run_dag(
                     stop = True
 
 
-def canonical_policy(plan: Plan) -> Any:
-    from builder.oci.canonical import CanonicalPolicy
-
+def canonical_policy(plan: Plan) -> CanonicalPolicy:
     return CanonicalPolicy(epoch=plan.matrix.model.source_date_epoch, compression="none")
 
 
@@ -364,16 +363,16 @@ def _tag_all(image: Any, node: LayerNode) -> None:
         image.tag(repo, tag)
 
 
-def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path) -> Path:
+def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path, settings: Settings) -> Path:
     context.mkdir(parents=True, exist_ok=True)
     (context / "Dockerfile").write_text(node.dockerfile, encoding="utf-8")
     if node.lock and node.lock.wheels:
         (context / "requirements.lock").write_text(node.lock.render(), encoding="utf-8")
     if node.rootfs is not None:
-        from builder.lock.rootfs import build_rootfs
-
         assert node.lock is not None and node.lock.rootfs is not None
-        art = build_rootfs(rootfs_spec(node), cache, expected_sha256=node.lock.rootfs.sha256)
+        art = build_rootfs(
+            rootfs_spec(node), cache, expected_sha256=node.lock.rootfs.sha256, environ=settings.environ
+        )
         try:
             os.link(art.path, context / "rootfs.tar")
         except OSError:
@@ -385,3 +384,21 @@ def raise_if_failed(outcomes: list[NodeOutcome]) -> None:
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         raise BuildError("; ".join(o.message for o in failed))
+
+
+def ensure_base_image(
+    engine: docker.DockerClient,
+    plan: Plan,
+    base: LayerNode,
+    settings: Settings,
+    open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache,
+) -> str:
+    """The engine reference of base node `base`, built (or pulled) first when the engine lacks it: locking
+    resolves in it."""
+    options = BuildOptions(open_remote_cache=open_remote_cache)
+    outcomes = build_images(plan.select([base.id]), engine, settings, options)
+    failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
+    if failed:
+        raise StrataError(f"{base.id}: cannot resolve without this base image: {failed[0].message}")
+    return base.cache_ref
+

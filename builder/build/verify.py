@@ -6,8 +6,10 @@ normal build (each parent is itself verified when selected). When the two result
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,23 @@ from typing import Any
 import docker
 import docker.errors
 
-from builder.build.orchestrate import BuildOptions, build_images, build_session, canonical_policy, check_buildable
+from builder.build.orchestrate import (
+    BuildOptions,
+    BuildSession,
+    RemoteCache,
+    build_images,
+    build_session,
+    canonical_policy,
+    check_buildable,
+    no_remote_cache,
+)
+from builder.engine.images import canonicalize_image
 from builder.errors import StrataError
+from builder.oci.archive import read_image
+from builder.oci.canonical import CanonicalImage
+from builder.oci.diff import ImageDiff, diff_images
 from builder.plan.graph import LayerNode, Plan
+from builder.settings import Settings
 
 
 @dataclass
@@ -42,7 +58,7 @@ class VerifyResult:
         }
 
 
-def summarize_differences(diff: Any, limit: int = 50) -> list[dict[str, Any]]:
+def summarize_differences(diff: ImageDiff, limit: int = 50) -> list[dict[str, Any]]:
     """Flatten an ImageDiff into rows: {where, path, fields} (config keys or layer files)."""
     rows: list[dict[str, Any]] = []
     for change in diff.config_changes:
@@ -50,12 +66,12 @@ def summarize_differences(diff: Any, limit: int = 50) -> list[dict[str, Any]]:
             {"where": "config", "path": change.path, "fields": ["value"], "a": change.a, "b": change.b}
         )
     for layer in diff.layers:
-        for change in layer.changes:
-            fields = list(change.fields) or (["presence"] if (change.a is None) != (change.b is None) else [])
+        for entry in layer.changes:
+            fields = list(entry.fields) or (["presence"] if (entry.a is None) != (entry.b is None) else [])
             rows.append(
                 {
                     "where": f"layer {layer.index}",
-                    "path": change.path,
+                    "path": entry.path,
                     "fields": fields,
                     "step": layer.created_by,
                 }
@@ -63,13 +79,28 @@ def summarize_differences(diff: Any, limit: int = 50) -> list[dict[str, Any]]:
     return rows[:limit]
 
 
+def verify_targets(plan: Plan, patterns: list[str] | None) -> set[str] | None:
+    """Nodes to verify: those a pattern names directly, and every node of a cell a pattern names (ancestors of a
+    directly named node are only built, not verified)."""
+    if not patterns:
+        return None
+    cells = {c for c in plan.cell_ids() if any(fnmatch.fnmatchcase(c, p) for p in patterns)}
+    return {
+        n.id
+        for n in plan.nodes
+        if set(n.cells) & cells or any(fnmatch.fnmatchcase(n.id, p) for p in patterns)
+    }
+
+
 def verify_nodes(
     plan: Plan,
     client: docker.DockerClient,
-    on_event: Any = lambda n, m: None,
+    settings: Settings,
+    on_event: Callable[[str, str], None] = lambda n, m: None,
     rebuilds: int = 2,
     targets: set[str] | None = None,
     keep: Path | None = None,
+    open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache,
 ) -> list[VerifyResult]:
     """Build each selected node twice with no cache, canonicalize both, compare digests and diff_ids.
 
@@ -78,13 +109,10 @@ def verify_nodes(
     verified (default: all); the others are only built normally, as parents. `keep` keeps both canonical OCI layouts
     of each node under keep/<node>/ for independent tools (skopeo, diffoscope).
     """
-    from builder.oci.archive import read_image
-    from builder.oci.diff import diff_images
-    from builder.engine.images import canonicalize_image
-
     check_buildable(plan)
     # Parents must exist (normal build, cached if present) so each rebuild starts FROM the same canonical parent.
-    outcomes = build_images(plan, client, BuildOptions(on_event=on_event))
+    options = BuildOptions(on_event=on_event, open_remote_cache=open_remote_cache)
+    outcomes = build_images(plan, client, settings, options)
     failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
     if failed:
         raise StrataError(
@@ -95,20 +123,9 @@ def verify_nodes(
     scratch = keep or Path(tempfile.mkdtemp(prefix="strata-verify-", dir=plan.matrix.root / "build"))
     try:
         chosen = [n for n in plan.nodes if targets is None or n.id in targets]
-        with build_session(plan, client, chosen, on_event) as session:
+        with build_session(plan, client, settings, chosen, on_event) as session:
             for node in chosen:
-                results.append(
-                    _verify_node(
-                        session,
-                        node,
-                        scratch,
-                        canonicalize_image,
-                        read_image,
-                        diff_images,
-                        on_event,
-                        rebuilds,
-                    )
-                )
+                results.append(_verify_node(session, node, scratch, on_event, rebuilds))
                 if keep is None:
                     shutil.rmtree(scratch / node.id, ignore_errors=True)
     finally:
@@ -118,17 +135,15 @@ def verify_nodes(
 
 
 def _verify_node(
-    session: Any,
+    session: BuildSession,
     node: LayerNode,
     scratch: Path,
-    canonicalize_image: Any,
-    read_image: Any,
-    diff_images: Any,
-    on_event: Any,
+    on_event: Callable[[str, str], None],
     rebuilds: int,
 ) -> VerifyResult:
     client = session.client
-    layouts: list[Any] = []
+    layer_read = session.settings.layer_read
+    layouts: list[CanonicalImage] = []
     try:
         if rebuilds == 1:
             layouts.append(
@@ -137,6 +152,7 @@ def _verify_node(
                     scratch / node.id / "engine",
                     canonical_policy(session.plan),
                     client=client,
+                    layer_read=layer_read,
                 )
             )
         for attempt in range(1, rebuilds + 1):
@@ -145,7 +161,11 @@ def _verify_node(
             session.engine_build(node, tag, no_cache=True, log_name=f"verify-{node.id}-{attempt}")
             layouts.append(
                 canonicalize_image(
-                    tag, scratch / node.id / str(attempt), canonical_policy(session.plan), client=client
+                    tag,
+                    scratch / node.id / str(attempt),
+                    canonical_policy(session.plan),
+                    client=client,
+                    layer_read=layer_read,
                 )
             )
             try:

@@ -186,30 +186,30 @@ def existing_clis(paths: Sequence[str]) -> list[str]:
     return found
 
 
-def _run(
-    argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], timeout: float, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             list(argv),
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=dict(env or os.environ),
+            env=dict(env),
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return subprocess.CompletedProcess(list(argv), 127, "", str(exc))
 
 
-def probe_cli(path: str) -> CliProbe:
+def probe_cli(path: str, environ: Mapping[str, str]) -> CliProbe:
     """Ask one docker CLI for its own version (no engine needed) and whether `buildx version` works."""
-    version = parse_version(_run([path, "--version"], PROBE_TIMEOUT_SECONDS).stdout)
-    has_buildx = _run([path, "buildx", "version"], PROBE_TIMEOUT_SECONDS).returncode == 0
+    version = parse_version(_run([path, "--version"], PROBE_TIMEOUT_SECONDS, environ).stdout)
+    has_buildx = _run([path, "buildx", "version"], PROBE_TIMEOUT_SECONDS, environ).returncode == 0
     return CliProbe(path, version, has_buildx)
 
 
-def verify_choice(choice: BuilderChoice, client: docker.DockerClient) -> str | None:
+def verify_choice(
+    choice: BuilderChoice, client: docker.DockerClient, environ: Mapping[str, str]
+) -> str | None:
     """Build a one-file `FROM scratch` context through `choice`; None if it worked, else why not.
 
     The image must then be visible through `client`, which proves the CLI talks to the same engine.
@@ -227,7 +227,7 @@ def verify_choice(choice: BuilderChoice, client: docker.DockerClient) -> str | N
                 )
             else:
                 argv = choice.build_argv(context, tag, quiet=True)
-                proc = _run(argv, VERIFY_TIMEOUT_SECONDS, env=choice.build_env(os.environ))
+                proc = _run(argv, VERIFY_TIMEOUT_SECONDS, env=choice.build_env(environ))
                 if proc.returncode != 0:
                     lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
                     return f"`{' '.join(argv[:3])} ...` failed: {lines[0] if lines else proc.returncode}"
@@ -247,13 +247,14 @@ def verify_choice(choice: BuilderChoice, client: docker.DockerClient) -> str | N
 _CACHE: dict[tuple[str, str, str | None], BuilderChoice] = {}
 
 
-def detect_builder(client: docker.DockerClient, environ: Mapping[str, str] | None = None) -> BuilderChoice:
+def detect_builder(client: docker.DockerClient, environ: Mapping[str, str]) -> BuilderChoice:
     """Pick and verify the best way to build images with `client`'s engine (cached per process).
 
-    Raise HostError if STRATA_BUILDER=buildkit was asked for and no BuildKit path works, or if not
-    even the legacy builder can build a `FROM scratch` image.
+    `environ` is the environment of the run (STRATA_BUILDER, PATH; the docker CLIs run with it). Raise HostError
+    if STRATA_BUILDER=buildkit was asked for and no BuildKit path works, or if not even the legacy builder can
+    build a `FROM scratch` image.
     """
-    env = os.environ if environ is None else environ
+    env = environ
     override = read_override(env)
     # The daemon's ID, not the client's URL: unix sockets all show up as http+docker://localhost.
     key = (str(client.info().get("ID", client.api.base_url)), env.get("PATH", ""), override)
@@ -262,10 +263,10 @@ def detect_builder(client: docker.DockerClient, environ: Mapping[str, str] | Non
     version_info = client.version()
     engine_version = str(version_info.get("Version", "unknown"))
     buildkit = engine_supports_buildkit(engine_version, str(version_info.get("Os", "linux")))
-    probes = [probe_cli(path) for path in existing_clis(candidate_paths(env.get("PATH", "")))]
+    probes = [probe_cli(path, env) for path in existing_clis(candidate_paths(env.get("PATH", "")))]
     failures: list[str] = []
     for choice in rank_choices(probes, engine_version, buildkit, override):
-        why_not = verify_choice(choice, client)
+        why_not = verify_choice(choice, client, env)
         if why_not is None:
             if failures:
                 choice = BuilderChoice(

@@ -18,15 +18,15 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from builder.engine.client import ENGINE_ERRORS, connect
 from builder.errors import HostError
+from builder.settings import Settings
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DOCKERD_LOG = Path("/var/log/strata-dockerd.log")
 DOCKERD_WAIT_SECONDS = 30.0
 APT_LOCK_TIMEOUT_SECONDS = 300
 SETUP_HINT = "run scripts/setup-host.sh or start dockerd"
-# What connecting can raise: the SDK's own errors, and requests' connection errors (OSError subclasses).
-ENGINE_ERRORS = (docker.errors.DockerException, OSError)
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -128,35 +128,27 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def _connect(timeout: float) -> docker.DockerClient:
-    client = docker.from_env(timeout=int(max(timeout, 1)))
-    try:
-        client.ping()
-    except ENGINE_ERRORS:
-        client.close()
-        raise
-    return client
-
-
-def ensure_engine(auto_start: bool = True, wait_seconds: float = DOCKERD_WAIT_SECONDS) -> docker.DockerClient:
+def ensure_engine(
+    settings: Settings, auto_start: bool = True, wait_seconds: float = DOCKERD_WAIT_SECONDS
+) -> docker.DockerClient:
     """Return a docker client whose engine answers a ping, starting dockerd first if needed and allowed.
 
     dockerd is started only when `auto_start` is true, we are root, dockerd is installed and the
     client targets the default local socket. Otherwise (or if it does not come up) raise a HostError:
     `Docker engine not reachable at unix:///var/run/docker.sock: <reason>; run scripts/setup-host.sh ...`.
     """
-    url = docker_host_url(os.environ)
+    url = docker_host_url(settings.environ)
     try:
-        return _connect(timeout=10)
+        return connect(settings, timeout=10)
     except ENGINE_ERRORS as exc:
         socket_exists = Path(url.removeprefix("unix://")).exists() if url.startswith("unix://") else True
         reason = unreachable_reason(url, short_reason(exc), socket_exists)
     dockerd = shutil.which("dockerd")
     if not (auto_start and is_root() and dockerd and is_local_default_socket(url)):
         raise HostError(f"Docker engine not reachable at {url}: {reason}; {SETUP_HINT}")
-    start_dockerd(dockerd, DOCKERD_LOG, wait_seconds)
+    start_dockerd(settings, dockerd, DOCKERD_LOG, wait_seconds)
     try:
-        return _connect(timeout=10)
+        return connect(settings, timeout=10)
     except ENGINE_ERRORS as exc:
         raise HostError(
             f"Docker engine not reachable at {url} after starting dockerd: {short_reason(exc)}; "
@@ -164,7 +156,7 @@ def ensure_engine(auto_start: bool = True, wait_seconds: float = DOCKERD_WAIT_SE
         ) from None
 
 
-def start_dockerd(dockerd: str, log_path: Path, wait_seconds: float) -> None:
+def start_dockerd(settings: Settings, dockerd: str, log_path: Path, wait_seconds: float) -> None:
     """Start `dockerd` detached (output appended to `log_path`) and wait until it answers a ping.
 
     Raise HostError with the last log lines if it exits or does not answer within `wait_seconds`.
@@ -180,7 +172,7 @@ def start_dockerd(dockerd: str, log_path: Path, wait_seconds: float) -> None:
         if proc.poll() is not None:
             break
         try:
-            _connect(timeout=2).close()
+            connect(settings, timeout=2).close()
             return
         except ENGINE_ERRORS:
             time.sleep(0.5)
@@ -204,11 +196,11 @@ def installed_statuses(packages: Sequence[str]) -> dict[str, str]:
     return parse_dpkg_query(proc.stdout)
 
 
-def ensure_tools(names: Iterable[str]) -> list[str]:
+def ensure_tools(names: Iterable[str], environ: Mapping[str, str]) -> list[str]:
     """Make sure the Debian packages `names` are installed; apt-install the missing ones when root.
 
     Return the packages that were installed (empty when all were present, so no apt runs at all).
-    Raise HostError naming the missing packages when not root or when apt fails.
+    Raise HostError naming the missing packages when not root or when apt fails. apt runs with `environ`.
     """
     wanted = list(dict.fromkeys(names))
     missing = missing_packages(wanted, installed_statuses(wanted))
@@ -217,7 +209,7 @@ def ensure_tools(names: Iterable[str]) -> list[str]:
     listed = " ".join(missing)
     if not is_root():
         raise HostError(f"missing Debian packages: {listed}; run `apt-get install {listed}` as root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    env = {**environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (apt_update_argv(), apt_install_argv(missing)):
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:

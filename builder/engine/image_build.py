@@ -5,10 +5,9 @@ The only module of the build path that starts builds; every line of output goes 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ class BuildRequest:
     tag: str
     build_args: dict[str, str]
     log_path: Path
+    environ: Mapping[str, str]  # the docker CLI's environment (BuildKit builds): settings.environ
     no_cache: bool = False  # ignore the engine's build cache (reproducibility checks)
 
 
@@ -106,7 +106,7 @@ def _build_cli(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=choice.build_env(os.environ),
+        env=choice.build_env(req.environ),
         bufsize=1,
     )
     assert proc.stdout is not None

@@ -18,6 +18,10 @@ from typing import IO, Any, cast
 import docker
 import docker.errors
 
+from builder.engine.client import engine_client
+from builder.engine.layer_store import store_image
+from builder.errors import StrataError
+from builder.oci.archive import ImageSource, LayeredImage, pack_layout, read_image
 from builder.oci.canonical import (
     CanonicalImage,
     CanonicalPolicy,
@@ -25,21 +29,20 @@ from builder.oci.canonical import (
     canonicalize_source,
     write_docker_archive,
 )
-from builder.errors import HostError, StrataError
-from builder.oci.archive import ImageSource, LayeredImage, pack_layout, read_image
-from builder.engine.layer_store import store_image
+from builder.plan.graph import LABEL_HASH, LayerNode
+from builder.settings import Settings
 
 CHUNK = 1 << 20
 
 
-def engine_client() -> Any:
-    """A Docker SDK client for the local engine (DOCKER_HOST honoured); HostError if none answers."""
+def existing_image(client: Any, node: LayerNode) -> Any | None:
+    """The engine's image for this node's content hash, if present and labelled with that hash."""
     try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise HostError(f"Docker engine: not reachable ({exc}); start dockerd or set DOCKER_HOST") from None
-    return client
+        image = client.images.get(node.cache_ref)
+    except docker.errors.ImageNotFound:
+        return None
+    labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+    return image if labels.get(LABEL_HASH) == node.content_hash else None
 
 
 def save_image(client: Any, ref: str, archive: Path) -> Path:
@@ -180,8 +183,10 @@ def canonicalize_image(
     policy: CanonicalPolicy | None = None,
     tag: str | None = None,
     load: bool = False,
-    client: Any | None = None,
+    *,
+    client: Any,
     base_ref: str | None = None,
+    layer_read: str = "",
 ) -> CanonicalImage:
     """Canonicalize the engine's image `ref` into the OCI layout `layout`; with `load`, load it back.
 
@@ -192,11 +197,10 @@ def canonicalize_image(
     `base_ref` (with `load`) names the canonical image `ref` was built FROM: its layers are already in the
     engine, so only the layers on top of it are rewritten and loaded, and the layout holds just those.
     """
-    client = client or engine_client()
     policy = policy or CanonicalPolicy()
     base = _diff_ids(client, base_ref) if load and base_ref else ()
     with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
-        source = _engine_source(client, ref, Path(scratch))
+        source = _engine_source(client, ref, Path(scratch), layer_read)
         image = canonicalize_source(source, layout, policy, tag, canonical_base=base)
         if load:
             try:
@@ -208,7 +212,12 @@ def canonicalize_image(
 
 
 def load_canonical(
-    ref: str, policy: CanonicalPolicy, tag: str, client: Any, base_ref: str | None = None
+    ref: str,
+    policy: CanonicalPolicy,
+    tag: str,
+    client: Any,
+    base_ref: str | None = None,
+    layer_read: str = "",
 ) -> StreamedImage:
     """Canonicalize the engine's image `ref` straight into the engine as `tag`; no layout is written.
 
@@ -217,7 +226,7 @@ def load_canonical(
     """
     base = _diff_ids(client, base_ref) if base_ref else ()
     with tempfile.TemporaryDirectory(prefix="strata-save-") as scratch:
-        source = _engine_source(client, ref, Path(scratch))
+        source = _engine_source(client, ref, Path(scratch), layer_read)
         try:
             return _load_stream(client, source, policy, tag, base)
         except MissingBaseLayers:
@@ -232,7 +241,7 @@ def warm_up() -> None:
 
 
 def load_canonical_in_worker(
-    ref: str, policy: CanonicalPolicy, tag: str, base_ref: str | None = None
+    settings: Settings, ref: str, policy: CanonicalPolicy, tag: str, base_ref: str | None = None
 ) -> StreamedImage:
     """`load_canonical` as a process-pool task: one engine client per worker, errors that pickle as StrataError.
 
@@ -242,15 +251,15 @@ def load_canonical_in_worker(
     global _worker_client
     try:
         if _worker_client is None:
-            _worker_client = engine_client()
-        return load_canonical(ref, policy, tag, _worker_client, base_ref)
+            _worker_client = engine_client(settings)
+        return load_canonical(ref, policy, tag, _worker_client, base_ref, settings.layer_read)
     except (docker.errors.DockerException, OSError) as exc:
         raise StrataError(f"{tag}: {type(exc).__name__}: {exc}") from None
 
 
-def _engine_source(client: Any, ref: str, scratch: Path) -> LayeredImage:
+def _engine_source(client: Any, ref: str, scratch: Path, layer_read: str) -> LayeredImage:
     """The engine's image `ref` to read: from a local overlay2 engine's storage, else `docker save`d to `scratch`."""
-    return store_image(client, ref) or read_image(save_image(client, ref, scratch / "image.tar"))
+    return store_image(client, ref, layer_read) or read_image(save_image(client, ref, scratch / "image.tar"))
 
 
 def _load_stream(
@@ -279,15 +288,15 @@ def _diff_ids(client: Any, ref: str) -> tuple[str, ...]:
         return ()
 
 
-def open_image(spec: str, scratch: Path, client: Any | None = None) -> ImageSource:
+def open_image(spec: str, scratch: Path, connect: Callable[[], Any]) -> ImageSource:
     """An image named on a command line: a path (archive or layout) if one exists, else an engine reference.
 
-    Engine images are saved under `scratch`, which must outlive the returned ImageSource.
+    Engine images are saved under `scratch`, which must outlive the returned ImageSource; `connect` gives the
+    engine client, and is called only when `spec` is not a path.
     """
     path = Path(spec)
     if path.exists():
         return read_image(path)
-    client = client or engine_client()
     archive = scratch / f"{hashlib.sha256(spec.encode()).hexdigest()[:16]}.tar"
-    save_image(client, spec, archive)
+    save_image(connect(), spec, archive)
     return dataclasses.replace(read_image(archive), label=spec)

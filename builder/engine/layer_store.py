@@ -33,7 +33,6 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 KEPT_XATTRS = ("security.capability",)  # what the daemon's tar writer records, and nothing else
-STORE_ENV = "STRATA_LAYER_READ"  # "save" forces the portable path
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
@@ -195,9 +194,12 @@ class StoreImage:
         yield layer
 
 
-def store_image(client: Any, ref: str) -> StoreImage | None:
-    """The engine's image `ref` read from its local overlay2 storage, or None where that is not possible."""
-    if os.environ.get(STORE_ENV) == "save":
+def store_image(client: Any, ref: str, layer_read: str = "") -> StoreImage | None:
+    """The engine's image `ref` read from its local overlay2 storage, or None where that is not possible.
+
+    `layer_read` "save" (settings.layer_read, from STRATA_LAYER_READ) always takes the portable path.
+    """
+    if layer_read == "save":
         return None
     try:
         info = client.info()

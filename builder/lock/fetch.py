@@ -10,7 +10,7 @@ import os
 import shutil
 import ssl
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +73,12 @@ def fetch_wheels(
     repair: bool = True,
     jobs: int = 4,
     progress: Callable[[str, int], None] | None = None,
+    environ: Mapping[str, str],
 ) -> FetchResult:
-    """Make every wheel present and verified. With repair=False a corrupt file is an error, never replaced."""
+    """Make every wheel present and verified. With repair=False a corrupt file is an error, never replaced.
+
+    Downloads trust $SSL_CERT_FILE of `environ` (the run's environment), else the host's CA bundle.
+    """
     todo: list[PinnedWheel] = []
     repaired: list[str] = []
     reused = 0
@@ -94,7 +98,7 @@ def fetch_wheels(
             )
     total = 0
     if todo:
-        cafile = os.environ.get("SSL_CERT_FILE") or (CA_BUNDLE if os.path.exists(CA_BUNDLE) else None)
+        cafile = environ.get("SSL_CERT_FILE") or (CA_BUNDLE if os.path.exists(CA_BUNDLE) else None)
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=cafile) if cafile else True
         with httpx.Client(
             verify=verify, timeout=httpx.Timeout(60.0, connect=20.0), follow_redirects=True

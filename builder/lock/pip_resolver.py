@@ -12,11 +12,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
+from builder.engine.host import ensure_engine
 from builder.errors import StrataError
+from builder.lock.fetch import fetch_wheels, wheel_path
+from builder.plan.graph import LayerNode, Plan
 from builder.plan.lockfile import PinnedWheel
+from builder.settings import Settings
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -57,12 +63,16 @@ def in_image_command(report: str, requirements: str, constraints: str | None, ca
 
 
 def resolve_in_image(
-    client: Any, image: str, requirements: list[str], constraints: dict[str, str], cache: Path, what: str
+    client: Any,
+    image: str,
+    requirements: list[str],
+    constraints: dict[str, str],
+    cache: Path,
+    what: str,
+    environ: Mapping[str, str],
 ) -> list[PinnedWheel]:
     """Resolve in a container of `image` (the node's base): markers and wheel tags are the image's own."""
-    from builder.lock.fetch import fetch_wheels, wheel_path
-
-    fetch_wheels(cache, [PIP_WHEEL], repair=True)
+    fetch_wheels(cache, [PIP_WHEEL], repair=True, environ=environ)
     pip_wheel = wheel_path(cache, PIP_WHEEL)
     with tempfile.TemporaryDirectory(prefix="strata-resolve-") as tmp:
         work = Path(tmp)
@@ -124,3 +134,37 @@ def _last_error(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "notice" not in ln]
     errors = [ln for ln in lines if ln.startswith("ERROR:")]
     return (errors[-1] if errors else (lines[-1] if lines else "")).removeprefix("ERROR: ")[:300]
+
+
+class InImageResolver:
+    """`WheelResolver` that runs pip inside each node's base image, built first when the engine lacks it.
+
+    `base_image(engine, plan, base_node)` returns the engine reference of a base node's image (building it if
+    needed); the CLI passes the build step's function, so locking never imports the build orchestration.
+    The engine is connected on the first resolution: locking only base nodes needs no engine.
+    """
+
+    def __init__(self, settings: Settings, base_image: Callable[[Any, Plan, LayerNode], str]) -> None:
+        self.settings = settings
+        self.base_image = base_image
+        self._engine: Any = None
+
+    def resolve(
+        self, plan: Plan, node: LayerNode, requirements: Sequence[str], constraints: Mapping[str, str]
+    ) -> list[PinnedWheel]:
+        if self._engine is None:
+            ensure_engine(self.settings, auto_start=True).close()
+            self._engine = engine_client(self.settings, BUILD_TIMEOUT_SECONDS)
+        base = plan.node(node.id)
+        while base.parent:
+            base = plan.node(base.parent)
+        image = self.base_image(self._engine, plan, base)
+        return resolve_in_image(
+            self._engine,
+            image,
+            list(requirements),
+            dict(constraints),
+            self.settings.cache_dir,
+            node.id,
+            self.settings.environ,
+        )

@@ -1,22 +1,21 @@
 """`strata lock`: pin every node's inputs (wheels with sha256, the base root filesystem and its Debian packages).
 
-Layers resolve on top of their ancestors: a tools lock never repeats or contradicts a framework pin.
+Layers resolve on top of their ancestors: a tools lock never repeats or contradicts a framework pin. Resolving
+Python layers is delegated to a `WheelResolver` (in production pip inside the node's base image, see
+`builder.lock.pip_resolver.InImageResolver`; in tests anything that answers the same question).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from builder.errors import StrataError
-from builder.plan.lockfile import DebPackage, Lock, PinnedRootfs, canonical_name
-from builder.lock.pip_resolver import resolve_in_image
-from builder.plan.graph import LayerNode, Plan
-
-if TYPE_CHECKING:
-    from builder.lock.rootfs import RootfsSpec
+from builder.lock.rootfs import DEBIAN_SECURITY_MIRROR, RootfsSpec, build_rootfs
+from builder.plan.graph import LayerNode, Plan, build_plan
+from builder.plan.lockfile import DebPackage, Lock, PinnedRootfs, PinnedWheel, canonical_name
 
 
 @dataclass(frozen=True)
@@ -24,6 +23,14 @@ class LockStatus:
     node: str
     path: str
     state: str  # "ok" | "stale" | "missing" | "written" | "unchanged"
+
+
+class WheelResolver(Protocol):
+    """Resolves a node's requirements (with its ancestors' pins as constraints) to the wheels to install."""
+
+    def resolve(
+        self, plan: Plan, node: LayerNode, requirements: Sequence[str], constraints: Mapping[str, str]
+    ) -> list[PinnedWheel]: ...
 
 
 def lock_states(plan: Plan) -> list[LockStatus]:
@@ -47,9 +54,12 @@ def ancestors(plan: Plan, node: LayerNode) -> list[LayerNode]:
     return list(reversed(chain))
 
 
-def rootfs_spec(node: LayerNode) -> RootfsSpec:
-    from builder.lock.rootfs import DEBIAN_SECURITY_MIRROR, RootfsSpec
+def base_of(plan: Plan, node: LayerNode) -> LayerNode:
+    """The root of the node's chain: the base node whose image resolution runs in."""
+    return ([a for a in ancestors(plan, node) if a.parent is None] or [node])[0]
 
+
+def rootfs_spec(node: LayerNode) -> RootfsSpec:
     r = node.rootfs or {}
     return RootfsSpec(
         suite=r["suite"],
@@ -62,27 +72,23 @@ def rootfs_spec(node: LayerNode) -> RootfsSpec:
     )
 
 
-def base_image_for(plan: Plan, node: LayerNode, engine: Any) -> str:
-    """The engine reference of the node's base (built first if missing): resolution runs in it."""
-    from builder.build.orchestrate import BuildOptions, build_images
-
-    base = ([a for a in ancestors(plan, node) if a.parent is None] or [node])[0]
-    outcomes = build_images(plan.select([base.id]), engine, BuildOptions())
-    failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
-    if failed:
-        raise StrataError(f"{node.id}: cannot resolve without its base image: {failed[0].message}")
-    return base.cache_ref
-
-
 def lock_node(
-    plan: Plan, node: LayerNode, cache_dir: Path, new_locks: dict[str, Lock], engine: Any = None
+    plan: Plan,
+    node: LayerNode,
+    cache_dir: Path,
+    new_locks: Mapping[str, Lock],
+    resolver: WheelResolver,
+    environ: Mapping[str, str],
 ) -> Lock:
-    """Resolve one node (its ancestors' locks must be current, taken from `new_locks` first)."""
+    """Resolve one node (its ancestors' locks must be current, taken from `new_locks` first).
+
+    A base node is locked by building its root filesystem (mmdebstrap runs with `environ`); any other node by
+    `resolver`, with every ancestor's requirements and pins. A resolver that picks another version of a
+    package an ancestor pins is an error: a layer never changes what is below it.
+    """
     profile = plan.matrix.profile
     if node.rootfs is not None:
-        from builder.lock.rootfs import build_rootfs
-
-        art = build_rootfs(rootfs_spec(node), cache_dir)
+        art = build_rootfs(rootfs_spec(node), cache_dir, environ=environ)
         return Lock(
             node=node.id,
             profile=profile,
@@ -100,11 +106,7 @@ def lock_node(
             raise StrataError(f"{node.id}: parent {a.id} is not locked yet")
         constraints.update(lock.pins())
     requirements += list(node.requirements)
-    if engine is None:
-        raise StrataError(f"{node.id}: resolving needs the Docker engine (pip runs inside the base image)")
-    wheels = resolve_in_image(
-        engine, base_image_for(plan, node, engine), requirements, constraints, cache_dir, node.id
-    )
+    wheels = resolver.resolve(plan, node, requirements, constraints)
     own = []
     for w in wheels:
         pinned = constraints.get(canonical_name(w.name))
@@ -118,15 +120,17 @@ def lock_node(
 
 
 def write_locks(
-    plan: Plan, cache_dir: Path, refresh: bool = False, log: Callable[[str], None] = print
+    plan: Plan,
+    cache_dir: Path,
+    resolver: WheelResolver,
+    environ: Mapping[str, str],
+    refresh: bool = False,
+    log: Callable[[str], None] = print,
 ) -> list[LockStatus]:
     """Lock every stale or missing node in plan order; rewriting a fresh lock leaves the bytes unchanged."""
-    from builder.plan.graph import build_plan
-
     results: list[LockStatus] = []
     new_locks: dict[str, Lock] = {}
     root = plan.matrix.root
-    engine: Any = None
     for node in plan.nodes:
         if node.lock_path is None:
             continue
@@ -136,14 +140,7 @@ def write_locks(
             results.append(LockStatus(node.id, node.lock_path, "unchanged"))
             continue
         log(f"locking {node.id} ...")
-        if engine is None and current.rootfs is None:
-            from builder.engine.host import ensure_engine
-
-            ensure_engine(auto_start=True).close()
-            import docker
-
-            engine = docker.from_env(timeout=3600)
-        lock = lock_node(build_plan(plan.matrix), current, cache_dir, new_locks, engine)
+        lock = lock_node(build_plan(plan.matrix), current, cache_dir, new_locks, resolver, environ)
         path = root / node.lock_path
         path.parent.mkdir(parents=True, exist_ok=True)
         text = lock.render()

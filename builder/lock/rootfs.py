@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import tarfile
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.engine import host
 from builder.errors import HostError, StrataError
+from builder.oci.dpkg import DebPackage, packages_from_dpkg_status
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -96,14 +96,6 @@ class RootfsSpec:
             problems.append(f"epoch {self.epoch} is negative")
         if problems:
             raise StrataError(f"rootfs spec for {self.suite!r}: {'; '.join(problems)}")
-
-
-class DebPackage(NamedTuple):
-    """One installed Debian package as recorded in /var/lib/dpkg/status."""
-
-    name: str
-    version: str
-    arch: str
 
 
 @dataclass(frozen=True)
@@ -228,29 +220,6 @@ def spec_key(spec: RootfsSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def packages_from_dpkg_status(text: str) -> list[DebPackage]:
-    """Installed packages from a dpkg status file, sorted by (name, version, arch).
-
-    Only stanzas whose Status ends in "installed" count (not config-files or half-installed ones).
-
-    >>> packages_from_dpkg_status("Package: a\\nStatus: install ok installed\\nVersion: 1\\nArchitecture: all\\n")
-    [DebPackage(name='a', version='1', arch='all')]
-    """
-    found: list[DebPackage] = []
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line and not line[0].isspace() and ":" in line:
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-        status = fields.get("Status", "").split()
-        if "Package" in fields and status[-1:] == ["installed"]:
-            found.append(
-                DebPackage(fields["Package"], fields.get("Version", ""), fields.get("Architecture", ""))
-            )
-    return sorted(found)
-
-
 def package_changes(old: list[DebPackage], new: list[DebPackage], limit: int = 5) -> str:
     """A short one-line summary of version changes between two package lists ('' if none known)."""
     before = {p.name: p.version for p in old}
@@ -332,7 +301,9 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def build_rootfs(spec: RootfsSpec, cache_dir: Path, expected_sha256: str | None = None) -> RootfsArtifact:
+def build_rootfs(
+    spec: RootfsSpec, cache_dir: Path, expected_sha256: str | None = None, *, environ: Mapping[str, str]
+) -> RootfsArtifact:
     """Build (or take from the cache) the root filesystem tar for `spec`.
 
     Raise HostError if mmdebstrap is missing and cannot be installed, if it fails (the log path is
@@ -343,7 +314,7 @@ def build_rootfs(spec: RootfsSpec, cache_dir: Path, expected_sha256: str | None 
     hit = cached_rootfs(spec, cache_dir, expected_sha256)
     if hit is not None:
         return hit
-    host.ensure_tools(REQUIRED_TOOLS)
+    host.ensure_tools(REQUIRED_TOOLS, environ)
     store, key = cache_dir / "rootfs", spec_key(spec)
     work = cache_dir / "tmp" / f"rootfs-{key[:16]}-{uuid.uuid4().hex[:8]}"
     deb_cache = cache_dir / "debs" / f"{spec.suite}-{spec.architecture}"
@@ -351,7 +322,7 @@ def build_rootfs(spec: RootfsSpec, cache_dir: Path, expected_sha256: str | None 
         directory.mkdir(parents=True, exist_ok=True)
     host.check_free_disk(cache_dir, ROOTFS_DISK_NEED)
     try:
-        artifact = _run_mmdebstrap(spec, key, store, work, deb_cache)
+        artifact = _run_mmdebstrap(spec, key, store, work, deb_cache, environ)
     finally:
         _remove_tree(work)
     _write_atomic(store / "by-spec" / key, artifact.sha256 + "\n")
@@ -362,7 +333,9 @@ def build_rootfs(spec: RootfsSpec, cache_dir: Path, expected_sha256: str | None 
     return artifact
 
 
-def _run_mmdebstrap(spec: RootfsSpec, key: str, store: Path, work: Path, deb_cache: Path) -> RootfsArtifact:
+def _run_mmdebstrap(
+    spec: RootfsSpec, key: str, store: Path, work: Path, deb_cache: Path, environ: Mapping[str, str]
+) -> RootfsArtifact:
     hook = work / "customize.sh"
     hook.write_text(customize_script(spec))
     hook.chmod(0o755)
@@ -370,7 +343,7 @@ def _run_mmdebstrap(spec: RootfsSpec, key: str, store: Path, work: Path, deb_cac
     mode = "root" if host.is_root() else "unshare"
     argv = mmdebstrap_argv(spec, output, hook, deb_cache, mode)
     log_path = store / "logs" / f"{spec.suite}-{key[:16]}.log"
-    env = {**os.environ, "SOURCE_DATE_EPOCH": str(spec.epoch), "TMPDIR": str(work / "tmp")}
+    env = {**environ, "SOURCE_DATE_EPOCH": str(spec.epoch), "TMPDIR": str(work / "tmp")}
     with open(log_path, "w") as log:
         proc = subprocess.run(
             argv, check=False, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 import re
 import typing
 from dataclasses import dataclass, replace
@@ -13,14 +12,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from builder.matrix import compat
 from builder.errors import ErrorList, Location, MatrixError
-from builder.matrix.schema import CudaSpec, MatrixModel, OsSpec, UserLayer
+from builder.matrix import compat
 from builder.matrix.positions import PositionedDocument, load_positioned
+from builder.matrix.schema import CudaSpec, MatrixModel, OsSpec, UserLayer
+from builder.settings import DEFAULT_MATRIX
 
-DEFAULT_MATRIX = "matrix.yaml"
 DEFAULT_PROFILE = "hermetic"
-REGISTRY_ENV = "STRATA_REGISTRY"  # overrides registry.address (e.g. CI's private registry)
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,13 @@ class Matrix:
         return self.doc.locate(path)
 
 
-def load_matrix(path: str | Path = DEFAULT_MATRIX, profile: str = DEFAULT_PROFILE) -> Matrix:
-    """Read, validate and expand a matrix file. Raises MatrixError/ErrorList with FILE:LINE:COL messages."""
+def load_matrix(
+    path: str | Path = DEFAULT_MATRIX, profile: str = DEFAULT_PROFILE, registry_override: str | None = None
+) -> Matrix:
+    """Read, validate and expand a matrix file. Raises MatrixError/ErrorList with FILE:LINE:COL messages.
+
+    `registry_override` (settings.registry_override, from STRATA_REGISTRY) replaces registry.address.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -80,7 +83,7 @@ def load_matrix(path: str | Path = DEFAULT_MATRIX, profile: str = DEFAULT_PROFIL
     except (OSError, UnicodeDecodeError) as exc:
         raise MatrixError(f"cannot read matrix file: {exc}", Location(str(path))) from None
     matrix = parse_matrix(text, str(path), profile=profile, root=path.resolve().parent)
-    override = os.environ.get(REGISTRY_ENV, "").strip()
+    override = (registry_override or "").strip()
     if override:
         # CI points the same matrix at its own registry; tags, cache look-ups and pushes all follow.
         registry = matrix.model.registry.model_copy(update={"address": override})

@@ -18,9 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from builder.oci.canonical import WHITEOUT_PREFIX, XATTR_PAX_PREFIXES, normalize_path
 from builder.errors import StrataError
 from builder.oci.archive import ImageSource
+from builder.oci.canonical import WHITEOUT_PREFIX, XATTR_PAX_PREFIXES, normalize_path
+from builder.oci.changes import change_kind
 from builder.oci.packages import (
     OPAQUE_WHITEOUT,
     PackageDiff,
@@ -86,15 +87,6 @@ class EntryChange:
     def kind(self) -> str:
         """`added` (only in b), `removed` (only in a) or `changed`."""
         return change_kind(self.a, self.b)
-
-
-def change_kind(a: object | None, b: object | None) -> str:
-    """`added` (only in b), `removed` (only in a) or `changed`: shared by file and package changes."""
-    if a is None:
-        return "added"
-    if b is None:
-        return "removed"
-    return "changed"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from builder.oci.canonical import WHITEOUT_PREFIX, normalize_path
 from builder.errors import StrataError
 from builder.oci.archive import ImageSource
-from builder.lock.rootfs import packages_from_dpkg_status
+from builder.oci.canonical import WHITEOUT_PREFIX, normalize_path
+from builder.oci.changes import change_kind
+from builder.oci.dpkg import packages_from_dpkg_status
 
 DPKG_STATUS = "var/lib/dpkg/status"
 OPAQUE_WHITEOUT = ".wh..wh..opq"
@@ -57,8 +58,6 @@ class PackageChange:
     @property
     def kind(self) -> str:
         """`added`, `removed` or `changed`, like EntryChange."""
-        from builder.oci.diff import change_kind
-
         return change_kind(self.a, self.b)
 
 

@@ -1,1 +1,8 @@
-"""builder.plan.graph"""
+"""The plan: every cell expanded into its chain of layer nodes, each with a content hash, tags and a rendered
+Dockerfile; shared nodes appear once. Pure: reads matrix.yaml, templates, requirements and lock files, never
+Docker or the network.
+
+Owns: graph.py (Plan, LayerNode, build_plan), render.py (Jinja2 templates), tags.py (tag templates),
+lockfile.py (the lock-file format a node reads), github.py (the plan as a GitHub Actions matrix), write.py
+(rendered Dockerfiles to disk). May import: builder.matrix, builder.errors, builder.settings.
+"""

@@ -13,13 +13,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from builder.matrix import compat
 from builder.errors import MatrixError
-from builder.plan.lockfile import Lock, digest_inputs, read_lock
+from builder.matrix import compat
 from builder.matrix.load import Cell, Matrix
+from builder.plan.lockfile import Lock, digest_inputs, read_lock
 from builder.plan.render import TemplateRenderer
 from builder.plan.tags import TagFacts, check_tag, content_tag, expand
 
+# The label every node's image carries (layers/_macros.j2, label_block): build avoidance and the registry cache
+# trust an image for a node only when it holds the node's content hash.
+LABEL_HASH = "io.strata.content-hash"
 # Bump when the way images are produced changes (templates' helpers, canonical form): every hash changes with it.
 PLAN_FORMAT = 1
 # Python layers are resolved by this pip, run inside the node's base image (see builder/pip_resolver.py).

@@ -1,1 +1,10 @@
-"""registry_sync.publish.push_plan"""
+"""Publishing: push the plan's canonical images with cache and immutable tags, record them in
+images.lock.json, pull nodes back as a build cache, promote aliases with evidence, pin user files, sync
+registries and describe every tag in a catalog.
+
+Owns: push.py (archive -> registry, only missing blobs), compress.py (deterministic gzip + cache),
+push_plan.py (the plan's nodes, the lock and its artifact), images_lock.py, tag_policy.py, cache.py,
+promote.py, pin.py, sync.py, catalog.py. May import: registry_sync.registry, builder.engine, builder.lock,
+builder.plan, builder.oci, builder.matrix, validate.smoke and validate.bench (promotion evidence),
+builder.errors, builder.settings.
+"""

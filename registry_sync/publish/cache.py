@@ -7,27 +7,29 @@ plain HTTP by Docker's defaults; other registries need TLS the engine trusts), t
 fresh build (`node.cache_ref` and the version tags). Any registry or engine trouble is one warning line and a
 `None`: a build never fails because its cache is down.
 
-    registry = open_cache_registry(plan.matrix)    # None when the registry is down or STRATA_REGISTRY_CACHE=off
-    image = pull_cached(engine, registry, node) if registry else None
+    cache = open_registry_cache(plan.matrix, settings)   # None when the registry is down or the cache is off
+    image = cache.pull(engine, node) if cache else None    # `strata build` gets it as BuildOptions.open_remote_cache
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from builder.errors import StrataError
-from builder.plan.graph import LayerNode
-from registry_sync.registry.client import RegistryClient, RetryPolicy
-from registry_sync.publish.images_lock import ImageRef
-from registry_sync.publish.push import image_exists
+import docker.errors
 
-LABEL_HASH = "io.strata.content-hash"
-CACHE_ENV = "STRATA_REGISTRY_CACHE"
+from builder.errors import StrataError
+from builder.matrix.load import Matrix
+from builder.plan.graph import LABEL_HASH, LayerNode
+from builder.settings import Settings
+from registry_sync.publish.push import image_exists
+from registry_sync.registry.client import RegistryClient, RetryPolicy
+from registry_sync.registry.connect import open_registry
+from registry_sync.registry.reference import ImageRef
+
 # A cache lookup must cost little when the registry is down: one retry, a few seconds at most.
 CACHE_RETRY = RetryPolicy(attempts=2, first_delay=0.2, max_delay=1.0, max_total_seconds=5.0)
 
@@ -36,21 +38,39 @@ def _stderr(message: str) -> None:
     print(f"strata: warning: {message}", file=sys.stderr)
 
 
+@dataclass
+class RegistryCache:
+    """The registry as a build cache (`builder.build.orchestrate.RemoteCache`): pulls nodes by content hash."""
+
+    client: RegistryClient
+    warn: Callable[[str], None] = _stderr
+
+    def pull(self, engine: Any, node: LayerNode) -> Any | None:
+        return pull_cached(engine, self.client, node, self.warn)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_registry_cache(
+    matrix: Matrix, settings: Settings, warn: Callable[[str], None] = _stderr
+) -> RegistryCache | None:
+    """The registry cache for `strata build`, or None; see `open_cache_registry`."""
+    client = open_cache_registry(matrix, settings, warn)
+    return RegistryCache(client, warn) if client is not None else None
+
+
 def open_cache_registry(
-    matrix: Any, data_dir: Path | None = None, warn: Callable[[str], None] = _stderr
+    matrix: Matrix, settings: Settings, warn: Callable[[str], None] = _stderr
 ) -> RegistryClient | None:
     """A client for the matrix's registry with short retries, checked once; None (and one `warn` line) when the
-    registry does not answer, None without a word when `STRATA_REGISTRY_CACHE=off`. The caller closes it."""
-    from registry_sync.publish.push_plan import open_registry
-    from registry_sync.registry.server import default_data_dir
-
-    if os.environ.get(CACHE_ENV, "").lower() in ("off", "0", "false", "no"):
+    registry does not answer, None without a word when the cache is off (STRATA_REGISTRY_CACHE=off). The caller
+    closes it."""
+    if not settings.registry_cache:
         return None
     client = None
     try:
-        client = open_registry(
-            matrix.model.registry.address, data_dir or default_data_dir(), retry=CACHE_RETRY
-        )
+        client = open_registry(matrix.model.registry.address, settings, retry=CACHE_RETRY)
         client.ping()
     except StrataError as exc:
         if client is not None:
@@ -115,8 +135,6 @@ class _PullFailed(Exception):
 
 
 def _engine_pull(engine: Any, repository: str, digest: str, registry: RegistryClient) -> Any:
-    import docker.errors
-
     auth = None
     if registry.credentials is not None:
         auth = {"username": registry.credentials.username, "password": registry.credentials.password}
@@ -135,8 +153,6 @@ def _engine_pull(engine: Any, repository: str, digest: str, registry: RegistryCl
 
 
 def _forget(engine: Any, ref: str) -> None:
-    import docker.errors
-
     try:
         engine.images.remove(ref, noprune=False)
     except docker.errors.DockerException:

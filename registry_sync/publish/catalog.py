@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.matrix.load import load_matrix
+from builder.plan.graph import LayerNode, Plan, build_plan
 from builder.plan.lockfile import Lock, canonical_name
-from builder.plan.graph import LayerNode, Plan
 from registry_sync.publish.images_lock import ImagesLock, LockedImage
 
 # Sections in the order users look for them: the full TensorFlow images first, bases last.
@@ -161,16 +162,15 @@ def _deb_details(node: LayerNode, lock: Lock) -> list[str]:
     ]
 
 
-def load_plans(matrix_path: Path, profiles: set[str]) -> dict[str, Plan]:
+def load_plans(
+    matrix_path: Path, profiles: set[str], registry_override: str | None = None
+) -> dict[str, Plan]:
     """One plan per profile named in the lock that matrix.yaml still defines."""
-    from builder.matrix.load import load_matrix
-    from builder.plan.graph import build_plan
-
-    first = load_matrix(matrix_path)
+    first = load_matrix(matrix_path, registry_override=registry_override)
     plans = {first.profile: build_plan(first)} if first.profile in profiles else {}
     for profile in sorted(profiles - set(plans)):
         if profile in first.model.profiles:
-            plans[profile] = build_plan(load_matrix(matrix_path, profile))
+            plans[profile] = build_plan(load_matrix(matrix_path, profile, registry_override))
     return plans
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import StrataError
-from registry_sync.publish.images_lock import ImageRef, ImagesLock
+from registry_sync.publish.images_lock import ImagesLock
+from registry_sync.registry.reference import ImageRef
 
 PINNED = "pinned"
 REPINNED = "re-pinned"

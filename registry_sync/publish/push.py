@@ -8,7 +8,6 @@ manifest or blob the registry does not have.
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
+from registry_sync.publish.compress import (
+    COMPRESSION,
+    COMPRESSION_ANNOTATION,
+    CompressedLayer,
+    CompressedLayerCache,
+)
+from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, plan_tags
 from registry_sync.registry.client import (
     DEFAULT_CHUNK_SIZE,
     DOCKER_MANIFEST_V2,
@@ -24,8 +30,6 @@ from registry_sync.registry.client import (
     UploadSession,
     sha256_of,
 )
-from registry_sync.publish.compress import COMPRESSION, COMPRESSION_ANNOTATION, CompressedLayer, CompressedLayerCache
-from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, plan_tags
 
 DOCKER_CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -81,13 +85,6 @@ class _BlobTally:
     skipped: list[str] = field(default_factory=list)
     mounted: list[str] = field(default_factory=list)
     bytes_uploaded: int = 0
-
-
-def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where compressed layers are cached: $STRATA_HOME/cache/compressed-layers, else ./.strata/cache/..."""
-    env = os.environ if env is None else env
-    home = Path(env["STRATA_HOME"]) if env.get("STRATA_HOME") else Path.cwd() / ".strata"
-    return home / "cache" / "compressed-layers"
 
 
 def read_docker_archive(path: Path) -> ArchiveImage:
@@ -201,7 +198,7 @@ def push_archive(
     force: bool = False,
     audit_log: AuditLog | None = None,
     mount_from: Sequence[str] = (),
-    cache_dir: Path | None = None,
+    cache_dir: Path,
     on_progress: ProgressCallback | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PushResult:
@@ -210,13 +207,14 @@ def push_archive(
     Tags are checked against `policy` before any upload: moving an existing version tag raises TagPolicyError
     naming both digests, unless `force`, in which case the move is appended to `audit_log`.
     `mount_from` lists repositories of the same registry that may hold some blobs (mounted, not uploaded).
+    Compressed layers are cached under `cache_dir` (settings.compressed_layers_dir) by diff_id.
     Example: push_archive(client, Path("tf.tar"), "strata/tensorflow", ["2.15.0-gpu"]).manifest_digest.
     """
     policy = policy or TagPolicy()
     if force and audit_log is None:
         raise StrataError("a forced push needs an audit log to record the moved tags")
     image = read_docker_archive(archive)
-    layers = compress_layers(image, CompressedLayerCache(cache_dir or default_cache_dir()))
+    layers = compress_layers(image, CompressedLayerCache(cache_dir))
     all_annotations = {COMPRESSION_ANNOTATION: COMPRESSION, **(annotations or {})}
     manifest = build_manifest(image.config_digest, len(image.config_bytes), layers, all_annotations)
     manifest_digest = sha256_of(manifest)

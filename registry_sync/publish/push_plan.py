@@ -33,19 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker.errors
+
+from builder.engine.images import existing_image
 from builder.errors import StrataError
 from builder.matrix.load import Matrix
 from builder.plan.graph import LayerNode, Plan
-from registry_sync.registry.client import (
-    OCI_MANIFEST,
-    Manifest,
-    RegistryClient,
-    RegistryUnreachable,
-    RetryPolicy,
-    sha256_of,
-)
 from registry_sync.publish.images_lock import (
-    ImageRef,
     ImagesLock,
     LockedImage,
     lock_plan_digest,
@@ -53,8 +47,15 @@ from registry_sync.publish.images_lock import (
     write_images_lock,
 )
 from registry_sync.publish.push import DEFAULT_CHUNK_SIZE, image_exists, push_archive, read_docker_archive
-from registry_sync.registry.server import ServerLayout, local_client, registry_status
 from registry_sync.publish.tag_policy import DEFAULT_ALIAS_PATTERNS, AuditLog, TagAction, TagPolicy, plan_tags
+from registry_sync.registry.client import (
+    OCI_MANIFEST,
+    Manifest,
+    RegistryClient,
+    RegistryUnreachable,
+    sha256_of,
+)
+from registry_sync.registry.reference import ImageRef
 
 CONTENT_HASH_ANNOTATION = "io.strata.content-hash"
 NODE_ANNOTATION = "io.strata.node"
@@ -72,26 +73,6 @@ class PublishError(StrataError):
     """A push or promotion failed; the message names the node, tag or digest."""
 
     exit_code = 1
-
-
-# ---------------------------------------------------------------------------------------------- registry access
-
-
-def open_registry(
-    address: str, data_dir: Path, retry: RetryPolicy | None = None, ca_file: Path | None = None
-) -> RegistryClient:
-    """A client for `address`: the embedded registry's own client (its CA and generated password) when `address`
-    is the embedded registry started from `data_dir` with TLS or htpasswd; otherwise credentials from the
-    environment or Docker's config and `ca_file` or $STRATA_REGISTRY_CA (see `cli.registry.client_for`)."""
-    from cli.registry import client_for
-
-    layout = ServerLayout(data_dir)
-    if registry_status(data_dir).address == address and (layout.ca_cert.exists() or layout.htpasswd.exists()):
-        return local_client(data_dir, retry=retry)
-    client = client_for(address, data_dir, ca_file)
-    if retry is not None:
-        client.retry = retry
-    return client
 
 
 def matrix_tag_policy(matrix: Matrix) -> TagPolicy:
@@ -157,9 +138,9 @@ class PushOptions:
     registry: str
     policy: TagPolicy
     audit: AuditLog
+    cache_dir: Path  # compressed-layer cache (settings.compressed_layers_dir)
     profile: str = ""  # recorded in the lock entries (where the node's package locks live)
     force: bool = False
-    cache_dir: Path | None = None  # compressed-layer cache (default: push.default_cache_dir())
     work_dir: Path | None = None  # where `docker save` archives are written (deleted after each node)
     chunk_size: int = DEFAULT_CHUNK_SIZE
     on_event: EventCallback = field(default=lambda node, message: None)
@@ -192,14 +173,12 @@ def publish_node(
     node: LayerNode, parent: LayerNode | None, engine: Any, client: RegistryClient, options: PushOptions
 ) -> NodeResult:
     """Publish one node: the no-op or tag-only path when the registry has its content tag, else save and push."""
-    from builder.build.orchestrate import existing_image
-
     target = NodeTarget.of(node, options.registry)
     image = existing_image(engine, node)
     existing = image_exists(client, target.repository, target.content_tag)
     if existing is not None:
         manifest = _manifest(client, target.repository, existing)
-        config_digest = _config_digest(manifest)
+        config_digest = manifest_config_digest(manifest)
         if image is None or image.id == config_digest:
             forced = _ensure_version_tag(client, target, manifest, options)
             status = "tagged" if forced is not None else "skipped"
@@ -251,7 +230,7 @@ def _manifest(client: RegistryClient, repository: str, digest: str) -> Manifest:
     return manifest
 
 
-def _config_digest(manifest: Manifest) -> str:
+def manifest_config_digest(manifest: Manifest) -> str:
     try:
         return str(json.loads(manifest.body)["config"]["digest"])
     except (ValueError, KeyError, TypeError):
@@ -280,8 +259,6 @@ def _ensure_version_tag(
 
 def save_engine_image(image: Any, archive: Path) -> None:
     """`docker save` through the SDK, streamed into `archive` (never held in memory)."""
-    import docker.errors
-
     try:
         with open(archive, "wb") as out:
             out.writelines(image.save(chunk_size=SAVE_CHUNK, named=False))
@@ -424,112 +401,3 @@ def finish_lock(
         manifest_digest = push_lock_artifact(client, namespace, lock.render().encode(), digest, options.audit)
         artifact = f"{client.host}/{namespace}/{LOCK_REPOSITORY}:{digest}@{manifest_digest}"
     return LockOutcome(lock_path, written, digest, artifact)
-
-
-# ---------------------------------------------------------------------------------------------- promote
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """An alias move: the alias reference, the version tag it now follows, the digests and what changed."""
-
-    alias: str
-    target: str
-    digest: str
-    config_digest: str
-    old: str | None
-    action: TagAction
-    evidence: tuple[str, ...]
-
-
-def promote_cell_alias(
-    plan: Plan,
-    client: RegistryClient,
-    alias: str,
-    cell: str,
-    *,
-    registry: str,
-    audit: AuditLog,
-    require_smoke: bool = False,
-    smoke_dir: Path | None = None,
-    require_bench: bool = False,
-    bench_ledger: Path | None = None,
-) -> Promotion:
-    """Move matrix alias `alias` of `cell` to the digest the cell's version tag names now, and audit the move.
-
-    With `require_smoke`, a passing smoke result for that image (by config digest, as `strata smoke` stores it;
-    gpu cells need one run with --expect-gpu) must exist under `smoke_dir`; with `require_bench`, the benchmark
-    ledger must hold steady-state results for it. Example:
-    promote_cell_alias(plan, client, "2.13-cpu", "tf2.13.1-cpu", registry="127.0.0.1:5000", audit=log).
-    """
-    from registry_sync.publish.tag_policy import promote_alias
-
-    declared = [a for a in plan.matrix.model.aliases if a.tag == alias]
-    match = next((a for a in declared if a.cell == cell), None)
-    if match is None:
-        if declared:
-            cells = ", ".join(sorted({a.cell for a in declared}))
-            raise PublishError(f"alias {alias} belongs to cell {cells} in matrix.yaml, not {cell}")
-        known = ", ".join(sorted({a.tag for a in plan.matrix.model.aliases})) or "none"
-        raise PublishError(f"alias {alias} is not declared in matrix.yaml aliases (declared: {known})")
-    nodes = [n for n in plan.nodes if cell in n.cells and n.layer == match.layer]
-    if not nodes:
-        raise PublishError(
-            f"cell {cell} has no {match.layer} node in the plan (cells: {', '.join(plan.cell_ids())})"
-        )
-    node = nodes[-1]
-    target = NodeTarget.of(node, registry)
-    manifest = client.get_manifest(target.repository, target.version_tag)
-    if manifest is None:
-        raise PublishError(
-            f"{target.version_ref} is not in the registry: run strata push --only {cell} first"
-        )
-    config_digest = _config_digest(manifest)
-    evidence: list[str] = []
-    if require_smoke:
-        evidence.append(
-            _require_smoke(target, config_digest, smoke_dir, gpu=node.facts.get("flavor") == "gpu")
-        )
-    if require_bench:
-        evidence.append(_require_bench(target, config_digest, bench_ledger))
-    decision = promote_alias(
-        client, target.repository, alias, manifest.digest, policy=matrix_tag_policy(plan.matrix), audit=audit
-    )
-    return Promotion(
-        alias=f"{target.registry}/{target.repository}:{alias}",
-        target=target.version_ref,
-        digest=manifest.digest,
-        config_digest=config_digest,
-        old=decision.old,
-        action=decision.action,
-        evidence=tuple(evidence),
-    )
-
-
-def _require_smoke(target: NodeTarget, config_digest: str, smoke_dir: Path | None, *, gpu: bool) -> str:
-    from validate.smoke.results import DEFAULT_RESULTS_DIR, require_pass
-
-    results_dir = smoke_dir or DEFAULT_RESULTS_DIR
-    try:
-        report = require_pass(results_dir, config_digest, expect_gpu=gpu)
-    except StrataError as exc:
-        raise PublishError(f"refusing to promote {target.version_ref}: {exc}") from None
-    return f"smoke passed ({report.counts()['pass']} checks, {results_dir}/{config_digest}.json)"
-
-
-def _require_bench(target: NodeTarget, config_digest: str, ledger_path: Path | None) -> str:
-    from validate.bench.ledger import Ledger
-
-    path = ledger_path or Path("results/ledger.sqlite")
-    try:
-        with Ledger.open(path, create=False) as ledger:
-            reps = [r for r in ledger.repetitions(image_id=config_digest) if r.steady]
-    except StrataError as exc:
-        raise PublishError(f"refusing to promote {target.version_ref}: {exc}") from None
-    if not reps:
-        raise PublishError(
-            f"refusing to promote {target.version_ref}: no steady benchmark results for {config_digest} in {path}; "
-            "run `strata bench run` on it first"
-        )
-    workloads = sorted({r.workload for r in reps})
-    return f"benchmarked ({len(reps)} steady repetitions of {', '.join(workloads)} in {path})"

@@ -22,9 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
-from registry_sync.registry.client import DOCKER_MANIFEST_LIST, OCI_INDEX, Manifest, RegistryClient, RegistryError
-from registry_sync.publish.images_lock import ImageRef
 from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, plan_tags
+from registry_sync.registry.client import (
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    Manifest,
+    RegistryClient,
+    RegistryError,
+)
+from registry_sync.registry.reference import ImageRef
 
 # Docker Hub's names for itself, and where its registry API really answers.
 DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -46,21 +45,20 @@ def registry_host(reference: str) -> str:
     return host.split("/", 1)[0].lower()
 
 
-def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
+def docker_config_path(env: Mapping[str, str]) -> Path:
     """Where Docker keeps config.json: $DOCKER_CONFIG/config.json, else ~/.docker/config.json."""
-    env = os.environ if env is None else env
     directory = env.get("DOCKER_CONFIG")
     return Path(directory) / "config.json" if directory else Path.home() / ".docker" / "config.json"
 
 
 def resolve_credentials(
-    registry: str, env: Mapping[str, str] | None = None, docker_config: Path | None = None
+    registry: str, env: Mapping[str, str], docker_config: Path | None = None
 ) -> Credentials | None:
     """Credentials for `registry` (host[:port]): environment first, then Docker's config; None if there are none.
 
-    Example: with STRATA_REGISTRY_USER=ci and STRATA_REGISTRY_PASSWORD set, returns Credentials(username='ci').
+    Example: with STRATA_REGISTRY_USER=ci and STRATA_REGISTRY_PASSWORD set in `env` (the run's environment),
+    returns Credentials(username='ci').
     """
-    env = os.environ if env is None else env
     user, password = env.get(USER_ENV), env.get(PASSWORD_ENV)
     if user and password is not None:
         return Credentials(user, password, source="environment")

@@ -1,6 +1,6 @@
 """The embedded registry: Debian's `docker-registry` (distribution 2.8) run in the background on 127.0.0.1.
 
-Everything lives under one data directory (default `.strata/registry`, or `$STRATA_HOME/registry`):
+Everything lives under one data directory (`settings.registry_dir`: `<state root>/registry`):
 
     config.yml  server.json  registry.pid  registry.log  storage/
     tls/ca.crt ca.key server.crt server.key      (with TLS)
@@ -23,12 +23,16 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import bcrypt
 import httpx
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from builder.errors import HostError, StrataError
 from registry_sync.registry.auth import Credentials
@@ -45,17 +49,6 @@ STOP_TIMEOUT_SECONDS = 10.0
 
 class RegistryServerError(StrataError):
     """The embedded registry could not be started, stopped or inspected."""
-
-
-def strata_home(env: Mapping[str, str] | None = None) -> Path:
-    """Strata's state directory: $STRATA_HOME, else ./.strata in the current directory."""
-    env = os.environ if env is None else env
-    return Path(env["STRATA_HOME"]) if env.get("STRATA_HOME") else Path.cwd() / ".strata"
-
-
-def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
-    """Where the embedded registry keeps its state by default: <strata home>/registry."""
-    return strata_home(env) / "registry"
 
 
 @dataclass(frozen=True)
@@ -335,11 +328,6 @@ def ensure_tls_files(layout: ServerLayout, host: str) -> None:
     """Generate a CA and a server certificate for `host` (plus localhost) unless they exist."""
     if layout.server_cert.exists() and layout.server_key.exists() and layout.ca_cert.exists():
         return
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Strata local registry CA")])
@@ -409,8 +397,6 @@ def ensure_htpasswd(layout: ServerLayout, username: str) -> str:
     """
     if layout.htpasswd.exists() and layout.password_file.exists():
         return layout.htpasswd.read_text().split(":", 1)[0]
-    import bcrypt
-
     password = secrets.token_urlsafe(24)
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
     _write_private(layout.password_file, password + "\n")

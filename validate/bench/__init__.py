@@ -7,9 +7,11 @@
                   improvement / inconclusive (with repetitions needed) / invalid (too noisy, never averaged)
     ledger.py     SQLite: every repetition with its environment, keyed by image id, device model, driver
     report.py     Markdown + HTML with PNG plots; compare_images() used by `strata bench compare`
-    commands.py   `strata bench run | compare | history | report`
 
 On a CPU host shared with other work, run with `--threads 1` and compare with `--statistic best-window`:
 one TF thread avoids the one-core/two-core bimodality, and the quietest 5-step stretch of each container is
 far steadier than its overall median while a slowdown that stretches every step still shows in full.
+
+`strata bench run | compare | history | report` are defined in cli/bench.py. May import: builder.engine,
+builder.errors, builder.settings.
 """

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from builder.errors import StrataError
 from validate.bench.ledger import Ledger, RunInfo, paired_samples
 from validate.bench.metrics import Repetition, compute_index, effective_gpu_hour_throughput
@@ -138,15 +140,10 @@ def plot_throughput(
     summaries: list[_ImageSummary], reference: str, margin: float, confidence: float, path: Path
 ) -> Path:
     """One panel per workload: each image's median samples/s with its interval; shaded: reference ± margin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = sorted({w for s in summaries for w in s.medians})
-    fig, axes = plt.subplots(
-        len(names), 1, figsize=(8, 1.2 + 0.55 * len(summaries) * len(names) + 0.6 * len(names)), squeeze=False
-    )
+    # The object API (no pyplot): no GUI backend is chosen, no global figure state is left behind.
+    fig = Figure(figsize=(8, 1.2 + 0.55 * len(summaries) * len(names) + 0.6 * len(names)))
+    axes = fig.subplots(len(names), 1, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         rows = [s for s in summaries if name in s.medians]
         ys = list(range(len(rows)))
@@ -175,19 +172,14 @@ def plot_throughput(
         ax.set_xlim(max(0.0, lo - pad), hi + pad)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def plot_repetitions(reps: list[Repetition], images: Sequence[str], statistic: str, path: Path) -> Path:
     """Every repetition's throughput in run order, one panel per workload: drift and outliers show here."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = sorted({r.workload for r in reps})
-    fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.6 * len(names)), squeeze=False)
+    fig = Figure(figsize=(8, 2.6 * len(names)))
+    axes = fig.subplots(len(names), 1, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         for image in images:
             mine = [r for r in reps if r.workload == name and r.image == image]
@@ -205,7 +197,6 @@ def plot_repetitions(reps: list[Repetition], images: Sequence[str], statistic: s
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

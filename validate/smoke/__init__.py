@@ -1,7 +1,8 @@
 """Smoke checks that run inside a built image and say plainly what passed, failed or could not run.
 
-`checks.py` and `gpu_checks.py` are copied into a container at run time (never baked into an image) and run
-there with the image's own Python (3.9 or 3.11), so they import only the stdlib, plus TensorFlow and numpy
-where the image has them. The host side lives in `validate.smoke.runner` (Docker), `validate.smoke.results` (per-digest
-store) and `validate.smoke.report` (table, JSON, JUnit).
+In images: `checks.py`, `gpu_checks.py` and `check_result.py` are copied into a container at run time (never
+baked into an image) and run there with the image's own Python (3.9 or 3.11): stdlib only, plus TensorFlow and
+numpy where the image has them. On the host: runner.py (the engine side), results.py (per-digest store),
+report.py (table, JSON, JUnit), secret_scan.py (secrets in any layer). May import: builder.engine, builder.oci,
+builder.errors, builder.settings.
 """

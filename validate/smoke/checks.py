@@ -1,7 +1,7 @@
 """Smoke checks that run inside an image, plus the pure comparisons the host shares with them.
 
 Runs on the image's Python (3.9 or 3.11) with the stdlib only; TensorFlow and numpy are imported inside the
-checks that need them. Copied into a container beside `gpu_checks.py` and started as
+checks that need them. Copied into a container beside `gpu_checks.py` and `check_result.py` and started as
 
     python checks.py /tmp/strata-smoke/context.json
 
@@ -22,72 +22,33 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-PASS = "pass"
-FAIL = "fail"
-NOT_RUN = "not-run"
-STATUSES = (PASS, FAIL, NOT_RUN)
-
-PLAN_MARKER = "STRATA-SMOKE-PLAN "
-RESULT_MARKER = "STRATA-SMOKE-RESULT "
+if __package__:  # imported from the host's validate.smoke package
+    from validate.smoke import gpu_checks
+    from validate.smoke.check_result import (
+        FAIL,
+        PLAN_MARKER,
+        RESULT_MARKER,
+        CheckResult,
+        run_guarded,
+    )
+else:  # run as a script inside an image (`python -I`: its folder is not on sys.path): the others sit beside it
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gpu_checks  # type: ignore[no-redef]
+    from check_result import (  # type: ignore[no-redef]
+        FAIL,
+        PLAN_MARKER,
+        RESULT_MARKER,
+        CheckResult,
+        run_guarded,
+    )
 
 LABEL_PREFIX = "io.strata."
 REQUIRED_LABELS = ("tf", "python", "flavor", "layer", "cell", "content-hash")
 USER_UID = 1000
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's verdict. A failure carries evidence: what was expected and what was found."""
-
-    name: str
-    status: str
-    detail: str = ""
-    expected: str | None = None
-    found: str | None = None
-
-    @classmethod
-    def passed(cls, name: str, detail: str = "", found: str | None = None) -> CheckResult:
-        return cls(name, PASS, detail, None, found)
-
-    @classmethod
-    def failed(cls, name: str, expected: str, found: str, detail: str = "") -> CheckResult:
-        """A failure; `detail` defaults to `expected X, found Y` so every failure reads the same way."""
-        return cls(name, FAIL, detail or f"expected {expected}, found {found}", expected, found)
-
-    @classmethod
-    def not_run(cls, name: str, reason: str) -> CheckResult:
-        return cls(name, NOT_RUN, reason)
-
-    def summary(self) -> str:
-        """`pass`, `fail: <evidence>` or `not-run: <reason>`, as reports print it."""
-        return self.status + (": " + self.detail if self.detail else "")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "detail": self.detail,
-            "expected": self.expected,
-            "found": self.found,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CheckResult:
-        status = str(data["status"])
-        if status not in STATUSES:
-            raise ValueError("check {!r} has unknown status {!r}".format(data.get("name"), status))
-        return cls(
-            str(data["name"]),
-            status,
-            str(data.get("detail") or ""),
-            data.get("expected"),
-            data.get("found"),
-        )
 
 
 @dataclass(frozen=True)
@@ -661,7 +622,7 @@ CHECKS: list[tuple[tuple[str, ...], Check]] = [
 
 def planned_names(ctx: SmokeContext) -> list[str]:
     """Every check name this run will report, so the host can fail the missing ones after a timeout."""
-    from_gpu = _gpu_module().GPU_CHECK_NAMES
+    from_gpu = gpu_checks.GPU_CHECK_NAMES
     names: list[str] = []
     for declared, fn in CHECKS:
         if fn is check_cuda_libraries:
@@ -673,30 +634,10 @@ def planned_names(ctx: SmokeContext) -> list[str]:
     return names + list(from_gpu)
 
 
-def _gpu_module() -> Any:
-    if __package__:  # imported from the host's validate.smoke package
-        from validate.smoke import gpu_checks
-    else:  # run as a script inside an image: gpu_checks.py sits beside this file
-        here = os.path.dirname(os.path.abspath(__file__))
-        if here not in sys.path:
-            sys.path.insert(0, here)
-        import gpu_checks  # type: ignore[no-redef]
-    return gpu_checks
-
-
 def emit(result: CheckResult) -> None:
     # The leading newline keeps the marker at a line start even if a check printed a partial line.
     sys.stdout.write("\n" + RESULT_MARKER + json.dumps(result.to_dict(), sort_keys=True) + "\n")
     sys.stdout.flush()
-
-
-def run_guarded(names: tuple[str, ...], fn: Callable[[], list[CheckResult]]) -> list[CheckResult]:
-    """Run a check; an exception fails every name it owns, with the exception as evidence."""
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - a crashing check is a failing check, never a silent one
-        tail = traceback.format_exc().strip().splitlines()[-1]
-        return [CheckResult.failed(n, "check completes", f"raised {tail or exc}") for n in names]
 
 
 def main(argv: list[str]) -> int:
@@ -717,7 +658,7 @@ def main(argv: list[str]) -> int:
         for result in run_guarded(names, functools.partial(fn, session)):
             failed = failed or result.status == FAIL
             emit(result)
-    for result in _gpu_module().run_gpu_checks(session):
+    for result in gpu_checks.run_gpu_checks(session):
         failed = failed or result.status == FAIL
         emit(result)
     return 1 if failed else 0

@@ -1,6 +1,6 @@
 """GPU smoke checks: run inside the image when a GPU is visible, and required with --expect-gpu.
 
-Copied beside `checks.py`; stdlib only at import time (Python 3.9+). Without a visible GPU every check here is
+Copied beside `checks.py` and `check_result.py`; stdlib only at import time (Python 3.9+). Without a visible GPU every check here is
 `not-run: no GPU visible`, or a failure when the run was told to expect a GPU: a GPU check never passes
 without having run. The pure pieces (decisions, comparisons, log scanning) are unit-tested on hosts with no GPU.
 """
@@ -11,9 +11,9 @@ import math
 from typing import Any
 
 if __package__:
-    from validate.smoke.checks import FAIL, NOT_RUN, CheckResult, run_guarded
-else:  # inside an image the two files sit side by side, outside any package
-    from checks import FAIL, NOT_RUN, CheckResult, run_guarded  # type: ignore[no-redef]
+    from validate.smoke.check_result import FAIL, NOT_RUN, CheckResult, run_guarded
+else:  # inside an image the check files sit side by side, outside any package
+    from check_result import FAIL, NOT_RUN, CheckResult, run_guarded  # type: ignore[no-redef]
 
 GPU_CHECK_NAMES = (
     "gpu-visible",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+from validate.smoke.check_result import FAIL, NOT_RUN
 from validate.smoke.results import ImageReport
-from validate.smoke.checks import FAIL, NOT_RUN
 
 FORMATS = ("table", "json", "junit")
 

@@ -3,7 +3,7 @@
 The digest is the image ID (the config digest `docker inspect` shows), which stays the same when the image is
 pushed; the registry manifest digests known at run time are recorded as `repo_digests`.
 
-Layout under a results directory (default `.strata/results/smoke/`):
+Layout under a results directory (`settings.smoke_results_dir`: `<state root>/results/smoke/`):
 
     sha256:<hex>.json   the ImageReport of the latest run of that image
     sha256:<hex>.log    the container's full log of that run
@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
-from validate.smoke.checks import FAIL, NOT_RUN, PASS, CheckResult
+from validate.smoke.check_result import FAIL, NOT_RUN, PASS, CheckResult
 
-DEFAULT_RESULTS_DIR = Path(".strata/results/smoke")
 SCHEMA = 1
 DIGEST_RE = re.compile(r"^[a-z0-9]+:[a-f0-9]{32,128}$")
 

@@ -21,12 +21,14 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from builder.errors import HostError, StrataError
-from validate.smoke import secret_scan
-from validate.smoke.results import DEFAULT_RESULTS_DIR, ImageReport, save_report
+from builder.engine.client import engine_client
+from builder.errors import StrataError
+from builder.settings import Settings
+from validate.smoke import check_result, gpu_checks, secret_scan
 from validate.smoke import checks as smoke_checks
-from validate.smoke import gpu_checks
-from validate.smoke.checks import PASS, PLAN_MARKER, RESULT_MARKER, CheckResult, SmokeContext
+from validate.smoke.check_result import PASS, PLAN_MARKER, RESULT_MARKER, CheckResult
+from validate.smoke.checks import SmokeContext
+from validate.smoke.results import ImageReport, save_report
 
 SMOKE_DIR = "/tmp/strata-smoke"
 DEFAULT_TIMEOUT_S = 900.0
@@ -46,7 +48,7 @@ class SmokeOptions:
     expect_gpu: bool = False
     gpus: str | None = None  # "all" or a count; --expect-gpu alone requests all
     timeout_s: float = DEFAULT_TIMEOUT_S
-    results_dir: Path | None = DEFAULT_RESULTS_DIR
+    results_dir: Path | None = None  # settings.smoke_results_dir; None: not saved
     scan_secrets: bool = True
     host_ca_bundle: Path = HOST_CA_BUNDLE
 
@@ -115,6 +117,7 @@ def context_archive(ctx: SmokeContext) -> bytes:
     sources = {
         "checks.py": Path(smoke_checks.__file__).read_bytes(),
         "gpu_checks.py": Path(gpu_checks.__file__).read_bytes(),
+        "check_result.py": Path(check_result.__file__).read_bytes(),
         "context.json": ctx.to_json().encode(),
     }
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -138,14 +141,9 @@ def device_requests(gpus: str | None) -> list[docker.types.DeviceRequest]:
 # ---------------------------------------------------------------- engine
 
 
-def connect() -> docker.DockerClient:
-    """A client for the local engine, or a one-line HostError."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise HostError(f"smoke: cannot reach the Docker engine: {exc}") from exc
-    return client
+def connect(settings: Settings) -> docker.DockerClient:
+    """A client for the engine, or a one-line HostError."""
+    return engine_client(settings, timeout=60, what="smoke: the Docker engine")
 
 
 def run_checks_in_container(
@@ -277,7 +275,7 @@ def smoke_images(
     expect_gpu: bool = False,
     gpus: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    results_dir: Path | None = DEFAULT_RESULTS_DIR,
+    results_dir: Path | None = None,
     scan_secrets: bool = True,
 ) -> list[ImageReport]:
     """Smoke-test each image in turn; results are saved per digest under `results_dir` (None: not saved).

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from validate.smoke.checks import CheckResult
+from validate.smoke.check_result import CheckResult
 
 KINDS = ("private-key", "docker-auths", "registry-credentials", "host-ca-bundle")
 CHECK_NAMES = {kind: "secrets:" + kind for kind in KINDS}

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry_sync.registry.client import RegistryClient, RetryPolicy
 from registry_sync.publish.compress import CompressedLayerCache
 from registry_sync.publish.push import compress_layers, read_docker_archive
+from registry_sync.registry.client import RegistryClient, RetryPolicy
 from registry_sync.registry.server import (
     ServerLayout,
     ServerSettings,

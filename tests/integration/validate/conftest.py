@@ -96,13 +96,14 @@ def cudart_wheel() -> tuple[str, bytes]:
     """The real nvidia-cuda-runtime-cu11 wheel (file name, bytes)."""
     from builder.lock.fetch import fetch_wheels, wheel_path
     from builder.plan.lockfile import read_lock
-    from builder.paths import cache_dir
+    from builder.settings import resolve_settings
 
     lock = read_lock(REPO / "locks" / "hermetic" / "cuda11.8-bookworm.lock")
     assert lock is not None
     (wheel,) = [w for w in lock.wheels if w.name == "nvidia-cuda-runtime-cu11"]
-    fetch_wheels(cache_dir(REPO), [wheel])  # the same verified wheelhouse strata build uses
-    path = wheel_path(cache_dir(REPO), wheel)
+    cache = resolve_settings(os.environ, REPO / "matrix.yaml").cache_dir  # the wheelhouse strata build uses
+    fetch_wheels(cache, [wheel], environ=os.environ)
+    path = wheel_path(cache, wheel)
     return path.name, path.read_bytes()
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from builder.plan.lockfile import Lock, PinnedWheel
 from builder.plan.graph import LayerNode, Plan
+from builder.plan.lockfile import Lock, PinnedWheel
 from registry_sync.publish.images_lock import LockedImage
 
 REGISTRY = "127.0.0.1:5000"

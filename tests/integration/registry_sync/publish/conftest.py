@@ -23,8 +23,8 @@ import docker
 import docker.errors
 import pytest
 
-from builder.plan.graph import LayerNode, Plan
 from builder.matrix.schema import Alias
+from builder.plan.graph import LayerNode, Plan
 
 DOCKER = "/usr/bin/docker"
 LABEL_HASH = "io.strata.content-hash"

@@ -11,10 +11,10 @@ import pytest
 
 from builder.plan.graph import Plan
 from registry_sync.publish.cache import CACHE_RETRY, pull_cached
-from registry_sync.registry.client import RegistryClient
-from registry_sync.publish.push_plan import NodeTarget, PushOptions, publish_plan
 from registry_sync.publish.push import push_archive
+from registry_sync.publish.push_plan import NodeTarget, PushOptions, publish_plan
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy
+from registry_sync.registry.client import RegistryClient
 
 pytestmark = pytest.mark.engine
 
@@ -121,17 +121,19 @@ def test_open_cache_registry_checks_once_and_can_be_turned_off(
 ):
     from types import SimpleNamespace
 
+    from builder.settings import resolve_settings
     from registry_sync.publish.cache import open_cache_registry
 
     def matrix(address):
         return SimpleNamespace(model=SimpleNamespace(registry=SimpleNamespace(address=address)))
 
     warnings: list[str] = []
-    client = open_cache_registry(matrix(plain_registry), tmp_path / "reg", warn=warnings.append)
+    settings = resolve_settings({"STRATA_HOME": str(tmp_path)})
+    client = open_cache_registry(matrix(plain_registry), settings, warn=warnings.append)
     assert client is not None and client.host == plain_registry and warnings == []
     client.close()
-    assert open_cache_registry(matrix(unused_address), tmp_path / "reg", warn=warnings.append) is None
+    assert open_cache_registry(matrix(unused_address), settings, warn=warnings.append) is None
     assert len(warnings) == 1 and warnings[0].startswith("registry cache off for this build: registry ")
-    monkeypatch.setenv("STRATA_REGISTRY_CACHE", "off")
-    assert open_cache_registry(matrix(plain_registry), tmp_path / "reg", warn=warnings.append) is None
+    off = resolve_settings({"STRATA_HOME": str(tmp_path), "STRATA_REGISTRY_CACHE": "off"})
+    assert open_cache_registry(matrix(plain_registry), off, warn=warnings.append) is None
     assert len(warnings) == 1

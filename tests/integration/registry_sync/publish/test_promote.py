@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from registry_sync.publish.push_plan import NodeTarget, PublishError, PushOptions, promote_cell_alias, publish_plan
+from registry_sync.publish.promote import promote_cell_alias
+from registry_sync.publish.push_plan import NodeTarget, PublishError, PushOptions, publish_plan
 from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy
 from validate.bench.ledger import Ledger
 from validate.bench.metrics import DeviceKey, Repetition
+from validate.smoke.check_result import CheckResult
 from validate.smoke.results import ImageReport, save_report
-from validate.smoke.checks import CheckResult
 
 pytestmark = pytest.mark.engine
 ALIASES = [("9.9-cpu", "c-cpu"), ("latest-cpu", "c-cpu")]
@@ -31,6 +32,8 @@ def published(make_chain, engine, plain_registry, plain_client, tmp_path):
 
 
 def promote(chain, client, tmp_path, alias="9.9-cpu", **kwargs):
+    kwargs.setdefault("smoke_dir", tmp_path / "no-smoke-results")
+    kwargs.setdefault("bench_ledger", tmp_path / "no-ledger.sqlite")
     return promote_cell_alias(
         chain.plan,
         client,

@@ -5,14 +5,16 @@ and the embedded registry's own client when it runs with TLS and htpasswd."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
 import pytest
 
 from builder.plan.graph import Plan
-from registry_sync.registry.client import RegistryAuthError, RegistryClient
+from builder.settings import resolve_settings
 from registry_sync.publish.images_lock import read_images_lock
+from registry_sync.publish.push import push_archive
 from registry_sync.publish.push_plan import (
     CONTENT_HASH_ANNOTATION,
     UNCOMPRESSED_ANNOTATION,
@@ -20,12 +22,12 @@ from registry_sync.publish.push_plan import (
     PushOptions,
     fetch_lock_artifact,
     finish_lock,
-    open_registry,
     publish_plan,
 )
-from registry_sync.publish.push import push_archive
-from registry_sync.registry.server import DEFAULT_HOST, ServerSettings, start_registry, stop_registry
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy
+from registry_sync.registry.client import RegistryAuthError, RegistryClient
+from registry_sync.registry.connect import open_registry
+from registry_sync.registry.server import DEFAULT_HOST, ServerSettings, start_registry, stop_registry
 
 pytestmark = pytest.mark.engine
 
@@ -161,7 +163,7 @@ def secure_embedded(tmp_path):
 
 def test_push_to_embedded_registry_with_tls_and_htpasswd(make_chain, engine, secure_embedded, options):
     chain = make_chain(secure_embedded.address)
-    client = open_registry(secure_embedded.address, secure_embedded.data_dir)
+    client = open_registry(secure_embedded.address, resolve_settings(os.environ), secure_embedded.data_dir)
     assert client.base_url.startswith("https://") and client.credentials is not None
     with client:
         results = publish_plan(chain.plan, engine, client, options(registry=secure_embedded.address))

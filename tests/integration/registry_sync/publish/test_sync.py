@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from registry_sync.registry.client import DOCKER_MANIFEST_V2, OCI_INDEX, RegistryClient, sha256_of
+from cli.main import main
 from registry_sync.publish.push_plan import NodeTarget, PushOptions, publish_plan
-from cli.publish import main
 from registry_sync.publish.sync import copy_image
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy, TagPolicyError
+from registry_sync.registry.client import DOCKER_MANIFEST_V2, OCI_INDEX, RegistryClient, sha256_of
 
 pytestmark = pytest.mark.engine
 

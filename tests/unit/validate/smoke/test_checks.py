@@ -14,11 +14,8 @@ from pathlib import Path
 import pytest
 
 from validate.smoke import checks
+from validate.smoke.check_result import FAIL, NOT_RUN, PASS, CheckResult
 from validate.smoke.checks import (
-    FAIL,
-    NOT_RUN,
-    PASS,
-    CheckResult,
     Session,
     SmokeContext,
     check_claims,
@@ -190,7 +187,7 @@ def test_cuda_library_check_really_dlopens_and_reports_the_loader_error(
 
 
 def test_check_files_are_python39_syntax() -> None:
-    for name in ("checks.py", "gpu_checks.py"):
+    for name in ("checks.py", "gpu_checks.py", "check_result.py"):
         ast.parse((SMOKE_DIR / name).read_text(), feature_version=(3, 9))
 
 
@@ -219,7 +216,7 @@ def _interpreters() -> list[object]:
 @pytest.mark.parametrize("python", _interpreters())
 def test_check_script_runs_standalone_and_reports_every_planned_check(tmp_path: Path, python: str) -> None:
     # Copied alone like the runner does: no package, no host imports.
-    for name in ("checks.py", "gpu_checks.py"):
+    for name in ("checks.py", "gpu_checks.py", "check_result.py"):
         shutil.copy(SMOKE_DIR / name, tmp_path / name)
     ctx = SmokeContext(
         image="x/tensorflow:2.13.1-cpu-py3.11-bookworm", labels={"io.strata.layer": "framework"}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from validate.smoke import gpu_checks
-from validate.smoke.checks import FAIL, NOT_RUN, PASS, Session, SmokeContext
+from validate.smoke.check_result import FAIL, NOT_RUN, PASS
+from validate.smoke.checks import Session, SmokeContext
 
 
 def test_without_gpu_checks_are_not_run_with_the_reason() -> None:

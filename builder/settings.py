@@ -1,0 +1,119 @@
+"""Settings: everything Strata takes from its environment, resolved once by the CLI into one frozen value.
+
+Libraries receive a `Settings` and never read `os.environ` themselves; child processes (docker CLI, mmdebstrap,
+apt) get `settings.environ`, the environment the CLI was started with. One state root holds every cache, result,
+ledger, audit log and the embedded registry's data:
+
+    <state root>/cache/{wheels,rootfs,debs,compressed-layers}   content-addressed inputs and pushed layers
+    <state root>/registry/                                      the embedded registry (`strata registry up`)
+    <state root>/results/smoke/  <state root>/results/bench/     smoke reports, benchmark ledger and reports
+    <state root>/audit/tags.jsonl                               forced tag moves and promotions
+    <state root>/tmp/                                           scratch space of pushes and syncs
+
+The state root is $STRATA_HOME, else `.strata/` next to the matrix file. Build logs and rendered contexts go to
+`build/` next to the matrix file (the checkout's own working files).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOME_ENV = "STRATA_HOME"
+REGISTRY_ENV = "STRATA_REGISTRY"  # overrides registry.address (e.g. CI's private registry)
+BUILDER_ENV = "STRATA_BUILDER"  # legacy | buildkit: force a way of building
+LAYER_READ_ENV = (
+    "STRATA_LAYER_READ"  # save: read layers through `docker save` even from a local overlay2 engine
+)
+REGISTRY_CACHE_ENV = (
+    "STRATA_REGISTRY_CACHE"  # off: never pull a node from the registry instead of building it
+)
+REGISTRY_CA_ENV = "STRATA_REGISTRY_CA"  # CA bundle for registries with a private CA
+DEFAULT_MATRIX = "matrix.yaml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Strata keeps its state and how it reaches the engine and registries, for one run."""
+
+    state_root: Path
+    matrix_file: Path = Path(DEFAULT_MATRIX)
+    registry_override: str | None = None
+    builder_override: str | None = None
+    layer_read: str = ""  # "save" forces `docker save`; anything else lets Strata read local storage
+    registry_cache: bool = True
+    registry_ca: Path | None = None
+    # The environment the CLI started with (read-only by convention; a plain dict so Settings pickles for workers).
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def matrix_root(self) -> Path:
+        """The directory the matrix file is in: relative paths of matrix.yaml resolve against it."""
+        return self.matrix_file.resolve().parent
+
+    @property
+    def cache_dir(self) -> Path:
+        """Content-addressed caches shared by every cell: wheelhouse, root filesystems, compressed layers."""
+        return self.state_root / "cache"
+
+    @property
+    def compressed_layers_dir(self) -> Path:
+        return self.cache_dir / "compressed-layers"
+
+    @property
+    def registry_dir(self) -> Path:
+        """The embedded registry's data directory."""
+        return self.state_root / "registry"
+
+    @property
+    def smoke_results_dir(self) -> Path:
+        return self.state_root / "results" / "smoke"
+
+    @property
+    def bench_dir(self) -> Path:
+        """Benchmark ledger, reports and per-run result files."""
+        return self.state_root / "results" / "bench"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.bench_dir / "ledger.sqlite"
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self.state_root / "audit" / "tags.jsonl"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.state_root / "tmp"
+
+    @property
+    def work_dir(self) -> Path:
+        """build/ next to the matrix: build logs and per-build contexts."""
+        return self.matrix_root / "build"
+
+    def ensure(self, path: Path) -> Path:
+        """`path` (one of the directories above), created if missing."""
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def resolve_settings(environ: Mapping[str, str], matrix_file: str | Path | None = None) -> Settings:
+    """Settings from the process environment and the matrix file named on the command line (pure).
+
+    Example: `resolve_settings({"STRATA_HOME": "/var/strata"}).cache_dir` is `/var/strata/cache`.
+    """
+    matrix = Path(matrix_file or DEFAULT_MATRIX)
+    home = environ.get(HOME_ENV, "").strip()
+    state_root = Path(home) if home else matrix.resolve().parent / ".strata"
+    ca = environ.get(REGISTRY_CA_ENV, "").strip()
+    return Settings(
+        state_root=state_root.absolute(),
+        matrix_file=matrix,
+        registry_override=environ.get(REGISTRY_ENV, "").strip() or None,
+        builder_override=environ.get(BUILDER_ENV, "").strip() or None,
+        layer_read=environ.get(LAYER_READ_ENV, "").strip(),
+        registry_cache=environ.get(REGISTRY_CACHE_ENV, "").strip().lower() not in ("off", "0", "false", "no"),
+        registry_ca=Path(ca) if ca else None,
+        environ=dict(environ),
+    )

@@ -1,0 +1,146 @@
+"""`strata build` and `strata verify`: build the plan on the local engine; prove images are reproducible."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from builder.build.orchestrate import BuildOptions, NodeOutcome, build_images, check_buildable
+from builder.build.verify import verify_nodes, verify_targets
+from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
+from builder.engine.host import ensure_engine
+from builder.plan.graph import Plan
+from builder.settings import Settings
+from cli.common import add_matrix_args, load_plan, settings_for
+from cli.progress import BuildReporter
+from registry_sync.publish.cache import open_registry_cache
+from validate.smoke.report import render
+from validate.smoke.runner import smoke_images
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build the plan's images on the local Docker engine",
+        description="Build every node of the plan that the engine does not already have, parents first;\n"
+        "sets up the host (engine, mmdebstrap) when missing.\n\nexample: strata build --matrix --only 'tf2.13.1-*'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="independent nodes (e.g. the chains of two TensorFlow versions) to build at once (default 2)",
+    )
+    p.add_argument("--keep-going", action="store_true", help="after a failure, still build independent nodes")
+    p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
+    p.add_argument("--verbose", action="store_true", help="stream every build log line")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
+    p.add_argument(
+        "--smoke", action="store_true", help="run `strata smoke` on every freshly built cell's final image"
+    )
+    p.add_argument("--expect-gpu", action="store_true", help="with --smoke: a missing GPU fails gpu cells")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser(
+        "verify",
+        help="rebuild nodes twice from scratch and prove their images are identical",
+        description="Rebuild each selected node twice, isolated from every cache, canonicalize both and compare\n"
+        "config digests and diff_ids; differences are explained file by file. Exit 1 if any node differs.\n\n"
+        "example: strata verify --only tf2.13.1-cpu --format json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument(
+        "--rebuilds",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="2 (default): two isolated rebuilds; 1: compare one rebuild with the image the last build made",
+    )
+    p.add_argument("--keep", metavar="DIR", help="keep both canonical OCI layouts per node under DIR/<node>/")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    plan = load_plan(args, settings)
+    check_buildable(plan)
+    reporter = BuildReporter(quiet=args.quiet or args.format == "json", verbose=args.verbose)
+    ensure_engine(settings, auto_start=True).close()
+    client = engine_client(settings, BUILD_TIMEOUT_SECONDS)
+    options = BuildOptions(
+        jobs=args.jobs,
+        keep_going=args.keep_going,
+        on_event=reporter.event,
+        open_remote_cache=lambda: open_registry_cache(plan.matrix, settings),
+    )
+    outcomes = build_images(plan, client, settings, options)
+    if args.format == "json":
+        json.dump([o.to_json() for o in outcomes], sys.stdout, indent=2)
+        print()
+    else:
+        reporter.summary(outcomes)
+    failed = any(o.status in ("failed", "skipped") for o in outcomes)
+    if args.smoke and not failed:
+        failed = not smoke_fresh_cells(
+            plan, client, settings, outcomes, args.expect_gpu, quiet=args.format == "json"
+        )
+    return 1 if failed else 0
+
+
+def smoke_fresh_cells(
+    plan: Plan, client: Any, settings: Settings, outcomes: list[NodeOutcome], expect_gpu: bool, quiet: bool
+) -> bool:
+    """Smoke-test the final image of every cell whose final node this run built; True when nothing failed."""
+    built = {o.node for o in outcomes if o.status == "built"}
+    refs = [plan.final_node(c).tags[0] for c in plan.cell_ids() if plan.final_node(c).id in built]
+    if not refs:
+        print("smoke: no cell was freshly built", file=sys.stderr)
+        return True
+    reports = smoke_images(client, refs, expect_gpu=expect_gpu, results_dir=settings.smoke_results_dir)
+    print(render(reports, "table"), file=sys.stderr if quiet else sys.stdout)
+    return all(r.status != "fail" for r in reports)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    plan = load_plan(args, settings)
+    ensure_engine(settings, auto_start=True).close()
+    reporter = BuildReporter(quiet=args.quiet or args.format == "json")
+    results = verify_nodes(
+        plan,
+        engine_client(settings, BUILD_TIMEOUT_SECONDS),
+        settings,
+        on_event=reporter.event,
+        rebuilds=args.rebuilds,
+        targets=verify_targets(plan, args.only),
+        keep=Path(args.keep).absolute() if args.keep else None,
+        open_remote_cache=lambda: open_registry_cache(plan.matrix, settings),
+    )
+    if args.format == "json":
+        json.dump({"nodes": [r.to_json() for r in results]}, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        table = Table(title="strata verify")
+        for col in ("node", "reproducible", "digest (1st)", "digest (2nd)", "differences"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            table.add_row(
+                r.id,
+                "yes" if r.reproducible else "NO",
+                r.digests[0][7:19] if r.digests else "-",
+                r.digests[1][7:19] if len(r.digests) > 1 else "-",
+                r.error or "; ".join(f"{d['path']} ({', '.join(d['fields'])})" for d in r.differences[:8]),
+            )
+        Console(width=160).print(table)
+    return 0 if all(r.reproducible for r in results) else 1

@@ -1,0 +1,54 @@
+"""What every command shares: the matrix options, the run's Settings, and the plan they select.
+
+The CLI is the one place that reads the process environment: `settings_for(args)` turns it and the command's
+flags into the frozen `Settings` every library call receives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from builder.matrix.load import DEFAULT_PROFILE, load_matrix
+from builder.plan.graph import Plan, build_plan
+from builder.settings import DEFAULT_MATRIX, Settings, resolve_settings
+
+
+def add_matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
+    """--matrix, --profile and (optionally) --only, shared by every command that reads the matrix."""
+    p.add_argument(
+        "--matrix",
+        nargs="?",
+        const=DEFAULT_MATRIX,
+        default=DEFAULT_MATRIX,
+        metavar="FILE",
+        help="matrix file (default: matrix.yaml)",
+    )
+    p.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help="where bases come from: hermetic (default) or upstream"
+    )
+    if only:
+        p.add_argument(
+            "--only",
+            action="append",
+            metavar="GLOB",
+            help="cells or nodes to select, e.g. 'tf2.13.1-*' (repeatable)",
+        )
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """The run's settings: the environment this process started with, and the matrix file named (if any)."""
+    matrix = getattr(args, "matrix", None)
+    return resolve_settings(os.environ, Path(matrix) if matrix else None)
+
+
+def load_plan(args: argparse.Namespace, settings: Settings) -> Plan:
+    """The plan of `--matrix`/`--profile`, narrowed to `--only` (when the command has it)."""
+    plan = build_plan(load_matrix(args.matrix, args.profile, settings.registry_override))
+    return plan.select(getattr(args, "only", None))
+
+
+def full_plan(args: argparse.Namespace, settings: Settings) -> Plan:
+    """The whole plan of `--matrix`/`--profile`, ignoring `--only`."""
+    return build_plan(load_matrix(args.matrix, args.profile, settings.registry_override))

@@ -1,0 +1,89 @@
+"""`strata lock` and `strata fetch`: pin every input, and download the pinned wheels once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from builder.build.orchestrate import ensure_base_image
+from builder.lock.fetch import fetch_wheels
+from builder.lock.pip_resolver import InImageResolver
+from builder.lock.resolve import lock_states, write_locks
+from builder.matrix.release import bump_release
+from cli.common import add_matrix_args, load_plan, settings_for
+from registry_sync.publish.cache import open_registry_cache
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "lock",
+        help="pin every input: wheels with sha256, base root filesystems and their Debian packages",
+        description="Resolve each node's requirements for its Python and platform into locks/<profile>/<node>.lock.\n"
+        "Re-running with nothing changed writes nothing.\n\nexample: strata lock --check",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.add_argument("--check", action="store_true", help="only report; exit 1 if any lock is missing or stale")
+    p.add_argument(
+        "--refresh", action="store_true", help="re-resolve even fresh locks (picks up new releases)"
+    )
+    p.add_argument(
+        "--bump-release",
+        action="store_true",
+        help="if any lock changed, increment `release` in the matrix so new version tags never collide with old ones",
+    )
+    p.set_defaults(func=cmd_lock)
+
+    p = sub.add_parser(
+        "fetch",
+        help="download every locked wheel once into the content-addressed wheelhouse",
+        description="Download and sha256-verify every wheel the selected locks name; corrupt files are re-fetched.\n\n"
+        "example: strata fetch --only 'tf2.13.1-*'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_matrix_args(p)
+    p.set_defaults(func=cmd_fetch)
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    plan = load_plan(args, settings)
+    if args.check:
+        bad = [s for s in lock_states(plan) if s.state != "ok"]
+        for s in bad:
+            print(f"{s.path}: {s.state} (run: strata lock)", file=sys.stderr)
+        if not bad:
+            print(f"all {len(lock_states(plan))} locks are current")
+        return 1 if bad else 0
+    resolver = InImageResolver(
+        settings,
+        lambda engine, plan, base: ensure_base_image(
+            engine, plan, base, settings, lambda: open_registry_cache(plan.matrix, settings)
+        ),
+    )
+    results = write_locks(
+        plan, settings.ensure(settings.cache_dir), resolver, settings.environ, refresh=args.refresh
+    )
+    written = [r for r in results if r.state == "written"]
+    for r in written:
+        print(f"wrote {r.path}")
+    print(f"{len(written)} lock(s) written, {len(results) - len(written)} unchanged")
+    if args.bump_release and written:
+        new = bump_release(Path(args.matrix))
+        print(f"release bumped to {new} in {args.matrix}: new version tags end in -r{new}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    plan = load_plan(args, settings)
+    wheels = [w for n in plan.nodes if n.lock for w in n.lock.wheels]
+    result = fetch_wheels(settings.ensure(settings.cache_dir), wheels, repair=True, environ=settings.environ)
+    for name in result.repaired:
+        print(f"re-fetched {name}: the stored file failed its sha256 check")
+    print(
+        f"{result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.1f} MB), {result.reused} already verified"
+    )
+    return 0
