@@ -178,7 +178,7 @@ def test_push_to_embedded_registry_with_tls_and_htpasswd(make_chain, engine, sec
 
 
 def test_cli_push_to_a_registry_that_is_down_is_one_line(repo, unused_address, tmp_path, monkeypatch, capsys):
-    from cli.publish import main
+    from cli.main import main
 
     monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
     args = [
