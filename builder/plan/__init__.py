@@ -2,7 +2,8 @@
 Dockerfile; shared nodes appear once. Pure: reads matrix.yaml, templates, requirements and lock files, never
 Docker or the network.
 
-Owns: graph.py (Plan, LayerNode, build_plan), render.py (Jinja2 templates), tags.py (tag templates),
-lockfile.py (the lock-file format a node reads), github.py (the plan as a GitHub Actions matrix), write.py
-(rendered Dockerfiles to disk). May import: builder.matrix, builder.errors, builder.settings.
+Owns: graph.py (Plan, LayerNode, build_plan), layers.py (the table of layer kinds graph.py walks), render.py
+(Jinja2 templates), tags.py (tag templates), lockfile.py (the lock-file format a node reads), github.py (the plan
+as a GitHub Actions matrix), write.py (rendered Dockerfiles to disk). May import: builder.matrix, builder.errors,
+builder.settings.
 """

@@ -1,5 +1,6 @@
 """The build plan: a DAG of layer nodes (shared nodes once), each with a content hash and the tags it publishes.
 
+Each cell becomes the nodes of the layer kinds it has (layers.py declares them; this module never names one).
 Pure: reads matrix.yaml, templates, requirement and lock files; no Docker, no network.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from builder.errors import MatrixError
 from builder.matrix import compat
 from builder.matrix.load import Cell, Matrix
+from builder.plan.layers import LAYER_KINDS, CellLayer, LayerKind
 from builder.plan.lockfile import Lock, digest_inputs, read_lock
 from builder.plan.render import TemplateRenderer
 from builder.plan.tags import TagFacts, check_tag, content_tag, expand
@@ -27,8 +29,6 @@ LABEL_HASH = "io.strata.content-hash"
 PLAN_FORMAT = 1
 # Python layers are resolved by this pip, run inside the node's base image (see builder/pip_resolver.py).
 RESOLVER = "pip 24.2 in the base image"
-# Which CUDA wheel directories hold shared libraries TensorFlow dlopens (nvidia-<name>-cu11 → nvidia/<dir>/lib).
-_NO_LIB_DIR = {"cuda-nvcc"}
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
     for node_id in order:
         spec = specs[node_id]
         parent_node = nodes[spec.parent] if spec.parent else None
-        nodes[node_id] = _finish(matrix, renderer, locks_dir, spec, parent_node, specs)
+        nodes[node_id] = _finish(matrix, renderer, locks_dir, spec, parent_node)
     _check_tag_collisions(list(nodes.values()))
     return Plan(matrix=matrix, nodes=tuple(nodes[i] for i in order), finals=finals)
 
@@ -162,6 +162,8 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
 
 @dataclass
 class _Spec:
+    """One node as a cell asks for it; cells that ask for the same id must agree on its identity."""
+
     id: str
     layer: str
     facts: TagFacts
@@ -170,7 +172,7 @@ class _Spec:
     requirement_files: tuple[str, ...] = ()
     base_image: str | None = None
     rootfs: dict[str, Any] | None = None
-    user: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # the layer kind's own labels (see layers.py)
     parent: str | None = None
     cells: list[str] = field(default_factory=list)
     python: str = ""
@@ -192,201 +194,27 @@ class _Spec:
         )
 
 
-def _registry_image(matrix: Matrix, image: str) -> str:
-    """External bases are pulled through the private registry's mirror (see `strata sync`)."""
-    return f"{matrix.model.registry.address}/mirror/{image}"
-
-
 def _chain(matrix: Matrix, cell: Cell) -> list[_Spec]:
-    m = matrix.model
-    common = TagFacts(
-        namespace=m.registry.namespace, epoch=m.source_date_epoch, os=cell.os_name, release=m.release
+    """A cell's nodes bottom to top: every layer kind of the table that the cell has."""
+    return [_spec(kind, at) for kind in LAYER_KINDS for at in kind.of(matrix, cell)]
+
+
+def _spec(kind: LayerKind, at: CellLayer) -> _Spec:
+    adds = kind.adds(at)
+    facts = kind.facts(at)
+    return _Spec(
+        id=kind.node_id(at),
+        layer=kind.name,
+        facts=facts,
+        context=kind.context(at, adds),
+        requirements=adds.requirements,
+        requirement_files=adds.requirement_files,
+        base_image=adds.base_image,
+        rootfs=adds.rootfs,
+        labels=kind.own_labels(at, facts),
+        python=at.cell.python,
+        os_name=at.cell.os_name,
     )
-    cell_facts = TagFacts(
-        namespace=m.registry.namespace,
-        epoch=m.source_date_epoch,
-        os=cell.os_name,
-        tf=cell.tf,
-        flavor=cell.flavor,
-        python=cell.python,
-        cuda=cell.cuda or "",
-        cudnn=cell.cudnn or "",
-        release=m.release,
-    )
-    settings = {
-        "venv": m.build.venv,
-        "prefix": m.build.prefix,
-        "epoch": m.source_date_epoch,
-        "platform": m.build.platform,
-    }
-    py = {"version": cell.python, "site": f"lib/python{cell.python}/site-packages"}
-    chain: list[_Spec] = []
-    upstream_cuda = cell.cuda_spec is not None and cell.cuda_spec.source == "image"
-    base_image: str | None
-    # Base: the OS (hermetic: mmdebstrap root filesystem; upstream: Ubuntu or NVIDIA's CUDA image by digest).
-    if upstream_cuda:
-        assert cell.cuda_spec is not None and cell.cuda_spec.image is not None
-        base_id = f"base-cuda{cell.cuda}-{cell.os_name}"
-        base_image = _registry_image(matrix, cell.cuda_spec.image)
-        base_facts = TagFacts(**{**common.__dict__, "cuda": cell.cuda or "", "cudnn": cell.cudnn or ""})
-    else:
-        base_id = f"base-{cell.os_name}"
-        base_image = (
-            _registry_image(matrix, cell.os.image) if cell.os.image and cell.os.source == "image" else None
-        )
-        base_facts = common
-    rootfs = None
-    if cell.os.source == "mmdebstrap" and not upstream_cuda:
-        rootfs = {
-            "suite": cell.os.suite,
-            "mirror": cell.os.mirror,
-            "variant": "minbase",
-            "packages": sorted(cell.os.packages),
-            "epoch": m.source_date_epoch,
-            "security": cell.os.security,
-            "updates": cell.os.updates,
-        }
-    chain.append(
-        _Spec(
-            id=base_id,
-            layer="base",
-            facts=base_facts,
-            context={
-                "settings": settings,
-                "python": py,
-                "os": {
-                    "name": cell.os_name,
-                    "source": "image" if base_image else "mmdebstrap",
-                    "packages": sorted(cell.os.packages),
-                },
-                "base_image": base_image,
-                "cuda": {"version": cell.cuda, "cudnn": cell.cudnn} if upstream_cuda else None,
-            },
-            base_image=base_image,
-            rootfs=rootfs,
-            python=cell.python,
-            os_name=cell.os_name,
-        )
-    )
-    # CUDA user-space libraries from wheels (hermetic gpu cells).
-    if cell.flavor == "gpu" and not upstream_cuda:
-        assert cell.cuda_spec is not None and cell.cuda_spec.requirements is not None
-        req_file = cell.cuda_spec.requirements
-        reqs = _requirement_lines(matrix.root / req_file)
-        names = [r.split("==")[0].split("<")[0].split(">")[0].strip() for r in reqs]
-        lib_dirs = [
-            f"{m.build.prefix}/cuda/{py['site']}/nvidia/{_wheel_dir(n)}/lib"
-            for n in sorted(names)
-            if n.startswith("nvidia-") and _strip_nvidia(n) not in _NO_LIB_DIR
-        ]
-        nvcc = any(_strip_nvidia(n) == "cuda-nvcc" for n in names)
-        chain.append(
-            _Spec(
-                id=f"cuda{cell.cuda}-{cell.os_name}",
-                layer="cuda",
-                facts=TagFacts(**{**common.__dict__, "cuda": cell.cuda or "", "cudnn": cell.cudnn or ""}),
-                context={
-                    "settings": settings,
-                    "python": py,
-                    "cuda": {
-                        "version": cell.cuda,
-                        "cudnn": cell.cudnn,
-                        "lib_dirs": lib_dirs,
-                        "nvcc_dir": f"{m.build.prefix}/cuda/{py['site']}/nvidia/cuda_nvcc" if nvcc else None,
-                    },
-                },
-                requirements=tuple(reqs),
-                requirement_files=(req_file,),
-                python=cell.python,
-                os_name=cell.os_name,
-            )
-        )
-    rule = compat.TF_RULES[cell.tf_minor]
-    tf_package = "tensorflow-cpu" if cell.flavor == "cpu" else "tensorflow"
-    cell_ctx = {
-        "id": cell.id,
-        "tf": cell.tf,
-        "tf_package": tf_package,
-        "flavor": cell.flavor,
-        "cuda": cell.cuda,
-        "cudnn": cell.cudnn,
-        "os": cell.os_name,
-        "min_driver": rule.min_driver if cell.flavor == "gpu" else None,
-        "xla_gpu": cell.flavor == "gpu",
-    }
-    fw_reqs = (f"{tf_package}=={cell.tf}", *_requirement_lines(matrix.root / cell.framework_requirements))
-    chain.append(
-        _Spec(
-            id=f"tf{cell.tf}-{cell.flavor}-py{cell.python}",
-            layer="framework",
-            facts=cell_facts,
-            context={
-                "settings": settings,
-                "python": py,
-                "cell": cell_ctx,
-                "env": dict(sorted(m.env.items())),
-            },
-            requirements=fw_reqs,
-            requirement_files=(cell.framework_requirements,),
-            python=cell.python,
-            os_name=cell.os_name,
-        )
-    )
-    chain.append(
-        _Spec(
-            id=f"tools-tf{cell.tf}-{cell.flavor}",
-            layer="tools",
-            facts=cell_facts,
-            context={"settings": settings, "python": py, "cell": cell_ctx},
-            requirements=tuple(_requirement_lines(matrix.root / cell.tools_requirements)),
-            requirement_files=(cell.tools_requirements,),
-            python=cell.python,
-            os_name=cell.os_name,
-        )
-    )
-    for user in cell.users:
-        chain.append(
-            _Spec(
-                id=f"user-{user.name}-tf{cell.tf}-{cell.flavor}",
-                layer="user",
-                facts=TagFacts(**{**cell_facts.__dict__, "user": user.name}),
-                context={
-                    "settings": settings,
-                    "python": py,
-                    "cell": cell_ctx,
-                    "user": {
-                        "name": user.name,
-                        "uid": user.uid,
-                        "workdir": user.workdir,
-                        "ports": list(user.ports),
-                        "shadow_days": m.source_date_epoch // 86400,
-                    },
-                },
-                requirements=tuple(_requirement_lines(matrix.root / user.requirements)),
-                requirement_files=(user.requirements,),
-                user=user.name,
-                python=cell.python,
-                os_name=cell.os_name,
-            )
-        )
-    return chain
-
-
-def _strip_nvidia(name: str) -> str:
-    return name.removeprefix("nvidia-").removesuffix("-cu11").removesuffix("-cu12")
-
-
-def _wheel_dir(name: str) -> str:
-    return _strip_nvidia(name).replace("-", "_")
-
-
-def _requirement_lines(path: Path) -> list[str]:
-    lines = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            lines.append(line)
-    return lines
 
 
 # ---------------------------------------------------------------------------------------------- hashing
@@ -398,7 +226,6 @@ def _finish(
     locks_dir: Path,
     spec: _Spec,
     parent: LayerNode | None,
-    specs: dict[str, _Spec],
 ) -> LayerNode:
     m = matrix.model
     labels = _labels(matrix, spec, parent)
@@ -465,9 +292,9 @@ def _finish(
 
 
 def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, str]:
+    """The labels every node carries, then the layer kind's own (see layers.py), sorted by key."""
     m = matrix.model
     created = datetime.fromtimestamp(m.source_date_epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    f = spec.facts
     labels = {
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.vendor": "Strata",
@@ -484,20 +311,7 @@ def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, 
     elif parent:
         # The parent by content hash: exact, and independent of registry address and release number.
         labels["io.strata.parent-content-hash"] = parent.content_hash
-    if f.cuda:
-        labels["io.strata.cuda"] = f.cuda
-        labels["io.strata.cudnn"] = f.cudnn
-    if spec.layer in ("framework", "tools", "user"):
-        labels["io.strata.cell"] = spec.context["cell"]["id"]
-        labels["io.strata.tf"] = f.tf
-        labels["io.strata.flavor"] = f.flavor
-        labels["org.opencontainers.image.version"] = f.version
-        labels["io.strata.env"] = json.dumps(
-            dict(sorted(m.env.items())), sort_keys=True, separators=(",", ":")
-        )
-        labels["io.strata.xla-gpu"] = "true" if f.flavor == "gpu" else "false"
-    if spec.layer == "user":
-        labels["io.strata.user-layer"] = spec.user
+    labels.update(spec.labels)
     return dict(sorted(labels.items()))
 
 
