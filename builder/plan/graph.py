@@ -1,6 +1,7 @@
 """The build plan: a DAG of layer nodes (shared nodes once), each with a content hash and the tags it publishes.
 
 Each cell becomes the nodes of the layer kinds it has (layers.py declares them; this module never names one).
+Errors caused by a matrix value point at it (matrix.yaml:line:col).
 Pure: reads matrix.yaml, templates, requirement and lock files; no Docker, no network.
 """
 
@@ -14,9 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from builder.errors import MatrixError
+from builder.errors import Location, MatrixError
 from builder.matrix import compat
 from builder.matrix.load import Cell, Matrix
+from builder.matrix.schema import Alias
 from builder.plan.layers import LAYER_KINDS, CellLayer, LayerKind
 from builder.plan.lockfile import Lock, digest_inputs, read_lock
 from builder.plan.render import TemplateRenderer
@@ -143,7 +145,8 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
                 order.append(spec.id)
             elif existing.identity() != spec.identity():
                 raise MatrixError(
-                    f"two cells define node '{spec.id}' differently ({existing.cells[0]} and {cell.id})"
+                    f"two cells define node '{spec.id}' differently ({existing.cells[0]} and {cell.id})",
+                    matrix.locate("frameworks", cell.framework_index),
                 )
             specs[spec.id].cells.append(cell.id)
             parent = spec.id
@@ -153,7 +156,7 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
         spec = specs[node_id]
         parent_node = nodes[spec.parent] if spec.parent else None
         nodes[node_id] = _finish(matrix, renderer, locks_dir, spec, parent_node)
-    _check_tag_collisions(list(nodes.values()))
+    _check_tag_collisions(matrix, list(nodes.values()))
     return Plan(matrix=matrix, nodes=tuple(nodes[i] for i in order), finals=finals)
 
 
@@ -264,11 +267,9 @@ def _finish(
             "epoch": m.source_date_epoch,
         }
     )
-    repo_tpl = m.tags.repositories[spec.layer]  # type: ignore[index]
-    ver_tpl = m.tags.version[spec.layer]  # type: ignore[index]
-    repo = f"{m.registry.address}/{expand(repo_tpl, spec.facts, f'tags.repositories.{spec.layer}')}"
-    version_tag = check_tag(expand(ver_tpl, spec.facts, f"tags.version.{spec.layer}"), f"node {spec.id}")
-    aliases = tuple(f"{repo}:{a.tag}" for a in m.aliases if a.layer == spec.layer and a.cell in spec.cells)
+    repo = f"{m.registry.address}/{_expand_tag(matrix, 'repositories', spec)}"
+    version_tag = _expand_tag(matrix, "version", spec)
+    aliases = tuple(f"{repo}:{a.tag}" for _, a in _aliases_of(matrix, spec.layer, spec.cells))
     return LayerNode(
         id=spec.id,
         layer=spec.layer,
@@ -289,6 +290,27 @@ def _finish(
         rootfs=spec.rootfs,
         facts={k: v for k, v in spec.facts.fields().items() if v},
     )
+
+
+def _expand_tag(matrix: Matrix, table: str, spec: _Spec) -> str:
+    """A node's repository (`table` "repositories") or version tag ("version") from its template in the matrix."""
+    path = ("tags", table, spec.layer)
+    template: str = getattr(matrix.model.tags, table)[spec.layer]
+    try:
+        out = expand(template, spec.facts, ".".join(path))
+        return check_tag(out, f"node {spec.id}") if table == "version" else out
+    except MatrixError as exc:
+        raise _located(exc, matrix.locate(*path)) from None
+
+
+def _aliases_of(matrix: Matrix, layer: str, cells: list[str] | tuple[str, ...]) -> list[tuple[int, Alias]]:
+    """The aliases (with their index in the matrix) a node of `layer` shared by `cells` publishes."""
+    return [(i, a) for i, a in enumerate(matrix.model.aliases) if a.layer == layer and a.cell in cells]
+
+
+def _located(exc: MatrixError, where: Location) -> MatrixError:
+    """The same error, pointing at the matrix value that caused it unless it already names a place."""
+    return exc if exc.location is not None else MatrixError(exc.message, where)
 
 
 def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, str]:
@@ -315,15 +337,22 @@ def _labels(matrix: Matrix, spec: _Spec, parent: LayerNode | None) -> dict[str, 
     return dict(sorted(labels.items()))
 
 
-def _check_tag_collisions(nodes: list[LayerNode]) -> None:
-    owner: dict[str, str] = {}
+def _check_tag_collisions(matrix: Matrix, nodes: list[LayerNode]) -> None:
+    """No two nodes publish the same reference. A clash points at the alias that makes it, if one does (version
+    tags follow one scheme, an alias is written by hand), else at the version template of the second node."""
+    owner: dict[str, tuple[str, tuple[str | int, ...]]] = {}
     for n in nodes:
-        for ref in n.tags + n.aliases:
-            if ref in owner and owner[ref] != n.id:
+        sources: list[tuple[str | int, ...]] = [("tags", "version", n.layer)] * len(n.tags)
+        sources += [("aliases", i, "tag") for i, _ in _aliases_of(matrix, n.layer, n.cells)]
+        for ref, source in zip(n.tags + n.aliases, sources, strict=True):
+            if ref in owner and owner[ref][0] != n.id:
+                first, first_source = owner[ref]
+                culprit = next((s for s in (source, first_source) if s[0] == "aliases"), source)
                 raise MatrixError(
-                    f"tag collision: '{ref}' would be published by both {owner[ref]} and {n.id}"
+                    f"tag collision: '{ref}' would be published by both {first} and {n.id}",
+                    matrix.locate(*culprit),
                 )
-            owner[ref] = n.id
+            owner[ref] = (n.id, source)
 
 
 def plan_digest(plan: Plan) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,8 +11,10 @@ import pytest
 
 from builder.errors import MatrixError, StrataError
 from builder.matrix.load import load_matrix
+from builder.plan import graph
 from builder.plan.github import github_matrix
 from builder.plan.graph import Plan, build_plan
+from builder.plan.layers import LAYER_KINDS
 from cli.main import main
 
 REPO = Path(__file__).resolve().parents[4]
@@ -249,16 +252,6 @@ def test_plan_json_format(capsys: pytest.CaptureFixture[str]) -> None:
     assert nodes[1]["parent"] == "base-bullseye" and len(nodes[1]["content_hash"]) == 64
 
 
-def test_tag_collision_is_an_error(workspace: Path) -> None:
-    m = workspace / "matrix.yaml"
-    m.write_text(m.read_text().replace('    tools: "{version}-r{release}"', '    tools: "{tf}"'))
-    with pytest.raises(
-        MatrixError,
-        match=r"tag collision: '127\.0\.0\.1:5000/strata/tensorflow:2\.13\.1' would be published by both tools-tf2\.13\.1-cpu and tools-tf2\.13\.1-gpu",
-    ):
-        plan_of(workspace)
-
-
 def test_undefined_template_variable_names_template_line_and_variable(workspace: Path) -> None:
     tpl = workspace / "layers/tools/Dockerfile.j2"
     lines = tpl.read_text().splitlines()
@@ -290,3 +283,135 @@ def test_release_bump_changes_version_tags_but_not_content(workspace: Path) -> N
         "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm-r2",
     )
     assert "release: 2\n" in (workspace / "matrix.yaml").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- errors name matrix.yaml:line:col
+
+
+def edit_matrix(root: Path, old: str, new: str) -> Path:
+    m = root / "matrix.yaml"
+    text = m.read_text()
+    assert text.count(old) == 1, f"{old!r} is not unique in matrix.yaml"
+    m.write_text(text.replace(old, new))
+    return m
+
+
+def position(path: Path, anchor: str, token: str) -> str:
+    """`path:line:col` of `token` on the one line of the file that contains `anchor`."""
+    hits = [(no, line) for no, line in enumerate(path.read_text().splitlines(), start=1) if anchor in line]
+    assert len(hits) == 1, f"anchor {anchor!r} found {len(hits)} times"
+    no, line = hits[0]
+    return f"{path}:{no}:{line.index(token) + 1}"
+
+
+def plan_error(root: Path, profile: str = "hermetic") -> str:
+    with pytest.raises(MatrixError) as info:
+        plan_of(root, profile)
+    return str(info.value)
+
+
+def test_tag_collision_names_the_version_template_that_makes_it(workspace: Path) -> None:
+    m = edit_matrix(workspace, '    tools: "{version}-r{release}"', '    tools: "{tf}"')
+    where = position(m, 'tools: "{tf}"', '"{tf}"')
+    assert plan_error(workspace) == (
+        f"{where}: tag collision: '127.0.0.1:5000/strata/tensorflow:2.13.1'"
+        " would be published by both tools-tf2.13.1-cpu and tools-tf2.13.1-gpu"
+    )
+
+
+def test_tag_collision_with_an_alias_names_the_alias(workspace: Path) -> None:
+    # The alias is published by tools-tf2.13.1-cpu, planned before the node whose version tag it takes.
+    m = edit_matrix(
+        workspace,
+        "  - {tag: latest-cpu, cell: tf2.13.1-cpu}\n",
+        "  - {tag: latest-cpu, cell: tf2.13.1-cpu}\n  - {tag: 2.10.1-cpu-py3.9-bullseye-r1, cell: tf2.13.1-cpu}\n",
+    )
+    assert plan_error(workspace) == (
+        f"{position(m, 'tag: 2.10.1-cpu-py3.9-bullseye-r1', '2.10.1')}: tag collision:"
+        " '127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r1'"
+        " would be published by both tools-tf2.13.1-cpu and tools-tf2.10.1-cpu"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "anchor", "message"),
+    [
+        (
+            '    tools: "{version}-r{release}"',
+            '    tools: "{version}-{nope}"',
+            "{nope}",
+            "tags.version.tools: unknown placeholder 'nope' in '{version}-{nope}'",
+        ),
+        (
+            '    base: "{cuda_prefix}{os}-{epoch}-r{release}"',
+            '    base: "{os}-{epoch"',
+            '{epoch"',
+            "tags.version.base: malformed template '{os}-{epoch': expected '}' before end of string",
+        ),
+        (
+            '    framework: "{version}-r{release}"',
+            '    framework: "{version}/r{release}"',
+            "{version}/r",
+            "node tf2.13.1-cpu-py3.11: '2.13.1-cpu-py3.11-bookworm/r1' is not a valid tag"
+            " (letters, digits, _ . -, at most 128)",
+        ),
+        (
+            '    user: "{namespace}/{user}"',
+            '    user: "{namespace}/{team}"',
+            "{team}",
+            "tags.repositories.user: unknown placeholder 'team' in '{namespace}/{team}'",
+        ),
+    ],
+)
+def test_tag_template_errors_name_the_template(
+    workspace: Path, old: str, new: str, anchor: str, message: str
+) -> None:
+    m = edit_matrix(workspace, old, new)
+    value = new.split(": ", 1)[1]
+    assert plan_error(workspace) == f"{position(m, anchor, value)}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("requirements", "profile"),
+    [
+        ("layers/cuda/requirements-cu118.in", "hermetic"),
+        ("layers/framework/requirements-tf2.13.in", "hermetic"),
+        ("layers/tools/requirements-tf2.13.in", "upstream"),
+        ("layers/user/example/requirements.in", "upstream"),
+    ],
+)
+def test_unreadable_requirements_name_the_matrix_entry(
+    workspace: Path, requirements: str, profile: str
+) -> None:
+    (workspace / requirements).write_bytes(b"\xff\xfe not utf-8\n")
+    assert plan_error(workspace, profile) == (
+        f"{position(workspace / 'matrix.yaml', requirements, requirements)}: cannot read requirements file"
+        f" '{requirements}': 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"
+    )
+
+
+def test_two_cells_defining_one_node_differently_names_the_second_cells_framework(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Node ids built from the matrix are unique per definition today; a framework id without the flavor makes
+    # the cpu and gpu cells of one framework ask for the same node with different requirements.
+    kinds = tuple(
+        dataclasses.replace(k, node_id=lambda at: f"tf{at.cell.tf}-py{at.cell.python}")
+        if k.name == "framework"
+        else k
+        for k in LAYER_KINDS
+    )
+    monkeypatch.setattr(graph, "LAYER_KINDS", kinds)
+    where = position(workspace / "matrix.yaml", '- tf: "2.13.1"', "tf")
+    assert plan_error(workspace) == (
+        f"{where}: two cells define node 'tf2.13.1-py3.11' differently (tf2.13.1-cpu and tf2.13.1-gpu)"
+    )
+
+
+def test_plan_errors_print_as_one_located_line(capsys: pytest.CaptureFixture[str], workspace: Path) -> None:
+    m = edit_matrix(workspace, '    tools: "{version}-r{release}"', '    tools: "{nope}"')
+    where = position(m, "{nope}", '"{nope}"')
+    assert main(["plan", "--matrix", str(m)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"strata: {where}: tags.version.tools: unknown placeholder 'nope' in '{{nope}}'"
+    ]
