@@ -15,9 +15,10 @@ from builder.build.orchestrate import BuildOptions, NodeOutcome, build_images, c
 from builder.build.verify import verify_nodes, verify_targets
 from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
 from builder.engine.host import ensure_engine
+from builder.events import EventSink, NodeStatus, tee
 from builder.plan.graph import Plan
 from builder.settings import Settings
-from cli.common import add_matrix_args, load_plan, settings_for
+from cli.common import add_events_arg, add_matrix_args, load_plan, open_events, settings_for
 from cli.progress import BuildReporter
 from registry_sync.publish.cache import open_registry_cache
 from validate.smoke.report import render
@@ -47,6 +48,7 @@ def register(sub: Any) -> None:
         "--smoke", action="store_true", help="run `strata smoke` on every freshly built cell's final image"
     )
     p.add_argument("--expect-gpu", action="store_true", help="with --smoke: a missing GPU fails gpu cells")
+    add_events_arg(p)
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser(
@@ -68,10 +70,16 @@ def register(sub: Any) -> None:
         help="2 (default): two isolated rebuilds; 1: compare one rebuild with the image the last build made",
     )
     p.add_argument("--keep", metavar="DIR", help="keep both canonical OCI layouts per node under DIR/<node>/")
+    add_events_arg(p)
     p.set_defaults(func=cmd_verify)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    with open_events(args) as record:
+        return _build(args, record)
+
+
+def _build(args: argparse.Namespace, record: EventSink) -> int:
     settings = settings_for(args)
     plan = load_plan(args, settings)
     check_buildable(plan)
@@ -81,7 +89,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     options = BuildOptions(
         jobs=args.jobs,
         keep_going=args.keep_going,
-        on_event=reporter.event,
+        on_event=tee(reporter.event, record),
         open_remote_cache=lambda: open_registry_cache(plan.matrix, settings),
     )
     outcomes = build_images(plan, client, settings, options)
@@ -90,7 +98,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         print()
     else:
         reporter.summary(outcomes)
-    failed = any(o.status in ("failed", "skipped") for o in outcomes)
+    failed = any(not o.status.ok for o in outcomes)
     if args.smoke and not failed:
         failed = not smoke_fresh_cells(
             plan, client, settings, outcomes, args.expect_gpu, quiet=args.format == "json"
@@ -102,7 +110,7 @@ def smoke_fresh_cells(
     plan: Plan, client: Any, settings: Settings, outcomes: list[NodeOutcome], expect_gpu: bool, quiet: bool
 ) -> bool:
     """Smoke-test the final image of every cell whose final node this run built; True when nothing failed."""
-    built = {o.node for o in outcomes if o.status == "built"}
+    built = {o.node for o in outcomes if o.status is NodeStatus.BUILT}
     refs = [plan.final_node(c).tags[0] for c in plan.cell_ids() if plan.final_node(c).id in built]
     if not refs:
         print("smoke: no cell was freshly built", file=sys.stderr)
@@ -113,6 +121,11 @@ def smoke_fresh_cells(
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    with open_events(args) as record:
+        return _verify(args, record)
+
+
+def _verify(args: argparse.Namespace, record: EventSink) -> int:
     settings = settings_for(args)
     plan = load_plan(args, settings)
     ensure_engine(settings, auto_start=True).close()
@@ -121,7 +134,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         plan,
         engine_client(settings, BUILD_TIMEOUT_SECONDS),
         settings,
-        on_event=reporter.event,
+        on_event=tee(reporter.event, record),
         rebuilds=args.rebuilds,
         targets=verify_targets(plan, args.only),
         keep=Path(args.keep).absolute() if args.keep else None,

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from builder.events import EventSink, JsonLinesWriter, ignore_events
 from builder.matrix.load import DEFAULT_PROFILE, load_matrix
 from builder.plan.graph import Plan, build_plan
 from builder.settings import DEFAULT_MATRIX, Settings, resolve_settings
@@ -35,6 +38,27 @@ def add_matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
             metavar="GLOB",
             help="cells or nodes to select, e.g. 'tf2.13.1-*' (repeatable)",
         )
+
+
+def add_events_arg(p: argparse.ArgumentParser) -> None:
+    """--events FILE: what the command reports, as JSON lines (builder.events)."""
+    p.add_argument(
+        "--events",
+        type=Path,
+        metavar="FILE",
+        help="also write what the run reports (each node's steps and outcome) to FILE, one JSON object a line",
+    )
+
+
+@contextmanager
+def open_events(args: argparse.Namespace) -> Iterator[EventSink]:
+    """The sink `--events FILE` asks for (FILE created or truncated now), or one that drops everything."""
+    path = getattr(args, "events", None)
+    if path is None:
+        yield ignore_events
+        return
+    with JsonLinesWriter(path) as writer:
+        yield writer
 
 
 def settings_for(args: argparse.Namespace) -> Settings:

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from builder.build.orchestrate import ensure_base_image
+from builder.events import EventSink, LockChecked, LockState, tee
 from builder.lock.fetch import fetch_wheels
 from builder.lock.pip_resolver import InImageResolver
 from builder.lock.resolve import lock_states, write_locks
 from builder.matrix.release import bump_release
-from cli.common import add_matrix_args, load_plan, settings_for
+from cli.common import add_events_arg, add_matrix_args, load_plan, open_events, settings_for
+from cli.progress import print_lock_event
 from registry_sync.publish.cache import open_registry_cache
 
 
@@ -34,6 +36,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="if any lock changed, increment `release` in the matrix so new version tags never collide with old ones",
     )
+    add_events_arg(p)
     p.set_defaults(func=cmd_lock)
 
     p = sub.add_parser(
@@ -48,25 +51,39 @@ def register(sub: Any) -> None:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    with open_events(args) as record:
+        return _lock(args, record)
+
+
+def _lock(args: argparse.Namespace, record: EventSink) -> int:
     settings = settings_for(args)
     plan = load_plan(args, settings)
     if args.check:
-        bad = [s for s in lock_states(plan) if s.state != "ok"]
+        states = lock_states(plan)
+        for s in states:
+            record(LockChecked(s.node, s.path, s.state))
+        bad = [s for s in states if s.state is not LockState.OK]
         for s in bad:
             print(f"{s.path}: {s.state} (run: strata lock)", file=sys.stderr)
         if not bad:
-            print(f"all {len(lock_states(plan))} locks are current")
+            print(f"all {len(states)} locks are current")
         return 1 if bad else 0
+    # The base image a resolution runs in may be built first: its build events go to --events only.
     resolver = InImageResolver(
         settings,
         lambda engine, plan, base: ensure_base_image(
-            engine, plan, base, settings, lambda: open_registry_cache(plan.matrix, settings)
+            engine, plan, base, settings, lambda: open_registry_cache(plan.matrix, settings), record
         ),
     )
     results = write_locks(
-        plan, settings.ensure(settings.cache_dir), resolver, settings.environ, refresh=args.refresh
+        plan,
+        settings.ensure(settings.cache_dir),
+        resolver,
+        settings.environ,
+        refresh=args.refresh,
+        on_event=tee(print_lock_event, record),
     )
-    written = [r for r in results if r.state == "written"]
+    written = [r for r in results if r.state is LockState.WRITTEN]
     for r in written:
         print(f"wrote {r.path}")
     print(f"{len(written)} lock(s) written, {len(results) - len(written)} unchanged")

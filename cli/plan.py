@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from builder.events import LockState
 from builder.plan.github import github_matrix
 from builder.plan.graph import Plan
 from builder.plan.write import write_dockerfiles
@@ -66,9 +67,9 @@ def print_plan_table(plan: Plan) -> None:
     for col in ("node", "layer", "parent", "cells", "hash", "lock", "tag"):
         table.add_column(col, overflow="fold")
     for n in plan.nodes:
-        state = (
-            "-" if n.lock_path is None else ("ok" if n.lock and n.lock.inputs == n.lock_inputs else "stale")
-        )
+        state: str = "-"
+        if n.lock_path is not None:
+            state = LockState.OK if n.lock and n.lock.inputs == n.lock_inputs else LockState.STALE
         table.add_row(
             n.id,
             n.layer,

@@ -19,8 +19,10 @@ from rich.table import Table
 
 from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
 from builder.errors import StrataError
+from builder.events import EventSink, PushStatus, ignore_events, tee
 from builder.settings import Settings
-from cli.common import add_matrix_args, full_plan, settings_for
+from cli.common import add_events_arg, add_matrix_args, full_plan, open_events, settings_for
+from cli.progress import print_push_event
 from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
 from registry_sync.publish.images_lock import read_images_lock
 from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
@@ -86,6 +88,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-lock-artifact", action="store_true", help="do not push the lock as an OCI artifact")
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
+    add_events_arg(p)
     _data_dir_option(p)
     p.set_defaults(func=cmd_push)
 
@@ -184,6 +187,11 @@ def _registry(address: str, settings: Settings, data_dir: Path) -> RegistryClien
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    with open_events(args) as record:
+        return _push(args, record)
+
+
+def _push(args: argparse.Namespace, record: EventSink) -> int:
     settings = settings_for(args)
     whole = full_plan(args, settings)
     plan = whole.select(args.only)
@@ -192,11 +200,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     lock_path = args.lock or whole.matrix.root / "images.lock.json"
     work = settings.ensure(settings.tmp_dir)
     quiet = args.quiet or args.format == "json"
-
-    def event(node: str, message: str) -> None:
-        if not quiet:
-            print(f"{node}: {message}", file=sys.stderr, flush=True)
-
+    event = tee(ignore_events if quiet else print_push_event, record)
     engine = engine_client(settings, BUILD_TIMEOUT_SECONDS)
     start = time.monotonic()
     with _registry(registry, settings, data_dir) as client:
@@ -211,7 +215,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             on_event=event,
         )
         results = publish_plan(plan, engine, client, options)
-        failed = [r for r in results if r.status == "failed"]
+        failed = [r for r in results if r.status is PushStatus.FAILED]
         outcome = None
         if not failed:
             outcome = finish_lock(
@@ -254,7 +258,7 @@ def _print_push_summary(results: Sequence[Any], seconds: float) -> None:
         table.add_row(r.node, r.status, uploaded, f"{r.seconds:.1f}s", digest)
     Console(width=200).print(table)
     total = sum(r.bytes_uploaded for r in results)
-    counts = {s: sum(1 for r in results if r.status == s) for s in ("pushed", "tagged", "skipped", "failed")}
+    counts = {s: sum(1 for r in results if r.status is s) for s in PushStatus}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; {total / 1e6:.1f} MB uploaded")
 
 

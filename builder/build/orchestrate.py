@@ -29,6 +29,19 @@ from builder.engine.caps import BuilderChoice, detect_builder
 from builder.engine.image_build import BuildRequest, build_image
 from builder.engine.images import existing_image, load_canonical_in_worker, warm_up
 from builder.errors import BuildError, ErrorList, MatrixError, StrataError
+from builder.events import (
+    BuilderChosen,
+    EventSink,
+    FetchDone,
+    FetchProgress,
+    LockState,
+    NodeCanonicalizing,
+    NodeFinished,
+    NodeStarted,
+    NodeStatus,
+    engine_output,
+    ignore_events,
+)
 from builder.lock.fetch import fetch_wheels, link_wheelhouse
 from builder.lock.resolve import lock_states, rootfs_spec
 from builder.lock.rootfs import build_rootfs
@@ -42,7 +55,7 @@ PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
 @dataclass
 class NodeOutcome:
     node: str
-    status: str  # built | cached | failed | skipped
+    status: NodeStatus
     seconds: float = 0.0
     size: int = 0
     image_id: str = ""
@@ -57,6 +70,10 @@ class NodeOutcome:
             "image_id": self.image_id,
             "message": self.message,
         }
+
+    def finished(self) -> NodeFinished:
+        """The event that reports this outcome."""
+        return NodeFinished(self.node, self.status, self.seconds, self.size, self.image_id, self.message)
 
 
 class RemoteCache(Protocol):
@@ -78,7 +95,7 @@ class BuildOptions:
     jobs: int = 1
     keep_going: bool = False
     force: bool = False  # ignore images already in the engine (used by verify)
-    on_event: Callable[[str, str], None] = field(default=lambda node, msg: None)
+    on_event: EventSink = ignore_events
     # Opened only when some node is not in the engine (a no-op build never touches the registry).
     open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache
 
@@ -87,7 +104,7 @@ def check_buildable(plan: Plan) -> None:
     """Everything that must hold before touching the engine: fresh locks, real digests."""
     errors: list[StrataError] = []
     for s in lock_states(plan):
-        if s.state != "ok":
+        if s.state is not LockState.OK:
             errors.append(MatrixError(f"{s.path} is {s.state} for node {s.node}: run `strata lock`"))
     for n in plan.nodes:
         if n.base_image and n.base_image.endswith(PLACEHOLDER_DIGEST):
@@ -120,7 +137,13 @@ class BuildSession:
 
     def canonicalize(self, build_tag: str, node: LayerNode) -> str:
         """Load the canonical form of the raw image `build_tag` as `node.cache_ref`; returns its image ID."""
-        args = (self.settings, build_tag, canonical_policy(self.plan), node.cache_ref, _parent_ref(self.plan, node))
+        args = (
+            self.settings,
+            build_tag,
+            canonical_policy(self.plan),
+            node.cache_ref,
+            _parent_ref(self.plan, node),
+        )
         try:
             if self.canonicalizers is None:
                 return load_canonical_in_worker(*args).config_digest
@@ -178,7 +201,7 @@ class _FetchMeter:
 
     STEP = 100 * 10**6
 
-    def __init__(self, on_event: Callable[[str, str], None]) -> None:
+    def __init__(self, on_event: EventSink) -> None:
         self.on_event = on_event
         self.total = 0
         self.next_report = self.STEP
@@ -189,7 +212,7 @@ class _FetchMeter:
             self.total += nbytes
             if self.total >= self.next_report:
                 self.next_report += self.STEP
-                self.on_event("-", f"wheelhouse: {self.total / 1e6:.0f} MB fetched (now {filename})")
+                self.on_event(FetchProgress(self.total, filename))
 
 
 @contextmanager
@@ -198,11 +221,11 @@ def build_session(
     client: docker.DockerClient,
     settings: Settings,
     nodes: list[LayerNode],
-    on_event: Callable[[str, str], None],
+    on_event: EventSink,
 ) -> Iterator[BuildSession]:
     """Detect the builder, fetch and verify every wheel `nodes` need, and serve them on loopback for the session."""
     choice = detect_builder(client, settings.environ)
-    on_event("-", f"builder: {choice.kind} ({choice.reason})")
+    on_event(BuilderChosen(choice.kind, choice.reason))
     cache = settings.ensure(settings.cache_dir)
     work = plan.matrix.root / "build"
     (work / "wheelhouse").mkdir(parents=True, exist_ok=True)
@@ -214,10 +237,7 @@ def build_session(
         result = fetch_wheels(
             cache, wheels, repair=False, progress=_FetchMeter(on_event), environ=settings.environ
         )
-        on_event(
-            "-",
-            f"wheelhouse: {result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.0f} MB), {result.reused} reused",
-        )
+        on_event(FetchDone(result.downloaded, result.bytes_downloaded, result.reused))
     for n in nodes:
         if n.lock and n.lock.wheels:
             link_wheelhouse(cache, n.lock.wheels, wheel_root / n.id)
@@ -243,18 +263,19 @@ def build_images(
     try:
         for node in plan.nodes:
             image = None if options.force else existing_image(client, node)
-            status = "cached"
+            status = NodeStatus.CACHED
             if image is None and not options.force:
                 # Push with cache: a node the registry already has (by content hash) is pulled, not built.
                 if registry is None:
                     registry = options.open_remote_cache() or False
                 if registry is not False:
                     image = registry.pull(client, node)
-                    status = "pulled"
+                    status = NodeStatus.PULLED
             if image is not None:
                 _tag_all(image, node)
                 size = int(image.attrs.get("Size", 0))
                 outcomes[node.id] = NodeOutcome(node.id, status, size=size, image_id=image.id)
+                options.on_event(outcomes[node.id].finished())
             else:
                 todo.append(node)
     finally:
@@ -295,10 +316,11 @@ def _run_dag(
                     if node.parent and (node.parent in pending or node.parent in running.values()):
                         continue  # wait for the parent
                     parent_state = outcomes[node.parent].status if node.parent else None
-                    if node.parent and parent_state not in ("built", "cached", "pulled"):
+                    if parent_state is not None and not parent_state.ok:
                         outcomes[node_id] = NodeOutcome(
-                            node_id, "skipped", message=f"parent {node.parent} {parent_state}"
+                            node_id, NodeStatus.SKIPPED, message=f"parent {node.parent} {parent_state}"
                         )
+                        options.on_event(outcomes[node_id].finished())
                         del pending[node_id]
                         continue
                     if len(running) >= max(1, options.jobs):
@@ -308,15 +330,17 @@ def _run_dag(
             if not running:
                 for node_id in list(pending):
                     outcomes[node_id] = NodeOutcome(
-                        node_id, "skipped", message="stopped after an earlier failure"
+                        node_id, NodeStatus.SKIPPED, message="stopped after an earlier failure"
                     )
+                    options.on_event(outcomes[node_id].finished())
                     del pending[node_id]
                 continue
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 node_id = running.pop(fut)
                 outcomes[node_id] = fut.result()
-                if outcomes[node_id].status == "failed" and not options.keep_going:
+                options.on_event(outcomes[node_id].finished())
+                if outcomes[node_id].status is NodeStatus.FAILED and not options.keep_going:
                     stop = True
 
 
@@ -329,23 +353,25 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
     client = session.client
     try:
         build_tag = f"strata-build/{node.id}:{node.content_hash[:16]}"
-        options.on_event(node.id, "building")
-        session.engine_build(node, build_tag, on_line=lambda line: options.on_event(node.id, line))
-        options.on_event(node.id, "canonicalizing")
+        options.on_event(NodeStarted(node.id))
+        session.engine_build(
+            node, build_tag, on_line=lambda line: options.on_event(engine_output(node.id, line))
+        )
+        options.on_event(NodeCanonicalizing(node.id))
         # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
         image_id = session.canonicalize(build_tag, node)
         session.discard_later(build_tag)
         loaded = client.images.get(image_id)
         _tag_all(loaded, node)
         return NodeOutcome(
-            node.id, "built", time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id
+            node.id, NodeStatus.BUILT, time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id
         )
     except StrataError as exc:
-        return NodeOutcome(node.id, "failed", time.monotonic() - start, message=str(exc))
+        return NodeOutcome(node.id, NodeStatus.FAILED, time.monotonic() - start, message=str(exc))
     except (docker.errors.DockerException, OSError) as exc:
         return NodeOutcome(
             node.id,
-            "failed",
+            NodeStatus.FAILED,
             time.monotonic() - start,
             message=f"node {node.id}: {type(exc).__name__}: {exc}",
         )
@@ -381,7 +407,7 @@ def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path, se
 
 
 def raise_if_failed(outcomes: list[NodeOutcome]) -> None:
-    failed = [o for o in outcomes if o.status == "failed"]
+    failed = [o for o in outcomes if o.status is NodeStatus.FAILED]
     if failed:
         raise BuildError("; ".join(o.message for o in failed))
 
@@ -392,13 +418,13 @@ def ensure_base_image(
     base: LayerNode,
     settings: Settings,
     open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache,
+    on_event: EventSink = ignore_events,
 ) -> str:
     """The engine reference of base node `base`, built (or pulled) first when the engine lacks it: locking
     resolves in it."""
-    options = BuildOptions(open_remote_cache=open_remote_cache)
+    options = BuildOptions(on_event=on_event, open_remote_cache=open_remote_cache)
     outcomes = build_images(plan.select([base.id]), engine, settings, options)
-    failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
+    failed = [o for o in outcomes if not o.status.ok]
     if failed:
         raise StrataError(f"{base.id}: cannot resolve without this base image: {failed[0].message}")
     return base.cache_ref
-

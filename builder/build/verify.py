@@ -29,6 +29,7 @@ from builder.build.orchestrate import (
 )
 from builder.engine.images import canonicalize_image
 from builder.errors import StrataError
+from builder.events import EventSink, NodeRebuilding, NodeVerified, ignore_events
 from builder.oci.archive import read_image
 from builder.oci.canonical import CanonicalImage
 from builder.oci.diff import ImageDiff, diff_images
@@ -96,7 +97,7 @@ def verify_nodes(
     plan: Plan,
     client: docker.DockerClient,
     settings: Settings,
-    on_event: Callable[[str, str], None] = lambda n, m: None,
+    on_event: EventSink = ignore_events,
     rebuilds: int = 2,
     targets: set[str] | None = None,
     keep: Path | None = None,
@@ -113,7 +114,7 @@ def verify_nodes(
     # Parents must exist (normal build, cached if present) so each rebuild starts FROM the same canonical parent.
     options = BuildOptions(on_event=on_event, open_remote_cache=open_remote_cache)
     outcomes = build_images(plan, client, settings, options)
-    failed = [o for o in outcomes if o.status not in ("built", "cached", "pulled")]
+    failed = [o for o in outcomes if not o.status.ok]
     if failed:
         raise StrataError(
             f"cannot verify: the normal build failed first ({failed[0].message or failed[0].status})"
@@ -125,7 +126,9 @@ def verify_nodes(
         chosen = [n for n in plan.nodes if targets is None or n.id in targets]
         with build_session(plan, client, settings, chosen, on_event) as session:
             for node in chosen:
-                results.append(_verify_node(session, node, scratch, on_event, rebuilds))
+                result = _verify_node(session, node, scratch, on_event, rebuilds)
+                on_event(NodeVerified(node.id, result.reproducible, tuple(result.digests), result.error))
+                results.append(result)
                 if keep is None:
                     shutil.rmtree(scratch / node.id, ignore_errors=True)
     finally:
@@ -138,7 +141,7 @@ def _verify_node(
     session: BuildSession,
     node: LayerNode,
     scratch: Path,
-    on_event: Callable[[str, str], None],
+    on_event: EventSink,
     rebuilds: int,
 ) -> VerifyResult:
     client = session.client
@@ -157,7 +160,7 @@ def _verify_node(
             )
         for attempt in range(1, rebuilds + 1):
             tag = f"strata-verify/{node.id}:{attempt}"
-            on_event(node.id, f"rebuild {attempt}/{rebuilds} from scratch")
+            on_event(NodeRebuilding(node.id, attempt, rebuilds))
             session.engine_build(node, tag, no_cache=True, log_name=f"verify-{node.id}-{attempt}")
             layouts.append(
                 canonicalize_image(

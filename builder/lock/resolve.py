@@ -7,12 +7,13 @@ Python layers is delegated to a `WheelResolver` (in production pip inside the no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from builder.errors import StrataError
+from builder.events import EventSink, LockFinished, LockStarted, LockState, ignore_events
 from builder.lock.rootfs import DEBIAN_SECURITY_MIRROR, RootfsSpec, build_rootfs
 from builder.plan.graph import LayerNode, Plan, build_plan
 from builder.plan.lockfile import DebPackage, Lock, PinnedRootfs, PinnedWheel, canonical_name
@@ -22,7 +23,7 @@ from builder.plan.lockfile import DebPackage, Lock, PinnedRootfs, PinnedWheel, c
 class LockStatus:
     node: str
     path: str
-    state: str  # "ok" | "stale" | "missing" | "written" | "unchanged"
+    state: LockState
 
 
 class WheelResolver(Protocol):
@@ -39,7 +40,10 @@ def lock_states(plan: Plan) -> list[LockStatus]:
     for n in plan.nodes:
         if n.lock_path is None:
             continue
-        state = "missing" if n.lock is None else ("ok" if n.lock.inputs == n.lock_inputs else "stale")
+        if n.lock is None:
+            state = LockState.MISSING
+        else:
+            state = LockState.OK if n.lock.inputs == n.lock_inputs else LockState.STALE
         out.append(LockStatus(n.id, n.lock_path, state))
     return out
 
@@ -125,9 +129,12 @@ def write_locks(
     resolver: WheelResolver,
     environ: Mapping[str, str],
     refresh: bool = False,
-    log: Callable[[str], None] = print,
+    on_event: EventSink = ignore_events,
 ) -> list[LockStatus]:
-    """Lock every stale or missing node in plan order; rewriting a fresh lock leaves the bytes unchanged."""
+    """Lock every stale or missing node in plan order; rewriting a fresh lock leaves the bytes unchanged.
+
+    Reports LockStarted before resolving a node and LockFinished (written or unchanged) for every node.
+    """
     results: list[LockStatus] = []
     new_locks: dict[str, Lock] = {}
     root = plan.matrix.root
@@ -137,9 +144,10 @@ def write_locks(
         # Parents may have just been re-locked: recompute this node's input digest against them.
         current = build_plan(plan.matrix).node(node.id)
         if current.lock is not None and current.lock.inputs == current.lock_inputs and not refresh:
-            results.append(LockStatus(node.id, node.lock_path, "unchanged"))
+            results.append(LockStatus(node.id, node.lock_path, LockState.UNCHANGED))
+            on_event(LockFinished(node.id, node.lock_path, LockState.UNCHANGED))
             continue
-        log(f"locking {node.id} ...")
+        on_event(LockStarted(node.id))
         lock = lock_node(build_plan(plan.matrix), current, cache_dir, new_locks, resolver, environ)
         path = root / node.lock_path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,5 +158,7 @@ def write_locks(
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(path)
         new_locks[node.id] = lock
-        results.append(LockStatus(node.id, node.lock_path, "written" if old != text else "unchanged"))
+        state = LockState.WRITTEN if old != text else LockState.UNCHANGED
+        results.append(LockStatus(node.id, node.lock_path, state))
+        on_event(LockFinished(node.id, node.lock_path, state))
     return results

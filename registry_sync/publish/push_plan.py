@@ -28,8 +28,8 @@ import json
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,15 @@ import docker.errors
 
 from builder.engine.images import existing_image
 from builder.errors import StrataError
+from builder.events import (
+    EventSink,
+    PushFinished,
+    PushMismatch,
+    PushSaving,
+    PushStatus,
+    PushUploading,
+    ignore_events,
+)
 from builder.matrix.load import Matrix
 from builder.plan.graph import LayerNode, Plan
 from registry_sync.publish.images_lock import (
@@ -65,8 +74,6 @@ LOCK_ARTIFACT_MEDIA_TYPE = "application/vnd.strata.images-lock.v1+json"
 LOCK_CONFIG_MEDIA_TYPE = "application/vnd.strata.images-lock.config.v1+json"
 LOCK_CONFIG = b"{}"
 SAVE_CHUNK = 8 << 20
-
-EventCallback = Callable[[str, str], None]
 
 
 class PublishError(StrataError):
@@ -111,7 +118,7 @@ class NodeResult:
     """The outcome for one node: pushed, tagged (version tag added, nothing uploaded), skipped or failed."""
 
     node: str
-    status: str
+    status: PushStatus
     target: NodeTarget
     manifest_digest: str = ""
     bytes_uploaded: int = 0
@@ -132,6 +139,18 @@ class NodeResult:
             "forced": list(self.forced),
         }
 
+    def finished(self) -> PushFinished:
+        """The event that reports this result."""
+        return PushFinished(
+            self.node,
+            self.status,
+            self.seconds,
+            self.target.version_ref,
+            self.bytes_uploaded,
+            self.manifest_digest,
+            self.message,
+        )
+
 
 @dataclass
 class PushOptions:
@@ -143,7 +162,7 @@ class PushOptions:
     force: bool = False
     work_dir: Path | None = None  # where `docker save` archives are written (deleted after each node)
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    on_event: EventCallback = field(default=lambda node, message: None)
+    on_event: EventSink = ignore_events
 
 
 def publish_plan(plan: Plan, engine: Any, client: RegistryClient, options: PushOptions) -> list[NodeResult]:
@@ -162,9 +181,9 @@ def publish_plan(plan: Plan, engine: Any, client: RegistryClient, options: PushO
         except RegistryUnreachable:
             raise
         except StrataError as exc:
-            result = NodeResult(node.id, "failed", target, message=str(exc))
+            result = NodeResult(node.id, PushStatus.FAILED, target, message=str(exc))
         result.seconds = time.monotonic() - start
-        options.on_event(node.id, f"{result.status} in {result.seconds:.1f}s")
+        options.on_event(result.finished())
         results.append(result)
     return results
 
@@ -181,22 +200,22 @@ def publish_node(
         config_digest = manifest_config_digest(manifest)
         if image is None or image.id == config_digest:
             forced = _ensure_version_tag(client, target, manifest, options)
-            status = "tagged" if forced is not None else "skipped"
+            status = PushStatus.TAGGED if forced is not None else PushStatus.SKIPPED
             locked = locked_image(node, target, manifest, options.profile)
             return NodeResult(
                 node.id, status, target, manifest.digest, 0, forced=tuple(forced or ()), locked=locked
             )
-        options.on_event(node.id, f"registry content tag holds config {config_digest}, engine has {image.id}")
+        options.on_event(PushMismatch(node.id, config_digest, image.id))
     if image is None:
         raise PublishError(f"node {node.id} is not built: run strata build")
     annotations = {CONTENT_HASH_ANNOTATION: node.content_hash, NODE_ANNOTATION: node.id}
     mount_from = [NodeTarget.of(parent, options.registry).repository] if parent else []
     with tempfile.TemporaryDirectory(prefix=f"strata-push-{node.id}-", dir=options.work_dir) as scratch:
         archive = Path(scratch) / "image.tar"
-        options.on_event(node.id, "saving from the engine")
+        options.on_event(PushSaving(node.id))
         save_engine_image(image, archive)
         annotations[UNCOMPRESSED_ANNOTATION] = str(uncompressed_size(archive))
-        options.on_event(node.id, f"pushing to {target.registry}/{target.repository}")
+        options.on_event(PushUploading(node.id, f"{target.registry}/{target.repository}"))
         pushed = push_archive(
             client,
             archive,
@@ -211,7 +230,8 @@ def publish_node(
             chunk_size=options.chunk_size,
         )
     manifest = _manifest(client, target.repository, pushed.manifest_digest)
-    status = "pushed" if pushed.blobs_uploaded or pushed.blobs_mounted or pushed.bytes_uploaded else "tagged"
+    uploaded = pushed.blobs_uploaded or pushed.blobs_mounted or pushed.bytes_uploaded
+    status = PushStatus.PUSHED if uploaded else PushStatus.TAGGED
     return NodeResult(
         node.id,
         status,
