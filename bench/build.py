@@ -24,9 +24,10 @@ It takes a while: the TensorFlow wheels are hundreds of MB and every image is bu
 Prints a summary table (seconds, ratio strata cold / baseline, target <= 0.6, and the busy core-seconds of the
 whole machine during each side: wall time is CPU work spread over the cores kept busy), a per-node breakdown
 (context, engine build with its pip step and export, canonicalize) and Strata's fixed costs (start-up, fetch).
-Logs stay in build/bench/build-<time>/. The baseline images are removed at the end; the user's Strata
-images are rebuilt by the cold build, and if that fails the script rebuilds them with the usual STRATA_HOME
-or says clearly which are missing.
+Strata's side is read from the events each `strata build --events FILE` writes (builder/events.py), never from
+its console text. Logs and event files stay in build/bench/build-<time>/. The baseline images are removed at the
+end; the user's Strata images are rebuilt by the cold build, and if that fails the script rebuilds them with the
+usual STRATA_HOME or says clearly which are missing.
 """
 
 from __future__ import annotations
@@ -43,9 +44,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: the events are Strata's own types
+
+from builder.events import (  # noqa: E402
+    BuilderChosen,
+    Event,
+    FetchDone,
+    NodeCanonicalizing,
+    NodeFinished,
+    NodeStarted,
+    NodeStatus,
+    read_events,
+)
+
 DOCKER = "/usr/bin/docker"  # /usr/local/bin/docker has no buildx and refuses DOCKER_BUILDKIT=1
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CA_TARGET = "/run/secrets/strata-ca.crt"
@@ -54,7 +69,6 @@ BASELINE_REPO = "strata-bench-baseline"
 DEFAULT_ONLY = "*-cpu"
 COLD_TARGET_RATIO = 0.6
 NOOP_TARGET_SECONDS = 3.0
-PHASES = ("preparing context", "building", "canonicalizing")
 
 
 class BenchError(Exception):
@@ -166,34 +180,15 @@ def summarize_steps(steps: Sequence[BuildStep]) -> StepSummary:
     return StepSummary(sum(installs) if installs else None, export, round(other, 3))
 
 
-_LOG_TIME = re.compile(r"^\s*(?:\[[0-9:.]+\])?\s*")
-_LOG_SOURCE = re.compile(r"\s+[\w.]+\.py:\d+\s*$")
-_SUMMARY_ROW = re.compile(
-    r"^[│|┃]\s*(\S+)\s*[│|┃]\s*(built|cached|pulled|failed|skipped)\s*[│|┃]\s*(?:(\d+(?:\.\d+)?)s|-)\s*[│|┃]"
-)
-
-
-def progress_event(line: str) -> tuple[str, str] | None:
-    """(label, message) of one `strata build` progress line (rich's `[hh:mm:ss] label message   file.py:NN`).
-
-    >>> progress_event("[17:29:06] base-bookworm preparing context          progress.py:48")
-    ('base-bookworm', 'preparing context')
-    """
-    text = _LOG_SOURCE.sub("", _LOG_TIME.sub("", line.rstrip()))
-    label, _, message = text.partition(" ")
-    return (label, message.strip()) if label and message else None
-
-
 @dataclass
 class NodeTimes:
-    """When one node's phases began, seconds since `strata build` started; `seconds` from its summary row."""
+    """When one node's phases began and it ended, seconds since `strata build` started; status from its event."""
 
     start: float | None = None
     build: float | None = None
     canonicalize: float | None = None
     end: float | None = None
-    status: str = ""
-    seconds: float | None = None
+    status: NodeStatus | None = None
 
     def span(self, since: float | None, until: float | None) -> float | None:
         return None if since is None or until is None else max(0.0, until - since)
@@ -239,55 +234,55 @@ class StrataTimeline:
         ends = [t.end for t in self.nodes.values() if t.end is not None]
         return max(ends) if ends else None
 
-    def statuses(self) -> dict[str, str]:
+    def statuses(self) -> dict[str, NodeStatus | None]:
         return {node: t.status for node, t in self.nodes.items()}
 
 
 def strata_timeline(
-    lines: Iterable[tuple[float, str]], node_ids: Sequence[str], total: float
+    events: Iterable[Event], node_ids: Sequence[str], total: float, started: datetime
 ) -> StrataTimeline:
-    """Read the timestamped output of `strata build` (non-verbose: phase events, then the summary table).
+    """What a `strata build` run that began at `started` and took `total` seconds did, from its events.
 
-    A node ends at start + its summary seconds, else when the next node starts, else when the command ended.
+    A node starts at its node-started event and ends at its node-finished event; a node that never finished
+    (the run died) ends when the next node started, else when the command ended.
     """
     timeline = StrataTimeline(total=total, nodes={n: NodeTimes() for n in node_ids})
-    for at, line in lines:
-        row = _SUMMARY_ROW.match(line.strip())
-        if row and row.group(1) in timeline.nodes:
-            times = timeline.nodes[row.group(1)]
-            times.status = row.group(2)
-            times.seconds = float(row.group(3)) if row.group(3) else None
+    for event in events:
+        at = (event.time - started).total_seconds()
+        if isinstance(event, BuilderChosen):
+            timeline.builder, timeline.builder_at = f"{event.kind} ({event.reason})", at
+        elif isinstance(event, FetchDone):
+            timeline.fetch_done_at = at
+            fetched = f"{event.bytes_downloaded / 1e6:.0f} MB"
+            timeline.wheelhouse = f"{event.downloaded} downloaded ({fetched}), {event.reused} reused"
+        times = timeline.nodes.get(event.subject or "")
+        if times is None:
             continue
-        if line.startswith("strata: "):
-            timeline.errors.append(line.strip())
-            continue
-        event = progress_event(line)
-        if event is None:
-            continue
-        label, message = event
-        if label == "strata":
-            if message.startswith("builder: "):
-                timeline.builder, timeline.builder_at = message.removeprefix("builder: "), at
-            elif message.startswith("wheelhouse: "):
-                timeline.wheelhouse, timeline.fetch_done_at = message.removeprefix("wheelhouse: "), at
-        elif label in timeline.nodes and message in PHASES:
-            times = timeline.nodes[label]
-            if message == "preparing context":
-                times.start = at
-            elif message == "building":
-                times.build = at
-                # Builds whose context is prepared inside the "building" step announce no separate start.
-                times.start = at if times.start is None else times.start
-            else:
-                times.canonicalize = at
+        if isinstance(event, NodeStarted):
+            times.start = times.build = at  # the context is prepared inside the engine build step
+        elif isinstance(event, NodeCanonicalizing):
+            times.canonicalize = at
+        elif isinstance(event, NodeFinished):
+            times.status, times.end = event.status, at
+            if event.status is NodeStatus.FAILED:
+                timeline.errors.append(event.message)
     starts = sorted((t.start, n) for n, t in timeline.nodes.items() if t.start is not None)
-    for index, (start, node) in enumerate(starts):
+    for index, (_, node) in enumerate(starts):
         times = timeline.nodes[node]
-        if times.seconds is not None:
-            times.end = start + times.seconds
-        else:
+        if times.end is None:
             times.end = starts[index + 1][0] if index + 1 < len(starts) else total
     return timeline
+
+
+def run_events(path: Path) -> list[Event]:
+    """The events a `strata ... --events path` run wrote (none when it stopped before creating the file)."""
+    return list(read_events(path)) if path.is_file() else []
+
+
+def progress_line(line: str) -> bool:
+    """Lines of a `strata build` run worth echoing while the bench waits: progress, not the summary table."""
+    text = line.strip()
+    return bool(text) and text != "strata build" and not text.startswith(("│", "┃", "┏", "┡", "└"))
 
 
 _STRATA_ENTRY = re.compile(r"(^|/)strata$")
@@ -406,6 +401,7 @@ class TimedRun:
     seconds: float
     returncode: int
     lines: tuple[tuple[float, str], ...]  # (seconds since start, line) of merged stdout and stderr
+    started: datetime  # when the command was started (UTC), to place its events on the run's clock
 
     @property
     def text(self) -> str:
@@ -421,6 +417,7 @@ def run_timed(
     """Run `argv`, timestamp every output line, write them to `log_path`; echo lines `echo` accepts to stderr."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     lines: list[tuple[float, str]] = []
+    started = datetime.now(timezone.utc)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
@@ -452,7 +449,7 @@ def run_timed(
             proc.wait()
             raise
         returncode = proc.wait()
-    return TimedRun(time.monotonic() - start, returncode, tuple(lines))
+    return TimedRun(time.monotonic() - start, returncode, tuple(lines), started)
 
 
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -580,7 +577,6 @@ def link_tree(source: Path, dest: Path) -> None:
 
 def rendered_nodes(only: str) -> dict[str, tuple[str, str, str | None]]:
     """node id → (rendered Dockerfile, lock text, rootfs sha256), from the same plan `strata plan` prints."""
-    sys.path.insert(0, str(REPO))
     from builder.errors import StrataError
     from builder.matrix.load import load_matrix
     from builder.plan.graph import build_plan
@@ -604,7 +600,7 @@ def rendered_nodes(only: str) -> dict[str, tuple[str, str, str | None]]:
 class BaselineNode:
     seconds: float | None = None
     steps: StepSummary = StepSummary(None, None, None)
-    status: str = ""  # built | failed | skipped
+    status: NodeStatus | None = None  # built | failed | skipped
     message: str = ""
 
 
@@ -661,25 +657,28 @@ def cold_build(results: Results, home: Path) -> None:
     jobs = ["--jobs", str(results.jobs)] if results.jobs else []
     results.notes.append(f"strata cold build: {' '.join(['--only', results.only, *jobs]) or 'defaults'}")
     busy_before = machine_busy_seconds()
+    events = results.logs / "strata-cold.events.jsonl"
     run = run_timed(
-        strata_argv("build", "--only", results.only, *jobs),
+        strata_argv("build", "--only", results.only, *jobs, "--events", str(events)),
         results.logs / "strata-cold.log",
         strata_env(home),
-        echo=lambda line: bool(progress_event(line)) and not line.startswith(("│", "┃", "┏", "┡", "└")),
+        echo=progress_line,
     )
-    results.cold = strata_timeline(run.lines, [n.id for n in results.nodes], run.seconds)
     results.cold_cpu = machine_busy_seconds() - busy_before
+    results.cold = strata_timeline(
+        run_events(events), [n.id for n in results.nodes], run.seconds, run.started
+    )
     if run.returncode != 0:
         why = results.cold.errors[0] if results.cold.errors else failure_line(run.text)
         results.cold_failed = f"exit {run.returncode}: {why}"
-    not_built = [n for n, s in results.cold.statuses().items() if s != "built"]
+    not_built = [n for n, s in results.cold.statuses().items() if s is not NodeStatus.BUILT]
     if not_built and not results.cold_failed:
         results.notes.append(
             f"cold build did not build {', '.join(not_built)} (cached?): not a cold measurement"
         )
     for node in results.nodes:
         log = REPO / "build" / "logs" / f"{node.id}.log"
-        if log.is_file() and results.cold.nodes[node.id].status == "built":
+        if log.is_file() and results.cold.nodes[node.id].status is NodeStatus.BUILT:
             shutil.copy2(log, results.logs / f"strata-{node.id}.log")
             results.cold_steps[node.id] = summarize_steps(buildkit_steps(log.read_text(errors="replace")))
 
@@ -700,14 +699,14 @@ def noop_build(
     node_ids = [n.id for n in expected]
     print(f"bench: strata no-op rebuild ({name})", file=sys.stderr, flush=True)
     args = ["build", *(["--only", only] if only else [])]
-    run = run_timed(
-        strata_argv(*args), results.logs / f"strata-noop-{name.replace(' ', '-')}.log", strata_env()
-    )
-    timeline = strata_timeline(run.lines, node_ids, run.seconds)
+    stem = f"strata-noop-{name.replace(' ', '-')}"
+    events = results.logs / f"{stem}.events.jsonl"
+    run = run_timed(strata_argv(*args, "--events", str(events)), results.logs / f"{stem}.log", strata_env())
+    timeline = strata_timeline(run_events(events), node_ids, run.seconds, run.started)
     if run.returncode != 0:
         why = timeline.errors[0] if timeline.errors else failure_line(run.text)
         raise BenchError(f"no-op `strata {' '.join(args)}` failed: {why}")
-    rebuilt = [n for n, s in timeline.statuses().items() if s and s != "cached"]
+    rebuilt = [n for n, s in timeline.statuses().items() if s is not None and s is not NodeStatus.CACHED]
     if rebuilt:
         results.notes.append(f"no-op ({name}) was not a no-op: {', '.join(rebuilt)} not cached")
     return timeline
@@ -721,8 +720,8 @@ def baseline_builds(results: Results, home: Path, run_id: str, created: list[str
     for node in results.nodes:
         outcome = results.baseline.setdefault(node.id, BaselineNode())
         parent = results.baseline.get(node.parent) if node.parent else None
-        if parent is not None and parent.status != "built":
-            outcome.status, outcome.message = "skipped", f"parent {node.parent} {parent.status}"
+        if parent is not None and parent.status is not NodeStatus.BUILT:
+            outcome.status, outcome.message = NodeStatus.SKIPPED, f"parent {node.parent} {parent.status}"
             continue
         dockerfile, lock_text, rootfs_sha = rendered[node.id]
         text, rewritten = baseline_dockerfile(dockerfile)
@@ -771,10 +770,10 @@ def baseline_builds(results: Results, home: Path, run_id: str, created: list[str
         outcome.seconds = run.seconds
         outcome.steps = summarize_steps(buildkit_steps(run.text))
         if run.returncode == 0:
-            outcome.status = "built"
+            outcome.status = NodeStatus.BUILT
             created.append(tag)
         else:
-            outcome.status, outcome.message = "failed", failure_line(run.text)
+            outcome.status, outcome.message = NodeStatus.FAILED, failure_line(run.text)
             print(f"bench: baseline {node.id} failed: {outcome.message}", file=sys.stderr, flush=True)
     results.baseline_total = time.monotonic() - start
     results.baseline_cpu = machine_busy_seconds() - busy_before
@@ -814,7 +813,7 @@ def restore_images(results: Results, before: Mapping[str, str | None], interrupt
             strata_argv("build", "--only", results.only),
             results.logs / "strata-restore.log",
             strata_env(),
-            echo=lambda line: bool(progress_event(line)),
+            echo=progress_line,
         )
         if run.returncode != 0:
             print(f"bench: restore build failed: {failure_line(run.text)}", file=sys.stderr)
@@ -947,7 +946,7 @@ def report(results: Results) -> str:
                     seconds_text(t.canonicalize_seconds),
                     seconds_text(b.seconds) if b else "-",
                     f"{seconds_text(b.steps.install)} / {seconds_text(b.steps.export)}" if b else "-",
-                    b.status if b else "-",
+                    (b.status or "-") if b else "-",
                 ]
             )
         out.append(
@@ -967,7 +966,7 @@ def report(results: Results) -> str:
                 rows,
             )
         )
-    failed = [f"{n}: {b.message}" for n, b in results.baseline.items() if b.status in ("failed", "skipped")]
+    failed = [f"{n}: {b.message}" for n, b in results.baseline.items() if b.status and not b.status.ok]
     for line in failed:
         out.append(f"baseline {line}")
     if results.notes:

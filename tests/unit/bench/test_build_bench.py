@@ -1,4 +1,5 @@
-"""The pure helpers of bench/build.py: baseline Dockerfiles, BuildKit step times, `strata build` timelines."""
+"""The pure helpers of bench/build.py: baseline Dockerfiles, BuildKit step times, `strata build` timelines read
+from the events `strata build --events FILE` writes."""
 
 from __future__ import annotations
 
@@ -6,10 +7,25 @@ import importlib.util
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from builder.events import (
+    BuilderChosen,
+    Event,
+    FetchDone,
+    FetchProgress,
+    JsonLinesWriter,
+    NodeCanonicalizing,
+    NodeFinished,
+    NodeOutput,
+    NodeStarted,
+    NodeStatus,
+    NodeStep,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN = REPO / "tests" / "golden" / "hermetic"
@@ -87,78 +103,90 @@ def test_summarize_steps_without_timings_is_unknown() -> None:
     )
 
 
-def test_strata_timeline_splits_nodes_into_phases() -> None:
-    lines = [
-        (
-            1.5,
-            "[17:00:01] strata builder: buildkit-cli (/usr/bin/docker embeds BuildKit)       progress.py:48",
-        ),
-        (
-            40.0,
-            "           strata wheelhouse: 12 downloaded (300 MB), 0 reused                     progress.py:48",
-        ),
-        (
-            40.5,
-            "[17:00:40] base-bookworm preparing context                                      progress.py:48",
-        ),
-        (
-            41.0,
-            "           base-bookworm building                                               progress.py:48",
-        ),
-        (
-            41.2,
-            "           base-bookworm #5 [1/2] ADD rootfs.tar /                              progress.py:48",
-        ),
-        (
-            50.0,
-            "[17:00:50] base-bookworm canonicalizing                                         progress.py:48",
-        ),
-        (
-            60.0,
-            "[17:01:00] tf2.13.1-cpu-py3.11 preparing context                                progress.py:48",
-        ),
-        (
-            61.0,
-            "           tf2.13.1-cpu-py3.11 building                                         progress.py:48",
-        ),
-        (
-            150.0,
-            "           tf2.13.1-cpu-py3.11 canonicalizing                                  progress.py:48",
-        ),
-        (200.0, "                        strata build"),
-        (200.0, "┃ node                ┃ status ┃ duration ┃ size     ┃"),
-        (200.0, "│ base-bookworm       │ built  │ 19.4s    │ 139.8 MB │"),
-        (200.0, "│ tf2.13.1-cpu-py3.11 │ built  │ 139.0s   │ 1.3 GB   │"),
+STARTED = datetime(2024, 5, 1, 17, 0, 0, tzinfo=timezone.utc)
+
+
+def _at(seconds: float) -> datetime:
+    return STARTED + timedelta(seconds=seconds)
+
+
+def _through_a_file(tmp_path: Path, events: list[Event]) -> list[Event]:
+    """The events as the bench reads them: written by `strata --events` (the same writer), read back."""
+    path = tmp_path / "events.jsonl"
+    with JsonLinesWriter(path) as write:
+        for event in events:
+            write(event)
+    return bench.run_events(path)
+
+
+def test_strata_timeline_splits_nodes_into_phases(tmp_path: Path) -> None:
+    events = [
+        BuilderChosen("buildkit-cli", "/usr/bin/docker embeds BuildKit", time=_at(1.5)),
+        FetchProgress(100_000_000, "tensorflow.whl", time=_at(20.0)),
+        FetchDone(12, 300_000_000, 0, time=_at(40.0)),
+        NodeStarted("base-bookworm", time=_at(40.5)),
+        NodeStep("base-bookworm", "#5 [1/2] ADD rootfs.tar /", time=_at(41.2)),
+        NodeCanonicalizing("base-bookworm", time=_at(49.5)),
+        NodeFinished("base-bookworm", NodeStatus.BUILT, 19.4, 139_800_000, time=_at(59.9)),
+        NodeStarted("tf2.13.1-cpu-py3.11", time=_at(61.0)),
+        NodeOutput("tf2.13.1-cpu-py3.11", "#8 3.1 Processing ./tensorflow_cpu-2.13.1.whl", time=_at(80.0)),
+        NodeCanonicalizing("tf2.13.1-cpu-py3.11", time=_at(150.0)),
+        NodeFinished("tf2.13.1-cpu-py3.11", NodeStatus.BUILT, 139.0, time=_at(199.0)),
     ]
-    timeline = bench.strata_timeline(lines, ["base-bookworm", "tf2.13.1-cpu-py3.11"], 201.0)
-    assert timeline.builder.startswith("buildkit-cli")
+    timeline = bench.strata_timeline(
+        _through_a_file(tmp_path, events), ["base-bookworm", "tf2.13.1-cpu-py3.11"], 201.0, STARTED
+    )
+    assert timeline.builder == "buildkit-cli (/usr/bin/docker embeds BuildKit)"
     assert timeline.wheelhouse == "12 downloaded (300 MB), 0 reused"
     assert timeline.fetch_seconds == pytest.approx(38.5)
     base = timeline.nodes["base-bookworm"]
-    assert (base.status, base.context_seconds, base.engine_seconds) == ("built", 0.5, 9.0)
-    assert base.canonicalize_seconds == pytest.approx(9.9)  # ends at start + its summary duration
+    assert (base.status, base.context_seconds) == (NodeStatus.BUILT, 0.0)  # context is inside the engine step
+    assert base.engine_seconds == pytest.approx(9.0) and base.canonicalize_seconds == pytest.approx(10.4)
     tf = timeline.nodes["tf2.13.1-cpu-py3.11"]
-    assert tf.engine_seconds == 89.0 and tf.canonicalize_seconds == pytest.approx(49.0)
-    assert timeline.first_node_at == 40.5 and timeline.last_node_end == pytest.approx(199.0)
+    assert tf.engine_seconds == pytest.approx(89.0) and tf.canonicalize_seconds == pytest.approx(49.0)
+    assert timeline.first_node_at == pytest.approx(40.5) and timeline.last_node_end == pytest.approx(199.0)
+    assert timeline.errors == []
 
 
-def test_strata_timeline_without_summary_ends_nodes_at_the_next_start() -> None:
-    lines = [
-        (1.0, "a preparing context"),
-        (2.0, "a building"),
-        (5.0, "b preparing context"),
-        (9.0, "strata: node b failed: disk full (log: build/logs/b.log)"),
+def test_strata_timeline_of_a_run_that_died_ends_nodes_at_the_next_start(tmp_path: Path) -> None:
+    events = [
+        NodeStarted("a", time=_at(2.0)),
+        NodeStarted("b", time=_at(5.0)),
+        NodeFinished(
+            "b",
+            NodeStatus.FAILED,
+            4.0,
+            message="node b failed: disk full (log: build/logs/b.log)",
+            time=_at(9.0),
+        ),
     ]
-    timeline = bench.strata_timeline(lines, ["a", "b"], 10.0)
-    assert timeline.nodes["a"].end == 5.0 and timeline.nodes["b"].end == 10.0
-    assert timeline.nodes["a"].canonicalize_seconds is None
-    assert timeline.errors == ["strata: node b failed: disk full (log: build/logs/b.log)"]
+    timeline = bench.strata_timeline(_through_a_file(tmp_path, events), ["a", "b"], 10.0, STARTED)
+    assert timeline.nodes["a"].end == pytest.approx(5.0) and timeline.nodes["b"].end == pytest.approx(9.0)
+    assert timeline.nodes["a"].canonicalize_seconds is None and timeline.nodes["a"].status is None
+    assert timeline.statuses()["b"] is NodeStatus.FAILED
+    assert timeline.errors == ["node b failed: disk full (log: build/logs/b.log)"]
 
 
-def test_no_op_summary_rows_are_cached() -> None:
-    lines = [(1.9, "│ base-bookworm │ cached │ -        │ 139.8 MB │")]
-    timeline = bench.strata_timeline(lines, ["base-bookworm"], 2.0)
-    assert timeline.statuses() == {"base-bookworm": "cached"}
+def test_no_op_nodes_are_cached_and_other_nodes_events_are_ignored(tmp_path: Path) -> None:
+    events = [
+        NodeFinished("base-bookworm", NodeStatus.CACHED, size=139_800_000, time=_at(1.9)),
+        NodeFinished("base-bullseye", NodeStatus.PULLED, time=_at(1.95)),  # not one of the selected nodes
+    ]
+    timeline = bench.strata_timeline(_through_a_file(tmp_path, events), ["base-bookworm"], 2.0, STARTED)
+    assert timeline.statuses() == {"base-bookworm": NodeStatus.CACHED}
+    assert timeline.first_node_at is None and timeline.builder == "" and timeline.fetch_seconds is None
+
+
+def test_a_run_that_wrote_no_event_file_has_no_events(tmp_path: Path) -> None:
+    assert bench.run_events(tmp_path / "never-written.jsonl") == []
+
+
+def test_progress_lines_are_echoed_but_not_the_summary_table() -> None:
+    assert bench.progress_line("[17:00:01] strata builder: legacy (no buildx)      progress.py:113")
+    assert bench.progress_line("           base-bookworm building                 progress.py:113")
+    assert not bench.progress_line("                        strata build                        ")
+    assert not bench.progress_line("│ base-bookworm │ built  │ 19.4s    │ 139.8 MB │")
+    assert not bench.progress_line("   ")
 
 
 def test_ratio_table_and_failure_line() -> None:
@@ -190,16 +218,6 @@ def test_ratio_table_and_failure_line() -> None:
 )
 def test_strata_command_finds_runs_that_race_with_the_bench(argv: list[str], command: str | None) -> None:
     assert bench.strata_command(argv) == command
-
-
-def test_strata_timeline_starts_a_node_at_building_when_no_context_event() -> None:
-    lines = [
-        (2.0, "           base-bookworm building                 progress.py:48"),
-        (14.0, "[18:04:58] base-bookworm canonicalizing          progress.py:48"),
-        (22.0, "│ base-bookworm │ built  │ 20.0s    │ 139.8 MB │"),
-    ]
-    times = bench.strata_timeline(lines, ["base-bookworm"], 22.5).nodes["base-bookworm"]
-    assert (times.context_seconds, times.engine_seconds, times.canonicalize_seconds) == (0.0, 12.0, 8.0)
 
 
 def test_plan_changes_names_new_hashes_and_added_or_removed_nodes() -> None:
