@@ -8,9 +8,11 @@ import json
 import os
 import socket
 import time
+from dataclasses import replace
 
 import pytest
 
+from builder.events import Event, PushFinished, PushStatus
 from builder.plan.graph import Plan
 from builder.settings import resolve_settings
 from registry_sync.publish.images_lock import read_images_lock
@@ -197,3 +199,23 @@ def test_cli_push_to_a_registry_that_is_down_is_one_line(repo, unused_address, t
         "start it with `strata registry up`\n"
     )
     assert not (tmp_path / "lock.json").exists()
+
+
+def test_push_reports_each_node_as_typed_events(make_chain, engine, plain_registry, plain_client, options):
+    chain = make_chain(plain_registry)
+    seen: list[Event] = []
+    first = publish_plan(chain.plan, engine, plain_client, replace(options(), on_event=seen.append))
+    kinds = [(type(e).__name__, e.subject) for e in seen]
+    assert kinds == [
+        (kind, node.id) for node in chain.nodes for kind in ("PushSaving", "PushUploading", "PushFinished")
+    ]
+    finished = [e for e in seen if isinstance(e, PushFinished)]
+    assert [(e.status, e.manifest_digest, e.bytes_uploaded) for e in finished] == [
+        (PushStatus.PUSHED, r.manifest_digest, r.bytes_uploaded) for r in first
+    ]
+    assert finished[0].reference == NodeTarget.of(chain.nodes[0]).version_ref
+    seen.clear()
+    publish_plan(chain.plan, engine, plain_client, replace(options(), on_event=seen.append))
+    assert [(type(e), e.subject, getattr(e, "status", None)) for e in seen] == [
+        (PushFinished, node.id, PushStatus.SKIPPED) for node in chain.nodes
+    ]
