@@ -3,6 +3,6 @@ filesystems, and the content-addressed wheelhouse they are fetched into once.
 
 Owns: resolve.py (lock states, lock_node, write_locks; resolution is an injected WheelResolver), pip_resolver.py,
 rootfs.py (mmdebstrap), fetch.py (the wheelhouse). May import: builder.engine, builder.plan, builder.oci,
-builder.matrix, builder.errors, builder.settings. Never builder.build: the base image a resolution runs in is
-handed in by the caller.
+builder.matrix, builder.events, builder.errors, builder.settings. Never builder.build: the base image a
+resolution runs in is handed in by the caller.
 """

@@ -6,5 +6,5 @@ Owns: push.py (archive -> registry, only missing blobs), compress.py (determinis
 push_plan.py (the plan's nodes, the lock and its artifact), images_lock.py, tag_policy.py, cache.py,
 promote.py, pin.py, sync.py, catalog.py. May import: registry_sync.registry, builder.engine, builder.lock,
 builder.plan, builder.oci, builder.matrix, validate.smoke and validate.bench (promotion evidence),
-builder.errors, builder.settings.
+builder.events, builder.errors, builder.settings.
 """
