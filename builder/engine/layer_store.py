@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from builder.errors import StrataError
+from builder.oci.digest import sha256_digest
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -44,7 +44,7 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     chain: list[str] = []
     for diff_id in diff_ids:
         if chain:
-            diff_id = "sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
+            diff_id = sha256_digest(f"{chain[-1]} {diff_id}".encode())
         chain.append(diff_id)
     return chain
 
@@ -217,7 +217,7 @@ def store_image(client: Any, ref: str, layer_read: str = "") -> StoreImage | Non
         config_bytes = config_file.read_bytes()
     except OSError:
         return None  # a remote or rootless engine, or storage this user cannot read
-    if "sha256:" + hashlib.sha256(config_bytes).hexdigest() != image_id:
+    if sha256_digest(config_bytes) != image_id:
         return None  # not this engine's storage after all
     diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids") or []
     image = StoreImage(

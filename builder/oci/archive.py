@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import json
 import shutil
 import tarfile
@@ -20,18 +19,11 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from builder.errors import StrataError
+from builder.oci.digest import sha256_digest
+from builder.oci.media_types import INDEX_MEDIA_TYPES
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-OCI_INDEX_MEDIA_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
-
-
-def sha256_digest(data: bytes) -> str:
-    """`sha256:<hex>` of bytes, the form OCI uses for every blob reference."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def blob_path(digest: str) -> str:
@@ -246,7 +238,7 @@ def _read_oci(path: Path, reader: _Reader, tag: str | None) -> ImageSource:
     resolved: list[dict[str, Any]] = []
     while manifests:
         descriptor = manifests.pop(0)
-        if descriptor.get("mediaType") in OCI_INDEX_MEDIA_TYPES:
+        if descriptor.get("mediaType") in INDEX_MEDIA_TYPES:
             nested = _read_json(
                 reader.read(blob_path(descriptor["digest"])), f"{path}:{descriptor['digest']}"
             )

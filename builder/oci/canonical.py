@@ -34,15 +34,9 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from builder.errors import StrataError
-from builder.oci.archive import LayeredImage, LayerReader, blob_path, read_image, sha256_digest
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = {
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "none": "application/vnd.oci.image.layer.v1.tar",
-}
+from builder.oci.archive import LayeredImage, LayerReader, blob_path, read_image
+from builder.oci.digest import sha256_digest
+from builder.oci.media_types import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST
 
 # Files whose content records when or how a build ran, never what the image does. Matched against
 # non-directory members only (fnmatch: `*` spans `/`), and never against whiteouts.

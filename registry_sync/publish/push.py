@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
+from builder.oci.digest import sha256_digest
+from builder.oci.media_types import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST_V2
 from registry_sync.publish.compress import (
     COMPRESSION,
     COMPRESSION_ANNOTATION,
@@ -24,15 +26,10 @@ from registry_sync.publish.compress import (
 from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, plan_tags
 from registry_sync.registry.client import (
     DEFAULT_CHUNK_SIZE,
-    DOCKER_MANIFEST_V2,
     RegistryClient,
     RegistryError,
     UploadSession,
-    sha256_of,
 )
-
-DOCKER_CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 ProgressCallback = Callable[[str, int], None]
 
@@ -53,7 +50,7 @@ class ArchiveImage:
     @property
     def config_digest(self) -> str:
         """Digest of the config bytes."""
-        return sha256_of(self.config_bytes)
+        return sha256_digest(self.config_bytes)
 
 
 @dataclass(frozen=True)
@@ -103,8 +100,8 @@ def read_docker_archive(path: Path) -> ArchiveImage:
     except (ValueError, KeyError, TypeError) as exc:
         raise ArchiveError(f"{path}: manifest.json is malformed ({exc})") from None
     expected_hex = Path(config_name).name.removesuffix(".json")
-    if len(expected_hex) == 64 and sha256_of(config_bytes) != f"sha256:{expected_hex}":
-        raise ArchiveError(f"{path}: config {config_name} hashes to {sha256_of(config_bytes)}")
+    if len(expected_hex) == 64 and sha256_digest(config_bytes) != f"sha256:{expected_hex}":
+        raise ArchiveError(f"{path}: config {config_name} hashes to {sha256_digest(config_bytes)}")
     try:
         diff_ids = tuple(json.loads(config_bytes)["rootfs"]["diff_ids"])
     except (ValueError, KeyError, TypeError):
@@ -158,10 +155,9 @@ def build_manifest(
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST_V2,
-        "config": {"mediaType": DOCKER_CONFIG_MEDIA_TYPE, "size": config_size, "digest": config_digest},
+        "config": {"mediaType": DOCKER_CONFIG, "size": config_size, "digest": config_digest},
         "layers": [
-            {"mediaType": DOCKER_LAYER_MEDIA_TYPE, "size": layer.size, "digest": layer.digest}
-            for layer in layers
+            {"mediaType": DOCKER_LAYER_GZIP, "size": layer.size, "digest": layer.digest} for layer in layers
         ],
     }
     if annotations:
@@ -217,7 +213,7 @@ def push_archive(
     layers = compress_layers(image, CompressedLayerCache(cache_dir))
     all_annotations = {COMPRESSION_ANNOTATION: COMPRESSION, **(annotations or {})}
     manifest = build_manifest(image.config_digest, len(image.config_bytes), layers, all_annotations)
-    manifest_digest = sha256_of(manifest)
+    manifest_digest = sha256_digest(manifest)
     decisions = plan_tags(client, repository, tags, manifest_digest, policy, force=force)
 
     all_blobs = (image.config_digest, *(layer.digest for layer in layers))

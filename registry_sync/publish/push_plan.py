@@ -38,6 +38,8 @@ import docker.errors
 from builder.engine.images import existing_image
 from builder.errors import StrataError
 from builder.matrix.load import Matrix
+from builder.oci.digest import sha256_digest
+from builder.oci.media_types import LOCK_ARTIFACT_MEDIA_TYPE, LOCK_CONFIG_MEDIA_TYPE, OCI_MANIFEST
 from builder.plan.graph import LayerNode, Plan
 from registry_sync.publish.images_lock import (
     ImagesLock,
@@ -48,21 +50,13 @@ from registry_sync.publish.images_lock import (
 )
 from registry_sync.publish.push import DEFAULT_CHUNK_SIZE, image_exists, push_archive, read_docker_archive
 from registry_sync.publish.tag_policy import DEFAULT_ALIAS_PATTERNS, AuditLog, TagAction, TagPolicy, plan_tags
-from registry_sync.registry.client import (
-    OCI_MANIFEST,
-    Manifest,
-    RegistryClient,
-    RegistryUnreachable,
-    sha256_of,
-)
+from registry_sync.registry.client import Manifest, RegistryClient, RegistryUnreachable
 from registry_sync.registry.reference import ImageRef
 
 CONTENT_HASH_ANNOTATION = "io.strata.content-hash"
 NODE_ANNOTATION = "io.strata.node"
 UNCOMPRESSED_ANNOTATION = "io.strata.uncompressed-size"
 LOCK_REPOSITORY = "images-lock"
-LOCK_ARTIFACT_MEDIA_TYPE = "application/vnd.strata.images-lock.v1+json"
-LOCK_CONFIG_MEDIA_TYPE = "application/vnd.strata.images-lock.config.v1+json"
 LOCK_CONFIG = b"{}"
 SAVE_CHUNK = 8 << 20
 
@@ -335,11 +329,11 @@ def push_lock_artifact(
     """
     repository = f"{namespace}/{LOCK_REPOSITORY}"
     for blob in (LOCK_CONFIG, lock_bytes):
-        digest = sha256_of(blob)
+        digest = sha256_digest(blob)
         if client.blob_size(repository, digest) is None:
             client.upload_bytes(repository, digest, blob)
     manifest = lock_artifact_manifest(lock_bytes, tag)
-    digest = sha256_of(manifest)
+    digest = sha256_digest(manifest)
     old = client.manifest_digest(repository, tag)
     if old != digest:
         client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
@@ -355,13 +349,13 @@ def lock_artifact_manifest(lock_bytes: bytes, plan_digest: str) -> bytes:
         "mediaType": OCI_MANIFEST,
         "config": {
             "mediaType": LOCK_CONFIG_MEDIA_TYPE,
-            "digest": sha256_of(LOCK_CONFIG),
+            "digest": sha256_digest(LOCK_CONFIG),
             "size": len(LOCK_CONFIG),
         },
         "layers": [
             {
                 "mediaType": LOCK_ARTIFACT_MEDIA_TYPE,
-                "digest": sha256_of(lock_bytes),
+                "digest": sha256_digest(lock_bytes),
                 "size": len(lock_bytes),
                 "annotations": {"org.opencontainers.image.title": "images.lock.json"},
             }
