@@ -208,6 +208,7 @@ def cmd_push(args: argparse.Namespace) -> int:
             profile=whole.matrix.profile,
             force=args.force,
             work_dir=work,
+            layer_read=settings.layer_read,
             on_event=event,
         )
         results = publish_plan(plan, engine, client, options)
