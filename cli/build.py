@@ -82,7 +82,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         keep_going=args.keep_going,
         on_event=reporter.event,
-        open_remote_cache=lambda: open_registry_cache(plan.matrix, settings),
+        caches=[lambda: open_registry_cache(plan.matrix, settings)],
     )
     outcomes = build_images(plan, client, settings, options)
     if args.format == "json":
@@ -125,7 +125,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rebuilds=args.rebuilds,
         targets=verify_targets(plan, args.only),
         keep=Path(args.keep).absolute() if args.keep else None,
-        open_remote_cache=lambda: open_registry_cache(plan.matrix, settings),
+        caches=[lambda: open_registry_cache(plan.matrix, settings)],
     )
     if args.format == "json":
         json.dump({"nodes": [r.to_json() for r in results]}, sys.stdout, indent=2, default=str)

@@ -60,7 +60,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     resolver = InImageResolver(
         settings,
         lambda engine, plan, base: ensure_base_image(
-            engine, plan, base, settings, lambda: open_registry_cache(plan.matrix, settings)
+            engine, plan, base, settings, [lambda: open_registry_cache(plan.matrix, settings)]
         ),
     )
     results = write_locks(

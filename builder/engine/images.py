@@ -26,17 +26,10 @@ from builder.oci.canonical import (
 )
 from builder.oci.image import Image
 from builder.oci.layout_store import pack_layout
-from builder.plan.graph import LayerNode
 from builder.settings import Settings
 
 # `strata diff` reads engine images as `docker save` writes them: a hard link there is data to compare.
 SAVED = "save"
-
-
-def existing_image(client: Any, node: LayerNode) -> Any | None:
-    """The engine's image for this node's content hash, if present and labelled with that hash."""
-    found = EngineStore(client).find(node.cache_ref)
-    return client.images.get(found) if found is not None else None
 
 
 def load_layout(client: Any, image: CanonicalImage) -> str:
