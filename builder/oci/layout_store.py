@@ -170,7 +170,12 @@ class LayoutStore:
         return None
 
     def get(self, ref: str) -> Image:
-        """The image tagged `ref` (or with manifest digest `ref`)."""
+        """The image tagged `ref` (or with manifest digest `ref`), read through the OCI index."""
+        if not ref.startswith("sha256:"):
+            digests = [e.manifest.digest for e in self._entries() if e.tag == ref]
+            if not digests:
+                raise StrataError(f"{self.layout}: no image tagged {ref!r}")
+            ref = digests[0]
         return read_image(self.layout, tag=ref)
 
     def put(self, image: Image, tags: Sequence[str]) -> Stored:
