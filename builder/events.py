@@ -253,8 +253,8 @@ class PushMismatch(NodeEvent):
 
 
 @dataclass(frozen=True)
-class PushSaving(NodeEvent):
-    type: ClassVar[str] = "push-saving"
+class PushReading(NodeEvent):
+    type: ClassVar[str] = "push-reading"
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NodeRebuilding,
         NodeVerified,
         PushMismatch,
-        PushSaving,
+        PushReading,
         PushUploading,
         PushFinished,
         LockStarted,

@@ -90,7 +90,7 @@ def _build(args: argparse.Namespace, record: EventSink) -> int:
         jobs=args.jobs,
         keep_going=args.keep_going,
         on_event=tee(reporter.event, record),
-        open_remote_cache=lambda: open_registry_cache(plan.matrix, settings),
+        caches=[lambda: open_registry_cache(plan.matrix, settings)],
     )
     outcomes = build_images(plan, client, settings, options)
     if args.format == "json":
@@ -138,7 +138,7 @@ def _verify(args: argparse.Namespace, record: EventSink) -> int:
         rebuilds=args.rebuilds,
         targets=verify_targets(plan, args.only),
         keep=Path(args.keep).absolute() if args.keep else None,
-        open_remote_cache=lambda: open_registry_cache(plan.matrix, settings),
+        caches=[lambda: open_registry_cache(plan.matrix, settings)],
     )
     if args.format == "json":
         json.dump({"nodes": [r.to_json() for r in results]}, sys.stdout, indent=2, default=str)

@@ -72,7 +72,7 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
     resolver = InImageResolver(
         settings,
         lambda engine, plan, base: ensure_base_image(
-            engine, plan, base, settings, lambda: open_registry_cache(plan.matrix, settings), record
+            engine, plan, base, settings, [lambda: open_registry_cache(plan.matrix, settings)], record
         ),
     )
     results = write_locks(

@@ -27,7 +27,7 @@ from builder.events import (
     NodeStep,
     PushFinished,
     PushMismatch,
-    PushSaving,
+    PushReading,
     PushUploading,
 )
 
@@ -74,8 +74,8 @@ def push_message(event: Event) -> str | None:
     """The progress line of a push event (after `node: `), or None when it is not shown."""
     if isinstance(event, PushMismatch):
         return f"registry content tag holds config {event.registry_config}, engine has {event.engine_image}"
-    if isinstance(event, PushSaving):
-        return "saving from the engine"
+    if isinstance(event, PushReading):
+        return "reading its layers from the engine"
     if isinstance(event, PushUploading):
         return f"pushing to {event.destination}"
     if isinstance(event, PushFinished):

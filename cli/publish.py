@@ -212,6 +212,7 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
             profile=whole.matrix.profile,
             force=args.force,
             work_dir=work,
+            layer_read=settings.layer_read,
             on_event=event,
         )
         results = publish_plan(plan, engine, client, options)

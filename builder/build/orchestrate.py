@@ -1,8 +1,10 @@
 """`strata build`: turn the plan into canonical images on the local engine, parents first, skipping what exists.
 
-Flow per node: context (Dockerfile + lock or root filesystem) → engine build (BuildKit or legacy) → canonical
-image loaded back under the node's content tag and version tags. A node whose content hash is already in the
-engine is not rebuilt; a failed node skips its descendants and, with keep_going, nothing else.
+Flow per node: the stores are asked first (the engine, then the caches of `BuildOptions.caches`, e.g. the
+registry): a node the engine holds under its content tag is `cached`; one a cache holds is put into the engine
+(`pulled`); only the others are built: context (Dockerfile + lock or root filesystem) → engine build (BuildKit or
+legacy) → canonical image loaded back under the node's content tag and version tags. A failed node skips its
+descendants and, without keep_going, everything not yet started.
 """
 
 from __future__ import annotations
@@ -10,16 +12,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import docker
 import docker.errors
@@ -27,7 +30,8 @@ import docker.errors
 from builder.build.wheelserver import WheelServer
 from builder.engine.caps import BuilderChoice, detect_builder
 from builder.engine.image_build import BuildRequest, build_image
-from builder.engine.images import existing_image, load_canonical_in_worker, warm_up
+from builder.engine.images import load_canonical_in_worker, warm_up
+from builder.engine.store import EngineStore
 from builder.errors import BuildError, ErrorList, MatrixError, StrataError
 from builder.events import (
     BuilderChosen,
@@ -46,7 +50,8 @@ from builder.lock.fetch import fetch_wheels, link_wheelhouse
 from builder.lock.resolve import lock_states, rootfs_spec
 from builder.lock.rootfs import build_rootfs
 from builder.oci.canonical import CanonicalPolicy
-from builder.plan.graph import LayerNode, Plan
+from builder.oci.store import ImageMismatch, ImageStore, StoreList, StoreOpener, TargetStore
+from builder.plan.graph import LABEL_HASH, LayerNode, Plan
 from builder.settings import Settings
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
@@ -76,28 +81,20 @@ class NodeOutcome:
         return NodeFinished(self.node, self.status, self.seconds, self.size, self.image_id, self.message)
 
 
-class RemoteCache(Protocol):
-    """Where a node the engine lacks may be pulled from instead of built (the registry, by content hash)."""
-
-    def pull(self, engine: Any, node: LayerNode) -> Any | None:
-        """The node's image, now in the engine and tagged like a build, or None."""
-        ...
-
-    def close(self) -> None: ...
-
-
-def no_remote_cache() -> RemoteCache | None:
-    return None
+def warn_stderr(message: str) -> None:
+    print(f"strata: warning: {message}", file=sys.stderr)
 
 
 @dataclass
 class BuildOptions:
     jobs: int = 1
     keep_going: bool = False
-    force: bool = False  # ignore images already in the engine (used by verify)
+    force: bool = False  # ignore every store: build each node (used by verify)
     on_event: EventSink = ignore_events
-    # Opened only when some node is not in the engine (a no-op build never touches the registry).
-    open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache
+    # Stores asked after the engine, in order, for a node the engine lacks (the registry cache). Each is opened
+    # only when first asked: a no-op build never contacts the registry.
+    caches: Sequence[StoreOpener] = ()
+    warn: Callable[[str], None] = warn_stderr  # a cache that fails: one line, and the node is built instead
 
 
 def check_buildable(plan: Plan) -> None:
@@ -255,39 +252,71 @@ def build_session(
 def build_images(
     plan: Plan, client: docker.DockerClient, settings: Settings, options: BuildOptions
 ) -> list[NodeOutcome]:
-    """Build every node of the plan that the engine does not already have; return one outcome per node."""
+    """Build every node of the plan that no store already has; return one outcome per node."""
     check_buildable(plan)
-    outcomes: dict[str, NodeOutcome] = {}
-    todo: list[LayerNode] = []
-    registry: Any = None
-    try:
-        for node in plan.nodes:
-            image = None if options.force else existing_image(client, node)
-            status = NodeStatus.CACHED
-            if image is None and not options.force:
-                # Push with cache: a node the registry already has (by content hash) is pulled, not built.
-                if registry is None:
-                    registry = options.open_remote_cache() or False
-                if registry is not False:
-                    image = registry.pull(client, node)
-                    status = NodeStatus.PULLED
-            if image is not None:
-                _tag_all(image, node)
-                size = int(image.attrs.get("Size", 0))
-                outcomes[node.id] = NodeOutcome(node.id, status, size=size, image_id=image.id)
-                options.on_event(outcomes[node.id].finished())
-            else:
-                todo.append(node)
-    finally:
-        if registry not in (None, False):
-            registry.close()
+    outcomes, todo = gather_from_stores(plan.nodes, EngineStore(client, settings.layer_read), options)
+    for outcome in outcomes.values():
+        options.on_event(outcome.finished())
     if todo:
         # The worker processes start first: their start-up overlaps the wheel fetch.
         with canonicalizer_pool(options.jobs) as pool:
             with build_session(plan, client, settings, todo, options.on_event) as session:
                 session.canonicalizers = pool
-                _run_dag(session, todo, options, outcomes)
+                _run_dag(todo, options, outcomes, lambda node: _build_one(session, node, options))
     return [outcomes[n.id] for n in plan.nodes]
+
+
+def gather_from_stores(
+    nodes: Sequence[LayerNode], target: TargetStore, options: BuildOptions
+) -> tuple[dict[str, NodeOutcome], list[LayerNode]]:
+    """Ask `target` (the engine), then `options.caches`, for each node by its content tag: (outcomes of the nodes
+    a store had, now in `target` under all their tags; the nodes to build). With `options.force`, every node."""
+    outcomes: dict[str, NodeOutcome] = {}
+    if options.force:
+        return outcomes, list(nodes)
+    todo: list[LayerNode] = []
+    stores = StoreList([lambda: target, *options.caches])
+    try:
+        for node in nodes:
+            outcome = _from_stores(node, target, stores, options.warn)
+            if outcome is None:
+                todo.append(node)
+            else:
+                outcomes[node.id] = outcome
+    finally:
+        stores.close()
+    return outcomes, todo
+
+
+def _from_stores(
+    node: LayerNode, target: TargetStore, stores: StoreList, warn: Callable[[str], None]
+) -> NodeOutcome | None:
+    """The node's outcome when a store has its image (`cached` in the target, else `pulled` into it), or None."""
+    refs = [node.cache_ref, *node.tags]
+
+    def unavailable(store: ImageStore, exc: Exception) -> None:
+        warn(f"{store.name} for {node.id} unavailable, building instead: {exc}")
+
+    found = stores.find(node.cache_ref, unavailable)
+    if found is None:
+        return None
+    if found.store is target:
+        stored = target.tag(found.ref, refs)
+        return NodeOutcome(node.id, NodeStatus.CACHED, size=stored.size, image_id=stored.ref)
+    where = f"{found.store.name} for {node.id}"
+    try:
+        image = found.store.get(found.ref)
+        label = image.labels.get(LABEL_HASH)
+        if label != node.content_hash:
+            raise ImageMismatch(f"its {LABEL_HASH} label is {label!r}, not {node.content_hash}")
+        stored = target.put(image, refs)
+    except ImageMismatch as exc:
+        warn(f"{where}: {found.ref} is not this node's image ({exc}); building instead")
+        return None
+    except StrataError as exc:
+        unavailable(found.store, exc)
+        return None
+    return NodeOutcome(node.id, NodeStatus.PULLED, size=stored.size, image_id=stored.ref)
 
 
 @contextmanager
@@ -304,8 +333,14 @@ def canonicalizer_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
 
 
 def _run_dag(
-    session: BuildSession, todo: list[LayerNode], options: BuildOptions, outcomes: dict[str, NodeOutcome]
+    todo: list[LayerNode],
+    options: BuildOptions,
+    outcomes: dict[str, NodeOutcome],
+    build: Callable[[LayerNode], NodeOutcome],
 ) -> None:
+    """Build `todo` with `build`, parents first, `options.jobs` at a time. `outcomes` holds every node already
+    decided (parents outside `todo`) and receives each node's; a node whose parent did not end up built, cached
+    or pulled is skipped, and after a failure nothing new starts unless `options.keep_going`."""
     pending = {n.id: n for n in todo}
     running: dict[Future[NodeOutcome], str] = {}
     stop = False
@@ -326,7 +361,7 @@ def _run_dag(
                     if len(running) >= max(1, options.jobs):
                         break
                     del pending[node_id]
-                    running[pool.submit(_build_one, session, node, options)] = node_id
+                    running[pool.submit(build, node)] = node_id
             if not running:
                 for node_id in list(pending):
                     outcomes[node_id] = NodeOutcome(
@@ -350,7 +385,6 @@ def canonical_policy(plan: Plan) -> CanonicalPolicy:
 
 def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) -> NodeOutcome:
     start = time.monotonic()
-    client = session.client
     try:
         build_tag = f"strata-build/{node.id}:{node.content_hash[:16]}"
         options.on_event(NodeStarted(node.id))
@@ -361,11 +395,8 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
         # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
         image_id = session.canonicalize(build_tag, node)
         session.discard_later(build_tag)
-        loaded = client.images.get(image_id)
-        _tag_all(loaded, node)
-        return NodeOutcome(
-            node.id, NodeStatus.BUILT, time.monotonic() - start, int(loaded.attrs.get("Size", 0)), loaded.id
-        )
+        stored = EngineStore(session.client).tag(image_id, [node.cache_ref, *node.tags])
+        return NodeOutcome(node.id, NodeStatus.BUILT, time.monotonic() - start, stored.size, stored.ref)
     except StrataError as exc:
         return NodeOutcome(node.id, NodeStatus.FAILED, time.monotonic() - start, message=str(exc))
     except (docker.errors.DockerException, OSError) as exc:
@@ -381,12 +412,6 @@ def _parent_ref(plan: Plan, node: LayerNode) -> str | None:
     """The parent's canonical image in the engine: its layers need not be rewritten or loaded again."""
     parents = [n for n in plan.nodes if n.id == node.parent]
     return parents[0].cache_ref if parents else None
-
-
-def _tag_all(image: Any, node: LayerNode) -> None:
-    for ref in (node.cache_ref, *node.tags):
-        repo, tag = ref.rsplit(":", 1)
-        image.tag(repo, tag)
 
 
 def _prepare_context(plan: Plan, node: LayerNode, cache: Path, context: Path, settings: Settings) -> Path:
@@ -417,12 +442,12 @@ def ensure_base_image(
     plan: Plan,
     base: LayerNode,
     settings: Settings,
-    open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache,
+    caches: Sequence[StoreOpener] = (),
     on_event: EventSink = ignore_events,
 ) -> str:
     """The engine reference of base node `base`, built (or pulled) first when the engine lacks it: locking
     resolves in it."""
-    options = BuildOptions(on_event=on_event, open_remote_cache=open_remote_cache)
+    options = BuildOptions(on_event=on_event, caches=caches)
     outcomes = build_images(plan.select([base.id]), engine, settings, options)
     failed = [o for o in outcomes if not o.status.ok]
     if failed:

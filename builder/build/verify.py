@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,10 @@ import docker.errors
 from builder.build.orchestrate import (
     BuildOptions,
     BuildSession,
-    RemoteCache,
     build_images,
     build_session,
     canonical_policy,
     check_buildable,
-    no_remote_cache,
 )
 from builder.engine.images import canonicalize_image
 from builder.errors import StrataError
@@ -33,6 +31,7 @@ from builder.events import EventSink, NodeRebuilding, NodeVerified, ignore_event
 from builder.oci.archive import read_image
 from builder.oci.canonical import CanonicalImage
 from builder.oci.diff import ImageDiff, diff_images
+from builder.oci.store import StoreOpener
 from builder.plan.graph import LayerNode, Plan
 from builder.settings import Settings
 
@@ -101,7 +100,7 @@ def verify_nodes(
     rebuilds: int = 2,
     targets: set[str] | None = None,
     keep: Path | None = None,
-    open_remote_cache: Callable[[], RemoteCache | None] = no_remote_cache,
+    caches: Sequence[StoreOpener] = (),
 ) -> list[VerifyResult]:
     """Build each selected node twice with no cache, canonicalize both, compare digests and diff_ids.
 
@@ -112,7 +111,7 @@ def verify_nodes(
     """
     check_buildable(plan)
     # Parents must exist (normal build, cached if present) so each rebuild starts FROM the same canonical parent.
-    options = BuildOptions(on_event=on_event, open_remote_cache=open_remote_cache)
+    options = BuildOptions(on_event=on_event, caches=caches)
     outcomes = build_images(plan, client, settings, options)
     failed = [o for o in outcomes if not o.status.ok]
     if failed:

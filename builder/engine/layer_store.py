@@ -9,6 +9,12 @@ devices become `.wh.` files, opaque directories get `.wh..wh..opq`, only `securi
 xattrs) so the canonical image is the same as through `docker save`; the integration tests check that on
 real images. Anything else (a remote or rootless engine, another driver, storage we cannot read) gets None
 and the portable `docker save` path.
+
+A push needs more: each layer's tar byte for byte, as its diff_id hashes it. The daemon keeps, per layer, a
+tar-split file (`layerdb/sha256/<chain id>/tar-split.json.gz`: every header and padding byte of the original tar,
+and the name and size of each file body); replaying it with the bodies read from the diff directory gives the
+original tar back, which is exactly how the daemon itself answers `docker save`. `open_layer_tar` streams that;
+whoever reads it checks the digest (a push does, while compressing).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -25,9 +30,11 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from builder.errors import StrataError
+from builder.oci.digest import sha256_digest
+from builder.oci.image import Image, make_image
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -44,9 +51,13 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     chain: list[str] = []
     for diff_id in diff_ids:
         if chain:
-            diff_id = "sha256:" + hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
+            diff_id = sha256_digest(f"{chain[-1]} {diff_id}".encode())
         chain.append(diff_id)
     return chain
+
+
+TAR_SPLIT_FILE, TAR_SPLIT_SEGMENT = 1, 2  # tar-split entry types: a file body read from disk, raw tar bytes
+BODY_CHUNK = 1 << 20
 
 
 def tar_split_size(tar_split: IO[bytes]) -> int:
@@ -55,11 +66,60 @@ def tar_split_size(tar_split: IO[bytes]) -> int:
     with gzip.GzipFile(fileobj=tar_split) as entries:
         for line in entries:
             entry = json.loads(line)
-            if entry.get("type") == 1:
+            if entry.get("type") == TAR_SPLIT_FILE:
                 total += int(entry.get("size") or 0)
-            elif entry.get("type") == 2:
+            elif entry.get("type") == TAR_SPLIT_SEGMENT:
                 total += len(base64.b64decode(entry.get("payload") or ""))
     return total
+
+
+def tar_split_pieces(tar_split: IO[bytes], diff_dir: Path) -> Iterator[bytes]:
+    """The layer tar a gzipped tar-split stream describes, in pieces: raw segments as recorded, file bodies read
+    from `diff_dir` (at most 1 MB at a time). A body shorter than recorded is an error; one that changed shows
+    as a digest that is not the layer's diff_id."""
+    with gzip.GzipFile(fileobj=tar_split) as entries:
+        for line in entries:
+            entry = json.loads(line)
+            if entry.get("type") == TAR_SPLIT_SEGMENT:
+                yield base64.b64decode(entry.get("payload") or "")
+                continue
+            size = int(entry.get("size") or 0)
+            if entry.get("type") != TAR_SPLIT_FILE or size == 0:
+                continue
+            name = entry.get("name")
+            if name is None:  # a name that is not UTF-8 is recorded as raw bytes
+                name = os.fsdecode(base64.b64decode(entry.get("name_raw") or ""))
+            path = os.path.join(diff_dir, str(name).lstrip("/"))
+            with open(path, "rb") as body:
+                remaining = size
+                while remaining:
+                    chunk = body.read(min(BODY_CHUNK, remaining))
+                    if not chunk:
+                        raise StrataError(f"{path}: {size - remaining} bytes, its layer records {size}")
+                    remaining -= len(chunk)
+                    yield chunk
+
+
+class _PieceStream(io.RawIOBase):
+    """A readable binary stream over an iterator of byte pieces."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._piece = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._piece:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return 0
+            self._piece = memoryview(piece)
+        count = min(len(buffer), len(self._piece))
+        buffer[:count] = self._piece[:count]
+        self._piece = self._piece[count:]
+        return count
 
 
 def _xattr_pax(path: str) -> dict[str, str]:
@@ -134,6 +194,9 @@ class DiffDirLayer:
     def getmembers(self) -> list[tarfile.TarInfo]:
         return list(self.members)
 
+    def __iter__(self) -> Iterator[tarfile.TarInfo]:
+        return iter(self.members)
+
     def extractfile(self, member: tarfile.TarInfo) -> IO[bytes] | None:
         path = self.paths.get(member.name)
         if path is None:
@@ -151,36 +214,26 @@ def _is_opaque(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class StoreImage:
-    """An engine image read from its overlay2 storage: `root` is the DockerRootDir, `layer_refs` chain IDs.
-
-    It offers what canonicalizing needs (`builder.oci.archive.LayeredImage`), like an `ImageSource` does.
-    """
+class StorageLayers:
+    """An image's layers in an engine's overlay2 storage: `root` is the DockerRootDir, layer i is `chain_ids[i]`."""
 
     label: str
     root: Path
-    config_bytes: bytes
-    layer_refs: tuple[str, ...]
-
-    @property
-    def config(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.config_bytes)
-        return parsed
-
-    @property
-    def diff_ids(self) -> tuple[str, ...]:
-        return tuple(self.config.get("rootfs", {}).get("diff_ids", []))
+    chain_ids: tuple[str, ...]
 
     def _layer_dir(self, chain_id: str) -> Path:
         return self.root / "image" / "overlay2" / "layerdb" / "sha256" / chain_id.removeprefix("sha256:")
 
+    def holds_every_layer(self) -> bool:
+        return all(self._layer_dir(chain).is_dir() for chain in self.chain_ids)
+
     def diff_dir(self, index: int) -> Path:
         """Where layer `index`'s files live in the engine's storage."""
-        cache_id = (self._layer_dir(self.layer_refs[index]) / "cache-id").read_text().strip()
+        cache_id = (self._layer_dir(self.chain_ids[index]) / "cache-id").read_text().strip()
         return self.root / "overlay2" / cache_id / "diff"
 
     def stored_layer_size(self, index: int) -> tuple[int, bool]:
-        with open(self._layer_dir(self.layer_refs[index]) / "tar-split.json.gz", "rb") as split:
+        with open(self._layer_dir(self.chain_ids[index]) / "tar-split.json.gz", "rb") as split:
             return tar_split_size(split), False
 
     @contextlib.contextmanager
@@ -193,8 +246,26 @@ class StoreImage:
             ) from None
         yield layer
 
+    @contextlib.contextmanager
+    def open_layer_tar(self, index: int) -> Iterator[IO[bytes]]:
+        def failed(exc: OSError) -> StrataError:
+            return StrataError(f"{self.label}: layer {index} could not be read from the engine ({exc})")
 
-def store_image(client: Any, ref: str, layer_read: str = "") -> StoreImage | None:
+        def pieces(split: IO[bytes]) -> Iterator[bytes]:
+            try:
+                yield from tar_split_pieces(split, self.diff_dir(index))
+            except OSError as exc:
+                raise failed(exc) from None
+
+        try:
+            split = open(self._layer_dir(self.chain_ids[index]) / "tar-split.json.gz", "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise failed(exc) from None
+        with split:
+            yield cast(IO[bytes], io.BufferedReader(_PieceStream(pieces(split)), BODY_CHUNK))
+
+
+def store_image(client: Any, ref: str, layer_read: str = "") -> Image | None:
     """The engine's image `ref` read from its local overlay2 storage, or None where that is not possible.
 
     `layer_read` "save" (settings.layer_read, from STRATA_LAYER_READ) always takes the portable path.
@@ -217,15 +288,10 @@ def store_image(client: Any, ref: str, layer_read: str = "") -> StoreImage | Non
         config_bytes = config_file.read_bytes()
     except OSError:
         return None  # a remote or rootless engine, or storage this user cannot read
-    if "sha256:" + hashlib.sha256(config_bytes).hexdigest() != image_id:
+    if sha256_digest(config_bytes) != image_id:
         return None  # not this engine's storage after all
     diff_ids = json.loads(config_bytes).get("rootfs", {}).get("diff_ids") or []
-    image = StoreImage(
-        label=ref,
-        root=root,
-        config_bytes=config_bytes,
-        layer_refs=tuple(chain_ids(diff_ids)),
-    )
-    if not all(image._layer_dir(chain).is_dir() for chain in image.layer_refs):
+    layers = StorageLayers(ref, root, tuple(chain_ids(diff_ids)))
+    if not layers.holds_every_layer():
         return None
-    return image
+    return make_image(ref, config_bytes, layers, len(diff_ids))

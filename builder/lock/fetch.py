@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from builder.errors import StrataError
+from builder.oci.digest import file_sha256
 from builder.plan.lockfile import PinnedWheel
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -40,20 +41,12 @@ def wheel_path(cache: Path, wheel: PinnedWheel) -> Path:
     return cache / "wheels" / wheel.sha256 / wheel.filename
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_wheel(cache: Path, wheel: PinnedWheel) -> str | None:
     """None if the stored file matches the lock, else a one-line reason."""
     path = wheel_path(cache, wheel)
     if not path.is_file():
         return "missing"
-    actual = sha256_file(path)
+    actual = file_sha256(path)
     if actual != wheel.sha256:
         return f"sha256 {actual[:16]}… differs from the lock's {wheel.sha256[:16]}… (tampered or truncated)"
     return None

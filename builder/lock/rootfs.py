@@ -15,7 +15,6 @@ A lock records the sha256; `expected_sha256` turns a moved archive into a clear 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shlex
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from builder.engine import host
 from builder.errors import HostError, StrataError
+from builder.oci.digest import file_sha256, sha256_hex
 from builder.oci.dpkg import DebPackage, packages_from_dpkg_status
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -217,7 +217,7 @@ def mmdebstrap_argv(spec: RootfsSpec, output: Path, hook: Path, deb_cache: Path,
 def spec_key(spec: RootfsSpec) -> str:
     """Stable hash of everything that decides the output: the spec, the hook text and RECIPE_VERSION."""
     payload = {"recipe": RECIPE_VERSION, "spec": asdict(spec), "hook": customize_script(spec)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return sha256_hex(json.dumps(payload, sort_keys=True).encode())
 
 
 def package_changes(old: list[DebPackage], new: list[DebPackage], limit: int = 5) -> str:
@@ -243,14 +243,6 @@ def mismatch_message(spec: RootfsSpec, expected: str, actual: str, changes: str)
 
 
 # --- effects ------------------------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _dpkg_status_from_tar(path: Path) -> str:
@@ -352,7 +344,7 @@ def _run_mmdebstrap(
         errors = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("E:")]
         why = errors[-1] if errors else f"exit status {proc.returncode}"
         raise HostError(f"mmdebstrap failed for {spec.suite}: {why}; full log in {log_path}")
-    sha256 = _sha256_file(output)
+    sha256 = file_sha256(output)
     packages = packages_from_dpkg_status(_dpkg_status_from_tar(output))
     size = output.stat().st_size
     meta = {

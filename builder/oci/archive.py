@@ -1,15 +1,16 @@
 """Read container images from files: a `docker save` archive, an OCI archive, or an OCI layout directory.
 
-Pure file I/O, no Docker engine: the engine side (`builder.engine.images`) only turns a reference into one of
-these files. Layers are handed out as uncompressed, seekable tar files, because canonicalizing needs to visit
-a layer's members in an order other than the one they were written in.
+Pure file I/O, no Docker engine: the engine side (`builder.engine.store`) only turns a reference into one of
+these files when it cannot read the engine's storage. `read_image` gives the one `Image` value
+(`builder.oci.image`) whose layers `ArchiveLayers` opens from the file: as members with random access (gzip is
+inflated once into a temporary file, since canonicalizing visits members in another order than they were
+written in) or as the uncompressed tar stream a push compresses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import json
 import shutil
 import tarfile
@@ -17,21 +18,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, cast
 
 from builder.errors import StrataError
+from builder.oci.digest import sha256_digest
+from builder.oci.image import Image, LayerDescriptor, make_image
+from builder.oci.media_types import INDEX_MEDIA_TYPES
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-OCI_INDEX_MEDIA_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
-
-
-def sha256_digest(data: bytes) -> str:
-    """`sha256:<hex>` of bytes, the form OCI uses for every blob reference."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def blob_path(digest: str) -> str:
@@ -40,69 +35,23 @@ def blob_path(digest: str) -> str:
     return f"blobs/{algorithm}/{hexpart}"
 
 
-class LayerReader(Protocol):
-    """What canonicalizing needs of one layer: its members, and the data of the regular ones."""
-
-    def getmembers(self) -> list[tarfile.TarInfo]: ...
-
-    def extractfile(self, member: tarfile.TarInfo) -> IO[bytes] | None: ...
-
-
-class LayeredImage(Protocol):
-    """An image to canonicalize: an `ImageSource` read from a file, or one read from an engine's storage."""
-
-    @property
-    def label(self) -> str: ...
-
-    @property
-    def layer_refs(self) -> tuple[str, ...]: ...
-
-    @property
-    def config(self) -> dict[str, Any]: ...
-
-    @property
-    def diff_ids(self) -> tuple[str, ...]: ...
-
-    def stored_layer_size(self, index: int) -> tuple[int, bool]: ...
-
-    def open_layer(self, index: int) -> contextlib.AbstractContextManager[LayerReader]: ...
-
-
 @dataclass(frozen=True)
-class ImageSource:
-    """An image read from a file: its config and where each layer's blob lives.
-
-    `layer_refs[i]` is a path inside `root` (a directory or a tar archive) holding layer i, possibly compressed.
-    Use `open_layer(i)` to get it as an uncompressed tar.
-    """
+class ArchiveLayers:
+    """Layer blobs kept in a file: `refs[i]` is the path inside `root` (a directory or a tar archive) of layer i,
+    possibly compressed."""
 
     label: str
     root: Path
-    config_bytes: bytes
-    layer_refs: tuple[str, ...]
-    repo_tags: tuple[str, ...] = ()
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The image config as parsed JSON."""
-        parsed: dict[str, Any] = json.loads(self.config_bytes)
-        return parsed
-
-    @property
-    def config_digest(self) -> str:
-        """Digest of the config bytes; Docker shows it as the image ID."""
-        return sha256_digest(self.config_bytes)
-
-    @property
-    def diff_ids(self) -> tuple[str, ...]:
-        """Digests of the uncompressed layers, as the config lists them."""
-        return tuple(self.config.get("rootfs", {}).get("diff_ids", []))
+    refs: tuple[str, ...]
 
     def _open_stored(self, index: int, stack: contextlib.ExitStack) -> tuple[IO[bytes], int]:
         """Layer `index`'s blob as stored (maybe compressed), and its size in bytes."""
-        ref = self.layer_refs[index]
+        ref = self.refs[index]
         if self.root.is_dir():
-            return stack.enter_context(open(self.root / ref, "rb")), (self.root / ref).stat().st_size
+            try:
+                return stack.enter_context(open(self.root / ref, "rb")), (self.root / ref).stat().st_size
+            except OSError:
+                raise StrataError(f"{self.label}: missing {ref}") from None
         outer = stack.enter_context(tarfile.open(self.root, "r:"))
         member = _archive_member(outer, ref, self.label)
         extracted = outer.extractfile(member)
@@ -118,9 +67,26 @@ class ImageSource:
         return size, magic.startswith((GZIP_MAGIC, ZSTD_MAGIC))
 
     @contextlib.contextmanager
+    def open_layer_tar(self, index: int) -> Iterator[IO[bytes]]:
+        """Layer `index` as its uncompressed tar, read front to back (gzip is inflated as it is read)."""
+        with contextlib.ExitStack() as stack:
+            raw, _ = self._open_stored(index, stack)
+            magic = raw.read(4)
+            raw.seek(0)
+            if magic.startswith(ZSTD_MAGIC):
+                raise StrataError(
+                    f"{self.label}: layer {self.refs[index]} is zstd-compressed, which Strata does not read"
+                )
+            if magic.startswith(GZIP_MAGIC):
+                inflated = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+                yield cast(IO[bytes], inflated)  # a GzipFile reads like any binary file
+            else:
+                yield raw
+
+    @contextlib.contextmanager
     def open_layer(self, index: int) -> Iterator[tarfile.TarFile]:
         """Open layer `index` as an uncompressed tar that allows random access to its members."""
-        ref = self.layer_refs[index]
+        ref = self.refs[index]
         with contextlib.ExitStack() as stack:
             raw, _ = self._open_stored(index, stack)
             magic = raw.read(4)
@@ -187,6 +153,18 @@ class _Reader:
                     return extracted.read()
         raise StrataError(f"{self.root}: missing {name}")
 
+    def size(self, name: str) -> int | None:
+        """Size in bytes of the stored file `name` (as `member_name` spells it), None when it is not there."""
+        if self._tar is None:
+            try:
+                return (self.root / name).stat().st_size
+            except OSError:
+                return None
+        try:
+            return self._tar.getmember(name).size
+        except KeyError:
+            return None
+
     def member_name(self, name: str) -> str:
         """The name under which `name` is stored (archives sometimes prefix `./`)."""
         if self._tar is not None and name not in self._tar.getnames() and "./" + name in self._tar.getnames():
@@ -198,11 +176,11 @@ class _Reader:
             self._tar.close()
 
 
-def read_image(path: Path, tag: str | None = None) -> ImageSource:
+def read_image(path: Path, tag: str | None = None) -> Image:
     """Read the image stored at `path`: a `docker save` tar, an OCI archive, or an OCI layout directory.
 
-    When the file holds several images, `tag` picks one (by RepoTags or the OCI ref.name annotation);
-    without it the file must hold exactly one.
+    When the file holds several images, `tag` picks one (by RepoTags, the OCI ref.name annotation, or the
+    manifest digest); without it the file must hold exactly one.
 
     Example: `read_image(Path("out/tf2.15-gpu"))` reads the layout `canonicalize_archive` wrote.
     """
@@ -210,16 +188,28 @@ def read_image(path: Path, tag: str | None = None) -> ImageSource:
         raise StrataError(f"{path}: no such image archive or layout")
     reader = _Reader(path)
     try:
-        if reader.exists("manifest.json"):
+        if reader.exists("manifest.json") and not (tag or "").startswith("sha256:"):
             return _read_docker_archive(path, reader, tag)
         if reader.exists("index.json"):
             return _read_oci(path, reader, tag)
         raise StrataError(f"{path}: neither manifest.json (docker save) nor index.json (OCI layout) found")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise StrataError(
+            f"{path}: the image's manifest is malformed ({type(exc).__name__}: {exc})"
+        ) from None
     finally:
         reader.close()
 
 
-def _read_docker_archive(path: Path, reader: _Reader, tag: str | None) -> ImageSource:
+def _read_config(path: Path, reader: _Reader, name: str, digest: str | None) -> bytes:
+    """The config blob `name`, checked against the digest its name (or descriptor) promises."""
+    data = reader.read(name)
+    if digest is not None and sha256_digest(data) != digest:
+        raise StrataError(f"{path}: config {name} hashes to {sha256_digest(data)}, not {digest}")
+    return data
+
+
+def _read_docker_archive(path: Path, reader: _Reader, tag: str | None) -> Image:
     entries = _read_json(reader.read("manifest.json"), f"{path}:manifest.json")
     if not isinstance(entries, list) or not entries:
         raise StrataError(f"{path}:manifest.json: expected a non-empty list of images")
@@ -230,30 +220,39 @@ def _read_docker_archive(path: Path, reader: _Reader, tag: str | None) -> ImageS
     if len(entries) > 1:
         raise StrataError(f"{path}: holds {len(entries)} images; name one with its tag")
     entry = entries[0]
-    return ImageSource(
-        label=str(path),
-        root=path,
-        config_bytes=reader.read(entry["Config"]),
-        layer_refs=tuple(reader.member_name(layer) for layer in entry["Layers"]),
+    config_name = str(entry["Config"])
+    # `<hex>.json` (docker save) or `blobs/sha256/<hex>` (an OCI layout's manifest.json): the name is the digest.
+    named = Path(config_name).name.removesuffix(".json")
+    promised = f"sha256:{named}" if len(named) == 64 else None
+    refs = tuple(reader.member_name(str(layer)) for layer in entry["Layers"])
+    return make_image(
+        str(path),
+        _read_config(path, reader, config_name, promised),
+        ArchiveLayers(str(path), path, refs),
+        [LayerDescriptor("", size=reader.size(ref)) for ref in refs],
         repo_tags=tuple(entry.get("RepoTags") or ()),
     )
 
 
-def _read_oci(path: Path, reader: _Reader, tag: str | None) -> ImageSource:
+def _read_oci(path: Path, reader: _Reader, tag: str | None) -> Image:
     index = _read_json(reader.read("index.json"), f"{path}:index.json")
     manifests = list(index.get("manifests", []))
     # Follow nested indexes (multi-platform); Strata builds linux/amd64 only, so take the manifests inside.
     resolved: list[dict[str, Any]] = []
     while manifests:
         descriptor = manifests.pop(0)
-        if descriptor.get("mediaType") in OCI_INDEX_MEDIA_TYPES:
+        if descriptor.get("mediaType") in INDEX_MEDIA_TYPES:
             nested = _read_json(
                 reader.read(blob_path(descriptor["digest"])), f"{path}:{descriptor['digest']}"
             )
             manifests.extend(nested.get("manifests", []))
         else:
             resolved.append(descriptor)
-    if tag is not None:
+    if tag is not None and tag.startswith("sha256:"):
+        resolved = [d for d in resolved if d.get("digest") == tag][:1]
+        if not resolved:
+            raise StrataError(f"{path}: no image manifest {tag}")
+    elif tag is not None:
         resolved = [
             d
             for d in resolved
@@ -266,31 +265,18 @@ def _read_oci(path: Path, reader: _Reader, tag: str | None) -> ImageSource:
     descriptor = resolved[0]
     manifest = _read_json(reader.read(blob_path(descriptor["digest"])), f"{path}:{descriptor['digest']}")
     ref_name = (descriptor.get("annotations") or {}).get("org.opencontainers.image.ref.name")
-    return ImageSource(
-        label=str(path),
-        root=path,
-        config_bytes=reader.read(blob_path(manifest["config"]["digest"])),
-        layer_refs=tuple(reader.member_name(blob_path(layer["digest"])) for layer in manifest["layers"]),
+    config_digest = str(manifest["config"]["digest"])
+    return make_image(
+        str(path),
+        _read_config(path, reader, blob_path(config_digest), config_digest),
+        ArchiveLayers(
+            str(path),
+            path,
+            tuple(reader.member_name(blob_path(layer["digest"])) for layer in manifest["layers"]),
+        ),
+        [
+            LayerDescriptor("", str(layer["digest"]), int(layer["size"]), layer.get("mediaType"))
+            for layer in manifest["layers"]
+        ],
         repo_tags=(ref_name,) if ref_name else (),
     )
-
-
-def pack_layout(layout: Path, out: IO[bytes]) -> None:
-    """Write the OCI layout directory `layout` as one tar to `out`, byte-for-byte the same on every run.
-
-    Docker 20.10's `docker load` reads the `manifest.json` inside; skopeo reads it as `oci-archive:`.
-    Blobs a partial layout leaves out (layers the engine already has) are simply not in the tar.
-    """
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for file in sorted(p for p in layout.rglob("*")):
-            relative = file.relative_to(layout).as_posix()
-            info = tarfile.TarInfo(relative)
-            info.mtime = 0
-            info.mode = 0o755 if file.is_dir() else 0o644
-            if file.is_dir():
-                info.type = tarfile.DIRTYPE
-                archive.addfile(info)
-                continue
-            info.size = file.stat().st_size
-            with open(file, "rb") as data:
-                archive.addfile(info, data)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import fnmatch
 import gzip
 import hashlib
-import json
 import os
-import shutil
 import tarfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,15 +32,20 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from builder.errors import StrataError
-from builder.oci.archive import LayeredImage, LayerReader, blob_path, read_image, sha256_digest
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = {
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "none": "application/vnd.oci.image.layer.v1.tar",
-}
+from builder.oci.archive import blob_path, read_image
+from builder.oci.digest import sha256_digest
+from builder.oci.image import Image, LayerReader
+from builder.oci.layout_store import (
+    BlobRef,
+    IndexEntry,
+    canonical_json,
+    docker_load_manifest,
+    prepare_layout,
+    write_blob,
+    write_index,
+    write_manifest,
+)
+from builder.oci.media_types import OCI_CONFIG, OCI_LAYER
 
 # Files whose content records when or how a build ran, never what the image does. Matched against
 # non-directory members only (fnmatch: `*` spans `/`), and never against whiteouts.
@@ -159,11 +162,6 @@ def normalize_path(name: str) -> str:
 def rfc3339(epoch: int) -> str:
     """`1970-01-01T00:00:00Z` form of an epoch second, as image configs write `created`."""
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def canonical_json(value: Any) -> bytes:
-    """JSON with sorted keys and no spaces: one byte sequence per value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def canonical_config(config: dict[str, Any], diff_ids: Iterable[str], epoch: int) -> dict[str, Any]:
@@ -398,23 +396,7 @@ def _check_length(item: _PlannedMember, length: int) -> None:
         )
 
 
-def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:
-    digest = sha256_digest(data)
-    target = layout / blob_path(digest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    return digest, len(data)
-
-
-def _prepare_layout(layout: Path) -> None:
-    if layout.exists():
-        if not layout.is_dir() or (any(layout.iterdir()) and not (layout / "oci-layout").is_file()):
-            raise StrataError(f"{layout}: exists and is not an OCI layout; choose an empty or new directory")
-        shutil.rmtree(layout)
-    (layout / "blobs" / "sha256").mkdir(parents=True)
-
-
-def canonical_prefix(source: LayeredImage, canonical_diff_ids: Sequence[str], policy: CanonicalPolicy) -> int:
+def canonical_prefix(source: Image, canonical_diff_ids: Sequence[str], policy: CanonicalPolicy) -> int:
     """How many leading layers of `source` are already canonical: those equal to `canonical_diff_ids`.
 
     Only uncompressed canonical layers qualify (their diff_id is their blob digest), and only a prefix: a
@@ -430,15 +412,8 @@ def canonical_prefix(source: LayeredImage, canonical_diff_ids: Sequence[str], po
     return count
 
 
-def _check_layer_count(source: LayeredImage) -> None:
-    if len(source.layer_refs) != len(source.diff_ids):
-        raise StrataError(
-            f"{source.label}: config lists {len(source.diff_ids)} layers but the archive has {len(source.layer_refs)}"
-        )
-
-
 def _canonical_layers(
-    source: LayeredImage,
+    source: Image,
     policy: CanonicalPolicy,
     canonical_base: Sequence[str],
     write_layer: Callable[[int, LayerReader], CanonicalLayer],
@@ -450,7 +425,7 @@ def _canonical_layers(
     layers: list[CanonicalLayer] = []
     absent: list[str] = []
     reused = canonical_prefix(source, canonical_base, policy)
-    for index in range(len(source.layer_refs)):
+    for index in range(len(source.layers)):
         if index < reused:
             size, compressed = source.stored_layer_size(index)
             if not compressed:
@@ -464,7 +439,7 @@ def _canonical_layers(
 
 
 def canonicalize_source(
-    source: LayeredImage,
+    source: Image,
     layout: Path,
     policy: CanonicalPolicy,
     tag: str | None = None,
@@ -477,8 +452,7 @@ def canonicalize_source(
     destination engine already has: those leading layers are neither read nor written (`absent`), since
     canonicalizing a canonical layer gives it back unchanged. The layout is then only good for `docker load`.
     """
-    _check_layer_count(source)
-    _prepare_layout(layout)
+    prepare_layout(layout)
     blobs = layout / "blobs" / "sha256"
 
     def write_layer(index: int, reader: LayerReader) -> CanonicalLayer:
@@ -490,38 +464,22 @@ def canonicalize_source(
 
     layers, absent = _canonical_layers(source, policy, canonical_base, write_layer)
     config = canonical_config(source.config, [layer.diff_id for layer in layers], policy.epoch)
-    config_digest, config_size = _write_blob(layout, canonical_json(config))
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-        "layers": [
-            {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size} for layer in layers
-        ],
-    }
-    manifest_digest, manifest_size = _write_blob(layout, canonical_json(manifest))
-    descriptor: dict[str, Any] = {"mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size}
-    if tag:
-        descriptor["annotations"] = {"org.opencontainers.image.ref.name": tag}
-    oci_index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor]}
-    (layout / "index.json").write_bytes(canonical_json(oci_index))
-    (layout / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
-    # Docker 20.10 cannot load an OCI layout; this docker-archive manifest next to it lets `docker load` read it.
-    (layout / "manifest.json").write_bytes(
-        canonical_json(_docker_manifest(config_digest, [blob_path(layer.digest) for layer in layers], tag))
+    config_digest, config_size = write_blob(layout, canonical_json(config))
+    manifest = write_manifest(
+        layout,
+        BlobRef(OCI_CONFIG, config_digest, config_size),
+        [BlobRef(layer.media_type, layer.digest, layer.size) for layer in layers],
     )
+    # Docker 20.10 cannot load an OCI layout; the docker-archive manifest.json next to it lets `docker load` read it.
+    write_index(layout, [IndexEntry(manifest, config_digest, tuple(layer.digest for layer in layers), tag)])
     return CanonicalImage(
         layout=layout,
-        manifest_digest=manifest_digest,
+        manifest_digest=manifest.digest,
         config_digest=config_digest,
         layers=tuple(layers),
         tag=tag,
         absent=tuple(absent),
     )
-
-
-def _docker_manifest(config_digest: str, layer_paths: list[str], tag: str | None) -> list[dict[str, Any]]:
-    return [{"Config": blob_path(config_digest), "RepoTags": [tag] if tag else None, "Layers": layer_paths}]
 
 
 @dataclass(frozen=True)
@@ -557,7 +515,7 @@ class _ArchiveWriter:
 
 
 def write_docker_archive(
-    source: LayeredImage,
+    source: Image,
     out: IO[bytes],
     policy: CanonicalPolicy,
     tag: str | None = None,
@@ -571,7 +529,6 @@ def write_docker_archive(
     """
     if policy.compression != "none":
         raise StrataError("a docker load stream carries uncompressed layers: use compression 'none'")
-    _check_layer_count(source)
     archive = _ArchiveWriter(out)
     written: dict[int, str] = {}  # layer index -> its path in the archive; the others stay in the engine
 
@@ -595,7 +552,7 @@ def write_docker_archive(
     config_digest = sha256_digest(config)
     archive.add(blob_path(config_digest), config)
     paths = [written.get(index, blob_path(layer.digest)) for index, layer in enumerate(layers)]
-    archive.add("manifest.json", canonical_json(_docker_manifest(config_digest, paths, tag)))
+    archive.add("manifest.json", canonical_json([docker_load_manifest(config_digest, paths, tag)]))
     archive.close()
     return StreamedImage(config_digest, tuple(layers), tuple(absent))
 

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from builder.errors import StrataError
-from builder.oci.archive import ImageSource
 from builder.oci.canonical import WHITEOUT_PREFIX, XATTR_PAX_PREFIXES, normalize_path
 from builder.oci.changes import change_kind
+from builder.oci.image import Image, LayerReader
 from builder.oci.packages import (
     OPAQUE_WHITEOUT,
     PackageDiff,
@@ -167,7 +167,7 @@ def entry_from_member(member: tarfile.TarInfo, data_sha256: str | None, layer: i
     )
 
 
-def layer_entries(layer: tarfile.TarFile, index: int = 0) -> tuple[dict[str, FileEntry], list[str]]:
+def layer_entries(layer: LayerReader, index: int = 0) -> tuple[dict[str, FileEntry], list[str]]:
     """Every path of a layer tar (last one wins, like extraction) and the order the tar stored them in."""
     entries: dict[str, FileEntry] = {}
     order: list[str] = []
@@ -246,7 +246,7 @@ def _text_diff(left: bytes, right: bytes, path: str) -> str | None:
     return "\n".join(lines)
 
 
-def _read_small_files(source: ImageSource, wanted: Iterable[FileEntry]) -> dict[tuple[int, str], bytes]:
+def _read_small_files(source: Image, wanted: Iterable[FileEntry]) -> dict[tuple[int, str], bytes]:
     by_layer: dict[int, set[str]] = {}
     for entry in wanted:
         by_layer.setdefault(entry.layer, set()).add(entry.path)
@@ -262,7 +262,7 @@ def _read_small_files(source: ImageSource, wanted: Iterable[FileEntry]) -> dict[
     return contents
 
 
-def _with_text_diffs(changes: list[EntryChange], a: ImageSource, b: ImageSource) -> list[EntryChange]:
+def _with_text_diffs(changes: list[EntryChange], a: Image, b: Image) -> list[EntryChange]:
     candidates = [
         c
         for c in changes
@@ -296,9 +296,7 @@ def _created_by(config: Mapping[str, Any], layer_index: int) -> str | None:
     return steps[layer_index].get("created_by") if layer_index < len(steps) else None
 
 
-def diff_images(
-    a: ImageSource, b: ImageSource, *, flatten: bool = False, ignore: Iterable[str] = ()
-) -> ImageDiff:
+def diff_images(a: Image, b: Image, *, flatten: bool = False, ignore: Iterable[str] = ()) -> ImageDiff:
     """Compare two images read from files.
 
     `ignore` names FileEntry fields to leave out (e.g. `("mtime", "owner")` for images not canonicalized).
@@ -315,7 +313,7 @@ def diff_images(
         b_label=b.label,
         a_id=a.config_digest,
         b_id=b.config_digest,
-        layer_counts=(len(a.layer_refs), len(b.layer_refs)),
+        layer_counts=(len(a.layers), len(b.layers)),
         ignored_fields=tuple(sorted(ignored)),
     )
     if base.identical:
@@ -324,7 +322,7 @@ def diff_images(
     config_b = {k: v for k, v in b.config.items() if k != "rootfs"}
     config_changes = tuple(diff_json(config_a, config_b))
 
-    per_layer = not flatten and len(a.layer_refs) == len(b.layer_refs)
+    per_layer = not flatten and len(a.layers) == len(b.layers)
     if same_layers(a, b):  # only the config differs: no layer needs opening
         unchanged = replace(base, config_changes=config_changes, packages=PackageDiff(), files=FileSummary())
         return unchanged if per_layer else replace(unchanged, flattened=())

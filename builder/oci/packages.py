@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from builder.errors import StrataError
-from builder.oci.archive import ImageSource
 from builder.oci.canonical import WHITEOUT_PREFIX, normalize_path
 from builder.oci.changes import change_kind
 from builder.oci.dpkg import packages_from_dpkg_status
+from builder.oci.image import Image, LayerReader
 
 DPKG_STATUS = "var/lib/dpkg/status"
 OPAQUE_WHITEOUT = ".wh..wh..opq"
@@ -143,7 +143,7 @@ class PackageScan:
     def _tracked(self) -> list[str]:
         return list(self._dists) + ([DPKG_STATUS] if self._dpkg is not None else [])
 
-    def add_layer(self, layer: tarfile.TarFile, index: int = 0) -> None:
+    def add_layer(self, layer: LayerReader, index: int = 0) -> None:
         """Apply one layer: its whiteouts hide what lower layers installed, then its own files count."""
         # A non-directory at a directory holding tracked files replaces that directory (and hides them).
         directories = {p[:i] for p in self._tracked() for i, ch in enumerate(p) if ch == "/"}
@@ -183,9 +183,7 @@ class PackageScan:
             self._dpkg = dpkg
 
     @contextlib.contextmanager
-    def _open(
-        self, layer: tarfile.TarFile, member: tarfile.TarInfo, index: int
-    ) -> Iterator[IO[bytes] | None]:
+    def _open(self, layer: LayerReader, member: tarfile.TarInfo, index: int) -> Iterator[IO[bytes] | None]:
         if not (member.isreg() or member.islnk()):
             yield None
             return
@@ -208,38 +206,36 @@ class PackageScan:
         return ImagePackages(python=tuple(python), debian=self._dpkg or ())
 
 
-def image_packages(source: ImageSource) -> ImagePackages:
+def image_packages(source: Image) -> ImagePackages:
     """The Python distributions and Debian packages installed in `source`'s merged filesystem.
 
     Example: `image_packages(read_image(Path("out/tf2.13.1-gpu"))).debian`.
     """
     scan = PackageScan(source.label)
-    for index in range(len(source.layer_refs)):
+    for index in range(len(source.layers)):
         with source.open_layer(index) as layer:
             scan.add_layer(layer, index)
     return scan.result()
 
 
-def _diff_id(source: ImageSource, index: int) -> str | None:
+def _diff_id(source: Image, index: int) -> str | None:
     ids = source.diff_ids
     return ids[index] if index < len(ids) else None
 
 
-def same_layers(a: ImageSource, b: ImageSource) -> bool:
+def same_layers(a: Image, b: Image) -> bool:
     """Whether both images stack the same layers (then their filesystems, and packages, are equal)."""
-    return len(a.layer_refs) == len(b.layer_refs) == len(a.diff_ids) and a.diff_ids == b.diff_ids
+    return len(a.layers) == len(b.layers) == len(a.diff_ids) and a.diff_ids == b.diff_ids
 
 
-def paired_layers(
-    a: ImageSource, b: ImageSource
-) -> Iterator[tuple[int, tarfile.TarFile | None, tarfile.TarFile | None]]:
+def paired_layers(a: Image, b: Image) -> Iterator[tuple[int, LayerReader | None, LayerReader | None]]:
     """Layer `i` of both images, open, lowest first; None past an image's last layer.
 
     Where both images have the same layer (same diff_id) at `i` it is opened once and handed out twice.
     """
-    for index in range(max(len(a.layer_refs), len(b.layer_refs))):
+    for index in range(max(len(a.layers), len(b.layers))):
         with contextlib.ExitStack() as stack:
-            left = stack.enter_context(a.open_layer(index)) if index < len(a.layer_refs) else None
+            left = stack.enter_context(a.open_layer(index)) if index < len(a.layers) else None
             shared = (
                 left is not None
                 and _diff_id(a, index) is not None
@@ -248,7 +244,7 @@ def paired_layers(
             if shared:
                 right = left
             else:
-                right = stack.enter_context(b.open_layer(index)) if index < len(b.layer_refs) else None
+                right = stack.enter_context(b.open_layer(index)) if index < len(b.layers) else None
             yield index, left, right
 
 
@@ -299,7 +295,7 @@ def diff_packages(a: ImagePackages, b: ImagePackages) -> PackageDiff:
     )
 
 
-def compare_image_packages(a: ImageSource, b: ImageSource) -> PackageDiff:
+def compare_image_packages(a: Image, b: Image) -> PackageDiff:
     """`diff_packages` of two images, reading each layer they share (same diff_id, same place) once."""
     if same_layers(a, b):
         return PackageDiff()

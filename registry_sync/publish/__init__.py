@@ -2,7 +2,8 @@
 images.lock.json, pull nodes back as a build cache, promote aliases with evidence, pin user files, sync
 registries and describe every tag in a catalog.
 
-Owns: push.py (archive -> registry, only missing blobs), compress.py (deterministic gzip + cache),
+Owns: push.py (image -> registry, only missing blobs), store.py (the registry as an image store: find by
+content tag, get, put), compress.py (deterministic gzip + cache),
 push_plan.py (the plan's nodes, the lock and its artifact), images_lock.py, tag_policy.py, cache.py,
 promote.py, pin.py, sync.py, catalog.py. May import: registry_sync.registry, builder.engine, builder.lock,
 builder.plan, builder.oci, builder.matrix, validate.smoke and validate.bench (promotion evidence),

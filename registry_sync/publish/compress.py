@@ -7,7 +7,6 @@ annotation `io.strata.compression`, so a reader can tell why two pushes of one l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -15,7 +14,9 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
+
+from builder.oci.digest import StreamDigest, sha256_hex
 
 COMPRESSION_LEVEL = 6
 # gzip header: magic, deflate, no flags (so no file name, no comment), mtime 0, XFL 0, OS 255 ("unknown").
@@ -46,34 +47,30 @@ class GzipSummary:
     size: int
 
 
-def gzip_stream(source: BinaryIO, sink: BinaryIO, chunk_size: int = CHUNK_SIZE) -> GzipSummary:
+def gzip_stream(source: IO[bytes], sink: IO[bytes], chunk_size: int = CHUNK_SIZE) -> GzipSummary:
     """Compress `source` into `sink` deterministically, hashing both sides in the same pass.
 
     Example: `gzip_stream(open("layer.tar", "rb"), open("layer.tar.gz", "wb")).digest` -> `"sha256:..."`.
     """
-    raw_hash, gz_hash = hashlib.sha256(), hashlib.sha256()
-    raw_size = gz_size = 0
+    raw, gz = StreamDigest(), StreamDigest()
     crc = 0
 
     def emit(data: bytes) -> None:
-        nonlocal gz_size
         if data:
-            gz_hash.update(data)
+            gz.update(data)
             sink.write(data)
-            gz_size += len(data)
 
     compressor = zlib.compressobj(
         COMPRESSION_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_DEFAULT_STRATEGY
     )
     emit(GZIP_HEADER)
     while chunk := source.read(chunk_size):
-        raw_hash.update(chunk)
-        raw_size += len(chunk)
+        raw.update(chunk)
         crc = zlib.crc32(chunk, crc)
         emit(compressor.compress(chunk))
     emit(compressor.flush(zlib.Z_FINISH))
-    emit(struct.pack("<II", crc & 0xFFFFFFFF, raw_size & 0xFFFFFFFF))
-    return GzipSummary("sha256:" + raw_hash.hexdigest(), raw_size, "sha256:" + gz_hash.hexdigest(), gz_size)
+    emit(struct.pack("<II", crc & 0xFFFFFFFF, raw.size & 0xFFFFFFFF))
+    return GzipSummary(raw.digest, raw.size, gz.digest, gz.size)
 
 
 class CompressedLayerCache:
@@ -85,7 +82,7 @@ class CompressedLayerCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         # A different zlib or level gives different bytes: keep those entries apart.
-        self._variant = hashlib.sha256(COMPRESSION.encode()).hexdigest()[:12]
+        self._variant = sha256_hex(COMPRESSION.encode())[:12]
 
     def _paths(self, diff_id: str) -> tuple[Path, Path]:
         hexpart = diff_id.removeprefix("sha256:")
@@ -104,7 +101,7 @@ class CompressedLayerCache:
             return None
         return CompressedLayer(diff_id, int(meta["uncompressed_size"]), str(meta["digest"]), size, blob_path)
 
-    def add(self, source: BinaryIO, expected_diff_id: str | None = None) -> CompressedLayer:
+    def add(self, source: IO[bytes], expected_diff_id: str | None = None) -> CompressedLayer:
         """Compress `source` into the cache and return the entry.
 
         When `expected_diff_id` is given and the uncompressed bytes hash differently, nothing is cached and

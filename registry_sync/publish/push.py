@@ -1,4 +1,6 @@
-"""Push a canonical image archive (`docker save` format) to a registry, uploading only what is missing.
+"""Push an image (`builder.oci.image.Image`: from the engine's storage, or an archive) to a registry, uploading
+only what is missing. Layers are compressed once (`compress.py`, cached by diff_id): a cached layer is not even
+read, and an uncached one is checked against its diff_id while it is compressed.
 
 Order matters for readers that race a push: blobs first (skipped when present, mounted when another repository
 has them, uploaded otherwise), then the manifest by digest, and only then the tags, so no tag ever points at a
@@ -8,13 +10,16 @@ manifest or blob the registry does not have.
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
+from builder.oci.archive import read_image
+from builder.oci.digest import sha256_digest
+from builder.oci.image import Image
+from builder.oci.media_types import DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST_V2
 from registry_sync.publish.compress import (
     COMPRESSION,
     COMPRESSION_ANNOTATION,
@@ -24,36 +29,12 @@ from registry_sync.publish.compress import (
 from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, plan_tags
 from registry_sync.registry.client import (
     DEFAULT_CHUNK_SIZE,
-    DOCKER_MANIFEST_V2,
     RegistryClient,
     RegistryError,
     UploadSession,
-    sha256_of,
 )
 
-DOCKER_CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-
 ProgressCallback = Callable[[str, int], None]
-
-
-class ArchiveError(StrataError):
-    """An image archive is unreadable or inconsistent (missing member, digest mismatch)."""
-
-
-@dataclass(frozen=True)
-class ArchiveImage:
-    """The parts of a `docker save` archive a push needs: config bytes and the tar member of each layer."""
-
-    path: Path
-    config_bytes: bytes
-    layer_members: tuple[str, ...]
-    diff_ids: tuple[str, ...]
-
-    @property
-    def config_digest(self) -> str:
-        """Digest of the config bytes."""
-        return sha256_of(self.config_bytes)
 
 
 @dataclass(frozen=True)
@@ -87,63 +68,19 @@ class _BlobTally:
     bytes_uploaded: int = 0
 
 
-def read_docker_archive(path: Path) -> ArchiveImage:
-    """Read manifest.json and the config of a single-image `docker save` archive, checking their consistency."""
-    try:
-        with tarfile.open(path, "r:") as tar:
-            index = json.loads(_member_bytes(tar, "manifest.json", path))
-            if not isinstance(index, list) or len(index) != 1:
-                raise ArchiveError(f"{path}: manifest.json must describe exactly one image")
-            entry = index[0]
-            config_name = str(entry["Config"])
-            config_bytes = _member_bytes(tar, config_name, path)
-            layers = tuple(str(name) for name in entry["Layers"])
-    except (tarfile.TarError, OSError) as exc:
-        raise ArchiveError(f"{path}: not a readable image archive ({exc})") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArchiveError(f"{path}: manifest.json is malformed ({exc})") from None
-    expected_hex = Path(config_name).name.removesuffix(".json")
-    if len(expected_hex) == 64 and sha256_of(config_bytes) != f"sha256:{expected_hex}":
-        raise ArchiveError(f"{path}: config {config_name} hashes to {sha256_of(config_bytes)}")
-    try:
-        diff_ids = tuple(json.loads(config_bytes)["rootfs"]["diff_ids"])
-    except (ValueError, KeyError, TypeError):
-        raise ArchiveError(f"{path}: config {config_name} has no rootfs.diff_ids") from None
-    if len(diff_ids) != len(layers):
-        raise ArchiveError(f"{path}: config lists {len(diff_ids)} layers, manifest.json {len(layers)}")
-    return ArchiveImage(path, config_bytes, layers, diff_ids)
-
-
-def _member_bytes(tar: tarfile.TarFile, name: str, path: Path) -> bytes:
-    stream = _member_stream(tar, name, path)
-    with stream:
-        return stream.read()
-
-
-def _member_stream(tar: tarfile.TarFile, name: str, path: Path) -> Any:
-    for candidate in (name, f"./{name}"):
-        try:
-            stream = tar.extractfile(candidate)
-        except KeyError:
-            continue
-        if stream is not None:
-            return stream
-    raise ArchiveError(f"{path}: archive has no member {name}")
-
-
-def compress_layers(image: ArchiveImage, cache: CompressedLayerCache) -> list[CompressedLayer]:
-    """The compressed form of every layer, from the cache or by compressing the archive member (streamed)."""
+def compress_layers(image: Image, cache: CompressedLayerCache) -> list[CompressedLayer]:
+    """The compressed form of every layer: from the cache (the layer is not read), else by compressing its tar
+    as the image's storage streams it, checked against its diff_id on the way."""
     layers: list[CompressedLayer] = []
-    with tarfile.open(image.path, "r:") as tar:
-        for member, diff_id in zip(image.layer_members, image.diff_ids):
-            cached = cache.get(diff_id)
-            if cached is None:
-                with _member_stream(tar, member, image.path) as stream:
-                    try:
-                        cached = cache.add(stream, expected_diff_id=diff_id)
-                    except ValueError as exc:
-                        raise ArchiveError(f"{image.path}: layer {member}: {exc}") from None
-            layers.append(cached)
+    for index, layer in enumerate(image.layers):
+        cached = cache.get(layer.diff_id)
+        if cached is None:
+            with image.open_layer_tar(index) as stream:
+                try:
+                    cached = cache.add(stream, expected_diff_id=layer.diff_id)
+                except ValueError as exc:
+                    raise StrataError(f"{image.label}: layer {index}: {exc}") from None
+        layers.append(cached)
     return layers
 
 
@@ -158,10 +95,9 @@ def build_manifest(
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": DOCKER_MANIFEST_V2,
-        "config": {"mediaType": DOCKER_CONFIG_MEDIA_TYPE, "size": config_size, "digest": config_digest},
+        "config": {"mediaType": DOCKER_CONFIG, "size": config_size, "digest": config_digest},
         "layers": [
-            {"mediaType": DOCKER_LAYER_MEDIA_TYPE, "size": layer.size, "digest": layer.digest}
-            for layer in layers
+            {"mediaType": DOCKER_LAYER_GZIP, "size": layer.size, "digest": layer.digest} for layer in layers
         ],
     }
     if annotations:
@@ -202,22 +138,60 @@ def push_archive(
     on_progress: ProgressCallback | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PushResult:
-    """Push the image in `archive` to `repository` under `tags`; see the module docstring for the order.
+    """Push the image stored in `archive` (docker save, OCI archive or layout) like `push_image`.
+
+    Example: push_archive(client, Path("tf.tar"), "strata/tensorflow", ["2.15.0-gpu"]).manifest_digest.
+    """
+    _check_audit(force, audit_log)
+    image = read_image(archive)
+    return push_image(
+        client,
+        image,
+        repository,
+        tags,
+        policy=policy,
+        annotations=annotations,
+        force=force,
+        audit_log=audit_log,
+        mount_from=mount_from,
+        layers=compress_layers(image, CompressedLayerCache(cache_dir)),
+        on_progress=on_progress,
+        chunk_size=chunk_size,
+    )
+
+
+def push_image(
+    client: RegistryClient,
+    image: Image,
+    repository: str,
+    tags: Sequence[str],
+    *,
+    layers: Sequence[CompressedLayer],
+    policy: TagPolicy | None = None,
+    annotations: Mapping[str, str] | None = None,
+    force: bool = False,
+    audit_log: AuditLog | None = None,
+    mount_from: Sequence[str] = (),
+    on_progress: ProgressCallback | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> PushResult:
+    """Push `image`, whose layers compressed are `layers` (`compress_layers`), to `repository` under `tags`;
+    see the module docstring for the order.
 
     Tags are checked against `policy` before any upload: moving an existing version tag raises TagPolicyError
     naming both digests, unless `force`, in which case the move is appended to `audit_log`.
     `mount_from` lists repositories of the same registry that may hold some blobs (mounted, not uploaded).
-    Compressed layers are cached under `cache_dir` (settings.compressed_layers_dir) by diff_id.
-    Example: push_archive(client, Path("tf.tar"), "strata/tensorflow", ["2.15.0-gpu"]).manifest_digest.
     """
     policy = policy or TagPolicy()
-    if force and audit_log is None:
-        raise StrataError("a forced push needs an audit log to record the moved tags")
-    image = read_docker_archive(archive)
-    layers = compress_layers(image, CompressedLayerCache(cache_dir))
+    _check_audit(force, audit_log)
+    if len(layers) != len(image.layers):
+        raise StrataError(
+            f"{image.label}: {len(image.layers)} layers, but {len(layers)} compressed ones to push"
+        )
+    tags = list(tags)
     all_annotations = {COMPRESSION_ANNOTATION: COMPRESSION, **(annotations or {})}
     manifest = build_manifest(image.config_digest, len(image.config_bytes), layers, all_annotations)
-    manifest_digest = sha256_of(manifest)
+    manifest_digest = sha256_digest(manifest)
     decisions = plan_tags(client, repository, tags, manifest_digest, policy, force=force)
 
     all_blobs = (image.config_digest, *(layer.digest for layer in layers))
@@ -283,6 +257,11 @@ def push_archive(
         blobs_mounted=tuple(tally.mounted),
         forced_tags=tuple(forced),
     )
+
+
+def _check_audit(force: bool, audit_log: AuditLog | None) -> None:
+    if force and audit_log is None:
+        raise StrataError("a forced push needs an audit log to record the moved tags")
 
 
 def _ensure_blob(

@@ -5,9 +5,11 @@ Push, per node in plan order (parents first):
 1. The registry has the node's content tag `h-<content hash>` with all its blobs, and its config digest is the
    engine image's id (or the engine no longer has the image): nothing is uploaded; the version tag is added when
    it is missing (`tagged`) and otherwise left alone (`skipped`).
-2. Otherwise the engine image (tagged `node.cache_ref` by `strata build`) is saved through the Docker SDK into a
-   temporary archive and pushed with `push_archive` under [version tag, content tag], mounting blobs from the
-   parent node's repository. Manifest annotations: `io.strata.compression` (added by push_archive),
+2. Otherwise the engine image (tagged `node.cache_ref` by `strata build`) is the registry store's put of the
+   engine store's get: its layers read straight from the engine's storage (`docker save` only where that storage
+   cannot be read), compressed once (a layer the compressed-layer cache holds is not read at all) and pushed
+   with `push_image` under [version tag, content tag], mounting blobs from the parent node's repository.
+   Manifest annotations: `io.strata.compression` (added by push_image),
    `io.strata.content-hash`, `io.strata.node` and `io.strata.uncompressed-size` (sum of the layer tars, so
    the lock can state both sizes on a no-op run without the image).
 
@@ -25,28 +27,26 @@ so it moves when the lock of the same plan changes (a cell added, a forced re-pu
 from __future__ import annotations
 
 import json
-import tarfile
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker.errors
-
-from builder.engine.images import existing_image
+from builder.engine.store import EngineStore
 from builder.errors import StrataError
 from builder.events import (
     EventSink,
     PushFinished,
     PushMismatch,
-    PushSaving,
+    PushReading,
     PushStatus,
     PushUploading,
     ignore_events,
 )
 from builder.matrix.load import Matrix
+from builder.oci.digest import sha256_digest
+from builder.oci.media_types import LOCK_ARTIFACT_MEDIA_TYPE, LOCK_CONFIG_MEDIA_TYPE, OCI_MANIFEST
 from builder.plan.graph import LayerNode, Plan
 from registry_sync.publish.images_lock import (
     ImagesLock,
@@ -55,25 +55,17 @@ from registry_sync.publish.images_lock import (
     read_images_lock,
     write_images_lock,
 )
-from registry_sync.publish.push import DEFAULT_CHUNK_SIZE, image_exists, push_archive, read_docker_archive
+from registry_sync.publish.push import DEFAULT_CHUNK_SIZE
+from registry_sync.publish.store import RegistryStore
 from registry_sync.publish.tag_policy import DEFAULT_ALIAS_PATTERNS, AuditLog, TagAction, TagPolicy, plan_tags
-from registry_sync.registry.client import (
-    OCI_MANIFEST,
-    Manifest,
-    RegistryClient,
-    RegistryUnreachable,
-    sha256_of,
-)
+from registry_sync.registry.client import Manifest, RegistryClient, RegistryUnreachable
 from registry_sync.registry.reference import ImageRef
 
 CONTENT_HASH_ANNOTATION = "io.strata.content-hash"
 NODE_ANNOTATION = "io.strata.node"
 UNCOMPRESSED_ANNOTATION = "io.strata.uncompressed-size"
 LOCK_REPOSITORY = "images-lock"
-LOCK_ARTIFACT_MEDIA_TYPE = "application/vnd.strata.images-lock.v1+json"
-LOCK_CONFIG_MEDIA_TYPE = "application/vnd.strata.images-lock.config.v1+json"
 LOCK_CONFIG = b"{}"
-SAVE_CHUNK = 8 << 20
 
 
 class PublishError(StrataError):
@@ -108,6 +100,10 @@ class NodeTarget:
     @property
     def version_ref(self) -> str:
         return f"{self.registry}/{self.repository}:{self.version_tag}"
+
+    @property
+    def content_ref(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.content_tag}"
 
 
 # ---------------------------------------------------------------------------------------------- push
@@ -160,7 +156,8 @@ class PushOptions:
     cache_dir: Path  # compressed-layer cache (settings.compressed_layers_dir)
     profile: str = ""  # recorded in the lock entries (where the node's package locks live)
     force: bool = False
-    work_dir: Path | None = None  # where `docker save` archives are written (deleted after each node)
+    work_dir: Path | None = None  # where `docker save` archives go when the engine's storage cannot be read
+    layer_read: str = ""  # settings.layer_read: "save" reads every image through `docker save`
     chunk_size: int = DEFAULT_CHUNK_SIZE
     on_event: EventSink = ignore_events
 
@@ -171,64 +168,74 @@ def publish_plan(plan: Plan, engine: Any, client: RegistryClient, options: PushO
     An unreachable registry stops the run (RegistryUnreachable); any other failure is recorded and the next
     node is tried. Example: publish_plan(plan.select(["*-cpu"]), docker.from_env(), client, options).
     """
+    registry = RegistryStore(
+        client,
+        cache_dir=options.cache_dir,
+        policy=options.policy,
+        audit_log=options.audit,
+        force=options.force,
+        chunk_size=options.chunk_size,
+    )
     results: list[NodeResult] = []
-    for node in plan.nodes:
-        target = NodeTarget.of(node, options.registry)
-        parent = plan.node(node.parent) if node.parent else None
-        start = time.monotonic()
-        try:
-            result = publish_node(node, parent, engine, client, options)
-        except RegistryUnreachable:
-            raise
-        except StrataError as exc:
-            result = NodeResult(node.id, PushStatus.FAILED, target, message=str(exc))
-        result.seconds = time.monotonic() - start
-        options.on_event(result.finished())
-        results.append(result)
+    with EngineStore(engine, options.layer_read, options.work_dir) as engine_store:
+        for node in plan.nodes:
+            target = NodeTarget.of(node, options.registry)
+            parent = plan.node(node.parent) if node.parent else None
+            start = time.monotonic()
+            try:
+                result = publish_node(node, parent, engine_store, registry, options)
+            except RegistryUnreachable:
+                raise
+            except StrataError as exc:
+                result = NodeResult(node.id, PushStatus.FAILED, target, message=str(exc))
+            result.seconds = time.monotonic() - start
+            options.on_event(result.finished())
+            results.append(result)
     return results
 
 
 def publish_node(
-    node: LayerNode, parent: LayerNode | None, engine: Any, client: RegistryClient, options: PushOptions
+    node: LayerNode,
+    parent: LayerNode | None,
+    engine: EngineStore,
+    registry: RegistryStore,
+    options: PushOptions,
 ) -> NodeResult:
-    """Publish one node: the no-op or tag-only path when the registry has its content tag, else save and push."""
+    """Publish one node: the no-op or tag-only path when the registry has its content tag, else the registry's
+    put of the engine's image."""
+    client = registry.client
     target = NodeTarget.of(node, options.registry)
-    image = existing_image(engine, node)
-    existing = image_exists(client, target.repository, target.content_tag)
+    image_id = engine.find(node.cache_ref)
+    existing = registry.find(target.content_ref)
     if existing is not None:
-        manifest = _manifest(client, target.repository, existing)
+        manifest = _manifest(client, target.repository, existing.rpartition("@")[2])
         config_digest = manifest_config_digest(manifest)
-        if image is None or image.id == config_digest:
+        if image_id is None or image_id == config_digest:
             forced = _ensure_version_tag(client, target, manifest, options)
             status = PushStatus.TAGGED if forced is not None else PushStatus.SKIPPED
             locked = locked_image(node, target, manifest, options.profile)
             return NodeResult(
                 node.id, status, target, manifest.digest, 0, forced=tuple(forced or ()), locked=locked
             )
-        options.on_event(PushMismatch(node.id, config_digest, image.id))
-    if image is None:
+        options.on_event(PushMismatch(node.id, config_digest, image_id))
+    if image_id is None:
         raise PublishError(f"node {node.id} is not built: run strata build")
     annotations = {CONTENT_HASH_ANNOTATION: node.content_hash, NODE_ANNOTATION: node.id}
     mount_from = [NodeTarget.of(parent, options.registry).repository] if parent else []
-    with tempfile.TemporaryDirectory(prefix=f"strata-push-{node.id}-", dir=options.work_dir) as scratch:
-        archive = Path(scratch) / "image.tar"
-        options.on_event(PushSaving(node.id))
-        save_engine_image(image, archive)
-        annotations[UNCOMPRESSED_ANNOTATION] = str(uncompressed_size(archive))
-        options.on_event(PushUploading(node.id, f"{target.registry}/{target.repository}"))
-        pushed = push_archive(
-            client,
-            archive,
-            target.repository,
-            [target.version_tag, target.content_tag],
-            policy=options.policy,
-            annotations=annotations,
-            force=options.force,
-            audit_log=options.audit,
-            mount_from=mount_from,
-            cache_dir=options.cache_dir,
-            chunk_size=options.chunk_size,
-        )
+    options.on_event(PushReading(node.id))
+    image = engine.get(image_id)
+    layers = registry.compressed_layers(image)
+    # The sum of the layer tars, so the lock can state both sizes on a no-op run without the image.
+    annotations[UNCOMPRESSED_ANNOTATION] = str(sum(layer.uncompressed_size for layer in layers))
+    options.on_event(PushUploading(node.id, f"{target.registry}/{target.repository}"))
+    pushed = registry.push(
+        image,
+        target.repository,
+        [target.version_tag, target.content_tag],
+        annotations=annotations,
+        mount_from=mount_from,
+        layers=layers,
+    )
     manifest = _manifest(client, target.repository, pushed.manifest_digest)
     uploaded = pushed.blobs_uploaded or pushed.blobs_mounted or pushed.bytes_uploaded
     status = PushStatus.PUSHED if uploaded else PushStatus.TAGGED
@@ -275,23 +282,6 @@ def _ensure_version_tag(
             )
         changed.append(decision.tag)
     return changed or None
-
-
-def save_engine_image(image: Any, archive: Path) -> None:
-    """`docker save` through the SDK, streamed into `archive` (never held in memory)."""
-    try:
-        with open(archive, "wb") as out:
-            out.writelines(image.save(chunk_size=SAVE_CHUNK, named=False))
-    except docker.errors.APIError as exc:
-        raise PublishError(f"image {image.id}: docker save failed ({exc.explanation})") from None
-
-
-def uncompressed_size(archive: Path) -> int:
-    """Sum of the layer tar sizes of a single-image `docker save` archive."""
-    image = read_docker_archive(archive)
-    with tarfile.open(archive, "r:") as tar:
-        sizes = {m.name.removeprefix("./"): m.size for m in tar.getmembers()}
-    return sum(sizes.get(member.removeprefix("./"), 0) for member in image.layer_members)
 
 
 def locked_image(node: LayerNode, target: NodeTarget, manifest: Manifest, profile: str) -> LockedImage:
@@ -355,11 +345,11 @@ def push_lock_artifact(
     """
     repository = f"{namespace}/{LOCK_REPOSITORY}"
     for blob in (LOCK_CONFIG, lock_bytes):
-        digest = sha256_of(blob)
+        digest = sha256_digest(blob)
         if client.blob_size(repository, digest) is None:
             client.upload_bytes(repository, digest, blob)
     manifest = lock_artifact_manifest(lock_bytes, tag)
-    digest = sha256_of(manifest)
+    digest = sha256_digest(manifest)
     old = client.manifest_digest(repository, tag)
     if old != digest:
         client.put_manifest(repository, tag, manifest, OCI_MANIFEST)
@@ -375,13 +365,13 @@ def lock_artifact_manifest(lock_bytes: bytes, plan_digest: str) -> bytes:
         "mediaType": OCI_MANIFEST,
         "config": {
             "mediaType": LOCK_CONFIG_MEDIA_TYPE,
-            "digest": sha256_of(LOCK_CONFIG),
+            "digest": sha256_digest(LOCK_CONFIG),
             "size": len(LOCK_CONFIG),
         },
         "layers": [
             {
                 "mediaType": LOCK_ARTIFACT_MEDIA_TYPE,
-                "digest": sha256_of(lock_bytes),
+                "digest": sha256_digest(lock_bytes),
                 "size": len(lock_bytes),
                 "annotations": {"org.opencontainers.image.title": "images.lock.json"},
             }

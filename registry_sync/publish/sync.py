@@ -22,27 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
+from builder.oci.media_types import FOREIGN_LAYER_MEDIA_TYPES, INDEX_MEDIA_TYPES
 from registry_sync.publish.tag_policy import AuditLog, TagAction, TagPolicy, plan_tags
-from registry_sync.registry.client import (
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
-    Manifest,
-    RegistryClient,
-    RegistryError,
-)
+from registry_sync.registry.client import Manifest, RegistryClient, RegistryError
 from registry_sync.registry.reference import ImageRef
 
 # Docker Hub's names for itself, and where its registry API really answers.
 DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 DOCKER_HUB_API = "registry-1.docker.io"
-INDEX_TYPES = (DOCKER_MANIFEST_LIST, OCI_INDEX)
 # Mirrors keep every tag as it is at the source: none floats, a tag naming another digest needs --force.
 ALL_IMMUTABLE = TagPolicy(alias_patterns=())
-FOREIGN_LAYER_TYPES = (
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar",
-)
 
 
 class SyncError(StrataError):
@@ -129,7 +118,7 @@ class _Copier:
         if self.dst.manifest_digest(self.dst_repo, manifest.digest) is not None:
             return  # a registry stores a manifest only once everything it references is present
         body = _json(manifest)
-        if manifest.media_type in INDEX_TYPES or "manifests" in body:
+        if manifest.media_type in INDEX_MEDIA_TYPES or "manifests" in body:
             for child in body.get("manifests") or []:
                 child_manifest = self.src.get_manifest(self.src_repo, str(child["digest"]))
                 if child_manifest is None:
@@ -141,7 +130,7 @@ class _Copier:
         else:
             blobs = [body["config"], *(body.get("layers") or [])]
             for blob in blobs:
-                if blob.get("mediaType") in FOREIGN_LAYER_TYPES:
+                if blob.get("mediaType") in FOREIGN_LAYER_MEDIA_TYPES:
                     continue  # non-distributable: pulled from its URLs, never stored by registries
                 self.copy_blob(str(blob["digest"]), int(blob.get("size") or 0))
         self.dst.put_manifest(self.dst_repo, manifest.digest, manifest.body, manifest.media_type)

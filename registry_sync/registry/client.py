@@ -8,7 +8,6 @@ becomes a one-line `RegistryError` naming the registry and what was being done.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 import ssl
@@ -21,13 +20,10 @@ import httpx
 from typing_extensions import Self
 
 from builder.errors import StrataError
+from builder.oci.digest import StreamDigest, sha256_digest
+from builder.oci.media_types import MANIFEST_MEDIA_TYPES
 from registry_sync.registry.auth import Credentials
 
-DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MANIFEST_MEDIA_TYPES = (DOCKER_MANIFEST_V2, OCI_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX)
 DEFAULT_CHUNK_SIZE = 8 << 20
 
 ProgressCallback = Callable[[str, int], None]
@@ -116,11 +112,6 @@ def parse_range_end(header: str | None) -> int:
         return 0
     last = int(match.group(1))
     return last + 1 if last > 0 else 0
-
-
-def sha256_of(data: bytes) -> str:
-    """`sha256:<hex>` of bytes."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def is_loopback_host(host: str) -> bool:
@@ -434,19 +425,17 @@ class RegistryClient:
                 if response.status_code != 200:
                     response.read()
                     raise self._unexpected(response, f"blob {digest} of {repository}")
-                hasher = hashlib.sha256()
-                size = 0
+                received = StreamDigest()
                 with open(path, "wb") as sink:
                     for chunk in response.iter_bytes(chunk_size):
-                        hasher.update(chunk)
+                        received.update(chunk)
                         sink.write(chunk)
-                        size += len(chunk)
-                got = "sha256:" + hasher.hexdigest()
+                got = received.digest
                 if digest.startswith("sha256:") and got != digest:
                     raise RegistryError(
                         f"registry {self.host} sent blob {digest} of {repository} hashing to {got}"
                     )
-                return size
+                return received.size
         raise RegistryError(f"registry {self.host}: too many redirects for blob {digest} of {repository}")
 
     def start_upload(self, repository: str) -> UploadSession:
@@ -510,9 +499,9 @@ class RegistryClient:
         self, repository: str, digest: str, data: bytes, *, session: UploadSession | None = None
     ) -> None:
         """Upload a small blob in one monolithic PUT (POST, then PUT with the whole body)."""
-        if sha256_of(data) != digest:
+        if sha256_digest(data) != digest:
             raise RegistryError(
-                f"refusing to push blob to {repository}: content hashes to {sha256_of(data)}, not {digest}"
+                f"refusing to push blob to {repository}: content hashes to {sha256_digest(data)}, not {digest}"
             )
         self._finish(session or self.start_upload(repository), digest, data)
 
@@ -635,7 +624,7 @@ class RegistryClient:
         if response.status_code != 200:
             raise self._unexpected(response, f"manifest {repository}:{reference}")
         body = response.content
-        digest = sha256_of(body)
+        digest = sha256_digest(body)
         if reference.startswith("sha256:") and digest != reference:
             raise RegistryError(
                 f"registry {self.host} sent manifest {repository}@{reference} whose bytes hash to {digest}"
@@ -658,7 +647,7 @@ class RegistryClient:
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
         """Store manifest bytes under `reference` (a tag, or the digest itself) and return the digest."""
-        digest = sha256_of(body)
+        digest = sha256_digest(body)
         if reference.startswith("sha256:") and reference != digest:
             raise RegistryError(f"manifest for {repository} hashes to {digest}, not {reference}")
         response = self._request(

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from builder.oci.archive import read_image
 from registry_sync.publish.compress import CompressedLayerCache
-from registry_sync.publish.push import compress_layers, read_docker_archive
+from registry_sync.publish.push import compress_layers
 from registry_sync.registry.client import RegistryClient, RetryPolicy
 from registry_sync.registry.server import (
     ServerLayout,
@@ -235,7 +236,7 @@ class ArchiveFacts:
 @pytest.fixture
 def archive_facts(test_archives: TestArchives, tmp_path: Path) -> ArchiveFacts:
     """Config and compressed layer digests of test_archives.v1."""
-    image = read_docker_archive(test_archives.v1)
+    image = read_image(test_archives.v1)
     layers = compress_layers(image, CompressedLayerCache(tmp_path / "facts-cache"))
     return ArchiveFacts(image.config_digest, len(image.config_bytes), tuple(layer.digest for layer in layers))
 

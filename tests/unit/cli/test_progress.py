@@ -18,7 +18,7 @@ from builder.events import (
     NodeStep,
     PushFinished,
     PushMismatch,
-    PushSaving,
+    PushReading,
     PushStatus,
     PushUploading,
 )
@@ -50,7 +50,7 @@ def test_push_lines() -> None:
     assert push_message(PushMismatch("n", "sha256:c", "sha256:e")) == (
         "registry content tag holds config sha256:c, engine has sha256:e"
     )
-    assert push_message(PushSaving("n")) == "saving from the engine"
+    assert push_message(PushReading("n")) == "reading its layers from the engine"
     assert (
         push_message(PushUploading("n", "127.0.0.1:5000/strata/base"))
         == "pushing to 127.0.0.1:5000/strata/base"

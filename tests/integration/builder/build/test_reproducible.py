@@ -90,7 +90,7 @@ def test_diffoscope_finds_no_difference_between_two_clean_builds(
         pytest.fail("diffoscope is not installed: scripts/setup-host.sh installs diffoscope-minimal")
     proc = run_strata("verify", "--only", "base-bullseye", "--keep", str(tmp_path), "--format", "json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    from builder.oci.archive import pack_layout
+    from builder.oci.layout_store import pack_layout
 
     # Compare the saved images (loadable archives), not the layout directories' host mtimes.
     saved = []

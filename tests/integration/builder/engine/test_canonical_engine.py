@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine.images import canonicalize_image, save_image
+from builder.engine.images import canonicalize_image
+from builder.engine.transfer import save_image
 from builder.oci.archive import blob_path, read_image
 from builder.oci.canonical import CanonicalPolicy
 from builder.oci.diff import diff_images

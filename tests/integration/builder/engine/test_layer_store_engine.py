@@ -2,11 +2,13 @@
 
 Both builders (BuildKit through the CLI, and the legacy builder through the SDK) build a child that deletes
 files (whiteouts), replaces a directory (opaque), hard-links, symlinks, makes a fifo and a setuid file, on a
-canonical parent; the two reading paths must agree byte for byte.
+canonical parent; the two reading paths must agree byte for byte, both as canonical images and as the layer tars
+a push compresses (replayed from the storage's tar-split, and as `docker save` writes them).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -20,6 +22,7 @@ from builder.engine.caps import BuilderChoice, detect_builder
 from builder.engine.image_build import BuildRequest, build_image
 from builder.engine.images import canonicalize_image, load_canonical
 from builder.engine.layer_store import store_image
+from builder.engine.store import EngineStore
 from builder.oci.canonical import CanonicalPolicy
 
 pytestmark = pytest.mark.engine
@@ -131,3 +134,14 @@ def test_storage_and_docker_save_give_the_same_canonical_child(
         streamed_tag, ["/bin/sh", "-c", f"cat /keep/hard /long/{LONG_DIR}/{LONG_FILE}"], remove=True
     )
     assert out == b"c\ndeep\n"
+
+    # What a push reads: every layer's tar from storage is the one `docker save` writes, and hashes to its diff_id.
+    with EngineStore(engine) as stored, EngineStore(engine, layer_read="save") as saved:
+        from_storage, from_archive = stored.get(built), saved.get(built)
+        assert type(from_storage.storage).__name__ == "StorageLayers"
+        assert from_storage.config_bytes == from_archive.config_bytes
+        for index, diff_id in enumerate(from_storage.diff_ids):
+            with from_storage.open_layer_tar(index) as a, from_archive.open_layer_tar(index) as b:
+                data = a.read()
+                assert data == b.read(), f"layer {index}"
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == diff_id

@@ -1,6 +1,6 @@
-"""pull_cached: a node's image comes back from the registry by content tag, checked and tagged like a build;
-a missing tag, a down registry or a wrong image never fail, they return None (with one warning line when
-something is wrong)."""
+"""The registry as the build's cache: a node's image found by content tag, checked and pulled by the engine,
+tagged like a build; a missing tag, a down registry or a wrong image never fail, the node is built instead
+(with one warning line when something is wrong)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import time
 import docker.errors
 import pytest
 
-from builder.plan.graph import Plan
-from registry_sync.publish.cache import CACHE_RETRY, pull_cached
+from builder.build.orchestrate import BuildOptions, gather_from_stores
+from builder.engine.store import EngineStore
+from registry_sync.publish.cache import CACHE_NAME, CACHE_RETRY
 from registry_sync.publish.push import push_archive
 from registry_sync.publish.push_plan import NodeTarget, PushOptions, publish_plan
+from registry_sync.publish.store import RegistryStore
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy
 from registry_sync.registry.client import RegistryClient
 
@@ -37,45 +39,60 @@ def forget(engine, node):
         engine.images.get(node.cache_ref)
 
 
-def test_pulls_checks_and_tags_like_a_build(make_chain, engine, plain_registry, plain_client, tmp_path):
+def ask_stores(engine, client, nodes, warnings):
+    """What `strata build` does before building: the engine first, then the registry cache."""
+    cache = RegistryStore(client, name=CACHE_NAME)
+    options = BuildOptions(caches=[lambda: cache], warn=warnings.append)
+    return gather_from_stores(nodes, EngineStore(engine), options)
+
+
+def test_pulls_checks_and_tags_like_a_build(make_chain, engine, plain_registry, tmp_path):
     chain = make_chain(plain_registry)
-    results = push_chain(chain, engine, plain_client, tmp_path)
+    with RegistryClient(plain_registry) as pusher:
+        results = push_chain(chain, engine, pusher, tmp_path)
     tool = chain.node("tools")
     config_digest = engine.images.get(tool.cache_ref).id
     forget(engine, tool)
     warnings: list[str] = []
 
-    image = pull_cached(engine, plain_client, tool, warn=warnings.append)
+    outcomes, todo = ask_stores(engine, RegistryClient(plain_registry), [tool], warnings)
 
-    assert warnings == []
-    assert image is not None and image.id == config_digest
-    assert set(image.tags) >= {tool.cache_ref, tool.tags[0]}
+    assert warnings == [] and todo == []
+    assert (outcomes[tool.id].status, outcomes[tool.id].image_id) == ("pulled", config_digest)
+    image = engine.images.get(tool.cache_ref)
+    assert image.id == config_digest and set(image.tags) >= {tool.cache_ref, tool.tags[0]}
     assert image.labels["io.strata.content-hash"] == tool.content_hash
     assert (
         f"{plain_registry}/{NodeTarget.of(tool).repository}@{results[2].manifest_digest}"
         in image.attrs["RepoDigests"]
     )
+    # The next build finds it in the engine.
+    assert EngineStore(engine).find(tool.cache_ref) == config_digest
 
 
-def test_missing_content_tag_is_a_quiet_miss(make_chain, engine, plain_registry, plain_client):
+def test_missing_content_tag_is_a_quiet_miss(make_chain, engine, plain_registry):
     chain = make_chain(plain_registry)
+    tool = chain.node("tools")
+    forget(engine, tool)
     warnings: list[str] = []
-    assert pull_cached(engine, plain_client, chain.node("base"), warn=warnings.append) is None
-    assert warnings == []
+    outcomes, todo = ask_stores(engine, RegistryClient(plain_registry), [tool], warnings)
+    assert (outcomes, todo, warnings) == ({}, [tool], [])
 
 
 def test_unreachable_registry_is_one_warning_and_fast(make_chain, engine, unused_address):
     chain = make_chain(unused_address)
+    tool = chain.node("tools")
+    forget(engine, tool)
     warnings: list[str] = []
     started = time.monotonic()
-    with RegistryClient(unused_address, retry=CACHE_RETRY) as down:
-        assert pull_cached(engine, down, chain.node("base"), warn=warnings.append) is None
+    outcomes, todo = ask_stores(engine, RegistryClient(unused_address, retry=CACHE_RETRY), [tool], warnings)
     assert time.monotonic() - started < 10
+    assert (outcomes, todo) == ({}, [tool])
     assert len(warnings) == 1 and "\n" not in warnings[0]
     assert "unreachable (connection refused)" in warnings[0] and "building instead" in warnings[0]
 
 
-def test_image_with_another_content_hash_is_refused_and_removed(
+def test_image_with_another_content_hash_is_refused_and_not_left_behind(
     make_chain, engine, plain_registry, plain_client, tmp_path
 ):
     chain = make_chain(plain_registry)
@@ -92,8 +109,9 @@ def test_image_with_another_content_hash_is_refused_and_removed(
     forget(engine, node)
     warnings: list[str] = []
 
-    assert pull_cached(engine, plain_client, node, warn=warnings.append) is None
+    outcomes, todo = ask_stores(engine, RegistryClient(plain_registry), [node], warnings)
 
+    assert (outcomes, todo) == ({}, [node])
     assert (
         len(warnings) == 1 and "is not this node's image" in warnings[0] and node.content_hash in warnings[0]
     )
@@ -103,17 +121,27 @@ def test_image_with_another_content_hash_is_refused_and_removed(
         engine.images.get(node.cache_ref)
 
 
-def test_build_images_call_site(make_chain, engine, plain_registry, plain_client, tmp_path):
-    """The call builder/build.py makes for a node the engine lacks (see the report for the exact lines)."""
-    from builder.build.orchestrate import existing_image
-
+def test_a_registry_image_read_through_the_store_is_the_pushed_one(
+    make_chain, engine, plain_registry, plain_client, tmp_path
+):
     chain = make_chain(plain_registry)
     push_chain(chain, engine, plain_client, tmp_path)
-    forget(engine, chain.node("tools"))
-    node = chain.node("tools")
-    image = existing_image(engine, node) or pull_cached(engine, plain_client, node)
-    assert image is not None and existing_image(engine, node) is not None
-    assert isinstance(chain.plan, Plan)
+    tool = chain.node("tools")
+    registry = RegistryStore(plain_client)
+
+    found = registry.find(NodeTarget.of(tool).content_ref)
+    assert found is not None
+    image = registry.get(found)
+    local = EngineStore(engine).get(tool.cache_ref)
+
+    assert image.config_bytes == local.config_bytes and image.origin is not None
+    assert image.origin.reference == found
+    # Its top layer, downloaded and inflated, is the engine's layer byte for byte.
+    with (
+        image.open_layer_tar(len(image.layers) - 1) as remote,
+        local.open_layer_tar(len(local.layers) - 1) as mine,
+    ):
+        assert remote.read() == mine.read()
 
 
 def test_open_cache_registry_checks_once_and_can_be_turned_off(

@@ -36,15 +36,18 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture
 def options(tmp_path, plain_registry):
-    def make(registry: str = plain_registry, force: bool = False) -> PushOptions:
+    def make(
+        registry: str = plain_registry, force: bool = False, layer_read: str = "", cache: str = "layers"
+    ) -> PushOptions:
         return PushOptions(
             registry=registry,
             policy=TagPolicy(),
             audit=AuditLog(tmp_path / "audit.jsonl"),
             profile="hermetic",
             force=force,
-            cache_dir=tmp_path / "layers",
+            cache_dir=tmp_path / cache,
             work_dir=tmp_path,
+            layer_read=layer_read,
         )
 
     return make
@@ -90,6 +93,41 @@ def test_first_push_then_noop_push(make_chain, engine, plain_registry, plain_cli
     assert entry.digest == tool.manifest_digest and entry.node == "tool" and entry.parent == "app"
     assert entry.versions["tensorflow"] == "9.9.9" and entry.cells == ("c-cpu",)
     assert fetch_lock_artifact(plain_client, chain.namespace, outcome.plan_digest, tmp_path) == lock_bytes
+
+
+def test_layers_read_from_storage_push_the_same_manifests_as_docker_save_archives(
+    make_chain, engine, plain_registry, mirror_registry, options, tmp_path
+):
+    """The same images pushed from the engine's storage and, as before this path existed, from `docker save`
+    archives (into another registry, each with an empty compressed-layer cache): the same manifest digests."""
+    chain = make_chain(plain_registry)
+    with RegistryClient(plain_registry) as here:
+        from_storage = publish_plan(chain.plan, engine, here, options(cache="storage"))
+    with RegistryClient(mirror_registry) as there:
+        from_archives = publish_plan(
+            chain.plan, engine, there, options(registry=mirror_registry, layer_read="save", cache="saved")
+        )
+    assert [r.status for r in from_storage + from_archives] == ["pushed"] * 6
+    assert [r.manifest_digest for r in from_storage] == [r.manifest_digest for r in from_archives]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("strata-save-")) == []
+    # The old path in full: the saved archive pushed by push_archive gives the manifest of the same bytes.
+    tool = chain.node("tools")
+    archive = tmp_path / "tool.tar"
+    with open(archive, "wb") as out:
+        out.writelines(engine.images.get(tool.cache_ref).save(named=False))
+    with RegistryClient(mirror_registry) as there:
+        manifest = json.loads(
+            there.get_manifest(NodeTarget.of(tool).repository, from_archives[2].manifest_digest).body
+        )
+        again = push_archive(
+            there,
+            archive,
+            NodeTarget.of(tool).repository,
+            ["again"],
+            annotations={k: v for k, v in manifest["annotations"].items() if k != "io.strata.compression"},
+            cache_dir=tmp_path / "again",
+        )
+    assert again.manifest_digest == from_storage[2].manifest_digest
 
 
 def test_content_tag_present_version_tag_missing_is_only_tagged(
@@ -207,7 +245,7 @@ def test_push_reports_each_node_as_typed_events(make_chain, engine, plain_regist
     first = publish_plan(chain.plan, engine, plain_client, replace(options(), on_event=seen.append))
     kinds = [(type(e).__name__, e.subject) for e in seen]
     assert kinds == [
-        (kind, node.id) for node in chain.nodes for kind in ("PushSaving", "PushUploading", "PushFinished")
+        (kind, node.id) for node in chain.nodes for kind in ("PushReading", "PushUploading", "PushFinished")
     ]
     finished = [e for e in seen if isinstance(e, PushFinished)]
     assert [(e.status, e.manifest_digest, e.bytes_uploaded) for e in finished] == [

@@ -7,11 +7,13 @@ import json
 
 import pytest
 
+from builder.oci.digest import sha256_digest
+from builder.oci.media_types import DOCKER_MANIFEST_V2, OCI_INDEX
 from cli.main import main
 from registry_sync.publish.push_plan import NodeTarget, PushOptions, publish_plan
 from registry_sync.publish.sync import copy_image
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy, TagPolicyError
-from registry_sync.registry.client import DOCKER_MANIFEST_V2, OCI_INDEX, RegistryClient, sha256_of
+from registry_sync.registry.client import RegistryClient
 
 pytestmark = pytest.mark.engine
 
@@ -89,7 +91,7 @@ def test_index_is_copied_with_its_children(pushed, plain_client, mirror_client):
         plain_client, tool.repository, "multi", mirror_client, f"{chain.namespace}/mirror", ["multi"]
     )
 
-    assert result.manifest_digest == sha256_of(index) and result.manifests_copied == 3
+    assert result.manifest_digest == sha256_digest(index) and result.manifests_copied == 3
     assert mirror_client.get_manifest(f"{chain.namespace}/mirror", "multi").body == index
     for child in children:
         assert mirror_client.manifest_digest(f"{chain.namespace}/mirror", child["digest"]) == child["digest"]

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.errors import StrataError
-from builder.oci.archive import blob_path, pack_layout, read_image
+from builder.oci.archive import blob_path, read_image
 from builder.oci.canonical import (
     CanonicalPolicy,
     canonical_config,
@@ -30,6 +30,7 @@ from builder.oci.canonical import (
     write_docker_archive,
     write_planned_layer,
 )
+from builder.oci.layout_store import pack_layout
 
 EPOCH = 1_600_000_000
 
@@ -472,8 +473,8 @@ def test_streamed_archive_loads_as_the_same_image_as_the_layout(docker_archive, 
     source = read_image(stream)
     assert source.config_digest == layout.config_digest and source.repo_tags == ("s/t:1",)
     for index, layer in enumerate(layout.layers):
-        with tarfile.open(stream) as archive:
-            data = archive.extractfile(source.layer_refs[index]).read()  # type: ignore[union-attr]
+        with source.open_layer_tar(index) as tar:
+            data = tar.read()
         assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.diff_id
     assert canonicalize_archive(stream, tmp_path / "again", policy).config_digest == layout.config_digest
 

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from builder.errors import StrataError
-from builder.oci.archive import read_image
+from builder.oci.archive import ArchiveLayers, read_image
 from builder.oci.canonical import CanonicalPolicy, canonicalize_archive
 from builder.oci.diff import FileSummary, diff_images, diff_to_json, render_text
 from builder.oci.packages import PackageDiff, compare_image_packages
@@ -231,7 +231,7 @@ def test_merged_file_counts_follow_the_flattened_view_and_ignored_fields(docker_
 
 
 def test_cli_packages_prints_only_the_package_changes(last_week_and_today, capsys):
-    a, b = (str(source.root) for source in last_week_and_today)
+    a, b = (source.label for source in last_week_and_today)
     args = parser().parse_args(["diff", "--packages", a, b])
     assert args.func(args) == 1
     assert capsys.readouterr().out.splitlines()[2:] == [
@@ -261,7 +261,10 @@ def test_images_stacking_the_same_layers_differ_in_config_only_and_no_layer_is_o
     layers = [member("f", b"1")]
     one, two = docker_archive(layers), docker_archive(layers, config={"Cmd": ["/bin/true"]})
     # Layer references that cannot be opened: reading any layer would fail the test.
-    a, b = (dataclasses.replace(read_image(p), layer_refs=("no-such-layer",)) for p in (one, two))
+    a, b = (
+        dataclasses.replace(read_image(p), storage=ArchiveLayers(str(p), p, ("no-such-layer",)))
+        for p in (one, two)
+    )
     for flatten in (False, True):
         result = diff_images(a, b, flatten=flatten)
         assert not result.identical and ".config.Cmd[0]" in {c.path for c in result.config_changes}

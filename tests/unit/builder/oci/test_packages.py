@@ -8,11 +8,13 @@ import io
 import json
 import tarfile
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
 
 from builder.errors import StrataError
-from builder.oci.archive import ImageSource, read_image
+from builder.oci.archive import read_image
+from builder.oci.image import Image, LayerReader, LayerStorage
 from builder.oci.packages import (
     ImagePackages,
     InstalledPackage,
@@ -243,20 +245,28 @@ def test_report_lines_and_json():
 
 
 @dataclasses.dataclass(frozen=True)
-class CountingSource(ImageSource):
-    """An ImageSource that records which layers were opened (to prove shared layers are read once)."""
+class CountingStorage:
+    """Layer storage that records which layers were opened (to prove shared layers are read once)."""
 
+    inner: LayerStorage
     opened: list[int] = dataclasses.field(default_factory=list)
 
     @contextlib.contextmanager
-    def open_layer(self, index: int) -> Iterator[tarfile.TarFile]:
+    def open_layer(self, index: int) -> Iterator[LayerReader]:
         self.opened.append(index)
-        with super().open_layer(index) as layer:
+        with self.inner.open_layer(index) as layer:
             yield layer
 
+    def open_layer_tar(self, index: int) -> contextlib.AbstractContextManager[IO[bytes]]:
+        return self.inner.open_layer_tar(index)
 
-def counting(source: ImageSource) -> CountingSource:
-    return CountingSource(**{f.name: getattr(source, f.name) for f in dataclasses.fields(ImageSource)})
+    def stored_layer_size(self, index: int) -> tuple[int, bool]:
+        return self.inner.stored_layer_size(index)
+
+
+def counting(source: Image) -> tuple[Image, list[int]]:
+    storage = CountingStorage(source.storage)
+    return dataclasses.replace(source, storage=storage), storage.opened
 
 
 def test_comparing_two_images_reads_a_layer_they_share_once_and_agrees_with_separate_scans(
@@ -268,12 +278,12 @@ def test_comparing_two_images_reads_a_layer_they_share_once_and_agrees_with_sepa
         *dist(member, DIST, "foo", "1.1"),
         member("var/lib/dpkg/status", dpkg_status(stanza("bb", "2"))),
     ]
-    a = counting(read_image(docker_archive(base, [member("etc/x", b"1")])))
-    b = counting(read_image(docker_archive(base, upgrade)))
+    a, a_opened = counting(read_image(docker_archive(base, [member("etc/x", b"1")])))
+    b, b_opened = counting(read_image(docker_archive(base, upgrade)))
     result = compare_image_packages(a, b)
     assert result == diff_packages(image_packages(a), image_packages(b))
     assert [(c.name, c.a and c.a.version, c.b and c.b.version) for c in result.python] == [
         ("foo", "1.0", "1.1")
     ]
     assert [(c.name, c.a and c.a.version, c.b and c.b.version) for c in result.debian] == [("bb", "1", "2")]
-    assert a.opened[:2] == [0, 1] and b.opened[:1] == [1]  # layer 0 is the same in both: opened once
+    assert a_opened[:2] == [0, 1] and b_opened[:1] == [1]  # layer 0 is the same in both: opened once

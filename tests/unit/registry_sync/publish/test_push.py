@@ -1,4 +1,5 @@
-"""Pure parts of pushing: reading a docker-save archive, building deterministic manifests."""
+"""Pure parts of pushing: reading a docker-save archive through the shared image reader, compressing its
+layers checked against their diff_ids, building deterministic manifests."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import tarfile
 
 import pytest
 
+from builder.errors import StrataError
+from builder.oci.archive import read_image
 from registry_sync.publish.compress import CompressedLayer, CompressedLayerCache
-from registry_sync.publish.push import ArchiveError, build_manifest, compress_layers, read_docker_archive
+from registry_sync.publish.push import build_manifest, compress_layers
 
 
 def make_archive(path, layers, *, config_name=None, diff_ids=None):
@@ -33,29 +36,47 @@ def make_archive(path, layers, *, config_name=None, diff_ids=None):
 
 def test_reads_config_and_layers(tmp_path):
     config = make_archive(tmp_path / "a.tar", [b"one", b"two"])
-    image = read_docker_archive(tmp_path / "a.tar")
+    image = read_image(tmp_path / "a.tar")
     assert image.config_bytes == config
-    assert image.layer_members == ("0/layer.tar", "1/layer.tar")
+    assert [layer.size for layer in image.layers] == [3, 3]
+    with image.open_layer_tar(1) as layer:
+        assert layer.read() == b"two"
     assert image.config_digest == "sha256:" + hashlib.sha256(config).hexdigest()
 
 
 def test_config_with_wrong_name_is_refused(tmp_path):
     make_archive(tmp_path / "a.tar", [b"one"], config_name="f" * 64 + ".json")
-    with pytest.raises(ArchiveError, match="hashes to"):
-        read_docker_archive(tmp_path / "a.tar")
+    with pytest.raises(StrataError, match="hashes to"):
+        read_image(tmp_path / "a.tar")
 
 
-def test_layer_that_does_not_match_its_diff_id_is_refused(tmp_path):
+def test_config_listing_other_layers_than_the_archive_is_refused(tmp_path):
+    make_archive(tmp_path / "a.tar", [b"one"], diff_ids=["sha256:" + "0" * 64, "sha256:" + "1" * 64])
+    with pytest.raises(StrataError, match="config lists 2 layers but the archive has 1"):
+        read_image(tmp_path / "a.tar")
+
+
+def test_layer_that_does_not_match_its_diff_id_is_refused_and_not_cached(tmp_path):
     make_archive(tmp_path / "a.tar", [b"one"], diff_ids=["sha256:" + "0" * 64])
-    image = read_docker_archive(tmp_path / "a.tar")
-    with pytest.raises(ArchiveError, match="0/layer.tar"):
+    image = read_image(tmp_path / "a.tar")
+    with pytest.raises(StrataError, match=r"a.tar: layer 0: layer content hashes to sha256:7692"):
         compress_layers(image, CompressedLayerCache(tmp_path / "cache"))
+    assert CompressedLayerCache(tmp_path / "cache").get("sha256:" + "0" * 64) is None
+
+
+def test_a_cached_layer_is_not_read(tmp_path):
+    make_archive(tmp_path / "a.tar", [b"one"])
+    cache = CompressedLayerCache(tmp_path / "cache")
+    [first] = compress_layers(read_image(tmp_path / "a.tar"), cache)
+    (tmp_path / "a.tar").unlink()
+    make_archive(tmp_path / "a.tar", [b"???"], diff_ids=[first.diff_id])  # same diff_id, unreadable as it
+    assert compress_layers(read_image(tmp_path / "a.tar"), cache) == [first]
 
 
 def test_not_an_archive(tmp_path):
     (tmp_path / "x.tar").write_text("nope")
-    with pytest.raises(ArchiveError, match="x.tar"):
-        read_docker_archive(tmp_path / "x.tar")
+    with pytest.raises(StrataError, match="x.tar"):
+        read_image(tmp_path / "x.tar")
 
 
 def test_manifest_bytes_are_deterministic_and_schema2(tmp_path):

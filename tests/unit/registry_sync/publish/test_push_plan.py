@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from builder.matrix.load import load_matrix
+from builder.oci.digest import sha256_digest
+from builder.oci.media_types import DOCKER_MANIFEST_V2, OCI_MANIFEST
 from registry_sync.publish.promote import promote_cell_alias
 from registry_sync.publish.push_plan import (
     CONTENT_HASH_ANNOTATION,
@@ -19,7 +21,7 @@ from registry_sync.publish.push_plan import (
     matrix_tag_policy,
 )
 from registry_sync.publish.tag_policy import AuditLog
-from registry_sync.registry.client import DOCKER_MANIFEST_V2, OCI_MANIFEST, Manifest, sha256_of
+from registry_sync.registry.client import Manifest
 
 REPO = Path(__file__).resolve().parents[4]
 
@@ -34,7 +36,7 @@ def image_manifest(annotations: dict[str, str]) -> Manifest:
             "annotations": annotations,
         }
     ).encode()
-    return Manifest(DOCKER_MANIFEST_V2, body, sha256_of(body))
+    return Manifest(DOCKER_MANIFEST_V2, body, sha256_digest(body))
 
 
 def test_target_of_a_node_and_another_registry(kit):
@@ -81,7 +83,7 @@ def test_lock_artifact_manifest_is_deterministic_oci():
     assert one == lock_artifact_manifest(b'{"schema": 1}\n', "ab" * 32)
     doc = json.loads(one)
     assert doc["mediaType"] == OCI_MANIFEST
-    assert doc["layers"][0]["digest"] == sha256_of(b'{"schema": 1}\n')
+    assert doc["layers"][0]["digest"] == sha256_digest(b'{"schema": 1}\n')
     assert doc["layers"][0]["annotations"] == {"org.opencontainers.image.title": "images.lock.json"}
     assert doc["annotations"] == {"io.strata.plan-digest": "ab" * 32}
 

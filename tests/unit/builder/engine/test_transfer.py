@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from builder.engine.images import CHUNK, _piped_chunks
+from builder.engine.transfer import CHUNK, _piped_chunks
 from builder.errors import StrataError
 
 
