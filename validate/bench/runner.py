@@ -3,18 +3,17 @@
     run = run_benchmarks(docker.from_env(), ["img:a", "img:b"], ["matmul"], repeats=5, device="cpu",
                          out_dir=Path("results"), seed=42)
 
-The workload script (workloads.py) is copied into each container at run time, so images never carry it.
+The workload script (workloads.py) is the payload of a validate.container run: copied into each container at
+run time, so images never carry it; its result file is read back from the container.
 Each repetition's JSON lands under out_dir/<run id>/ and in the ledger (out_dir/ledger.sqlite by default).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
 import re
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,16 +23,17 @@ from typing import Any
 
 import docker
 import docker.errors
-import docker.types
-import requests.exceptions
 
 from builder.errors import StrataError
 from validate.bench import workloads as workloads_module
 from validate.bench.ledger import Ledger, RunInfo
 from validate.bench.metrics import Repetition
+from validate.container.payload import Payload
+from validate.container.runner import ContainerError, ContainerOutcome, ContainerSpec, run_container
 
 SCRIPT_DIR = "/opt/strata-bench"
-SCRIPT_PATH = f"{SCRIPT_DIR}/workloads.py"
+SCRIPT_NAME = "workloads.py"
+SCRIPT_PATH = f"{SCRIPT_DIR}/{SCRIPT_NAME}"
 RESULT_PATH = "/tmp/strata-bench-result.json"
 DEFAULT_TIMEOUT_S = 1800.0
 LOG_TAIL_LINES = 5
@@ -99,24 +99,57 @@ def workload_script() -> bytes:
     return Path(workloads_module.__file__).read_bytes()
 
 
-def _script_archive(source: bytes) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        directory = tarfile.TarInfo(SCRIPT_DIR.lstrip("/"))
-        directory.type, directory.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(directory)
-        script = tarfile.TarInfo(SCRIPT_PATH.lstrip("/"))
-        script.size, script.mode = len(source), 0o644
-        tar.addfile(script, io.BytesIO(source))
-    return buffer.getvalue()
+def repetition_spec(
+    image: BenchImage,
+    workload: str,
+    *,
+    device: str,
+    size: str,
+    steps: int | None,
+    timeout_s: float,
+    threads: int | None,
+    python: str,
+    script: bytes,
+    requested_at: float,
+) -> ContainerSpec:
+    """One repetition's container: the workload script as payload, its JSON result read back; GPUs for gpu.
+
+    requested_at (epoch seconds) reaches the workload, which charges the time since then as cold start.
+    """
+    command = [python, SCRIPT_PATH, "--workload", workload, "--device", device, "--size", size]
+    command += ["--json-out", RESULT_PATH] + (["--steps", str(steps)] if steps else [])
+    command += ["--threads", str(threads)] if threads else []
+    return ContainerSpec(
+        image=image.image_id,
+        command=command,
+        timeout_s=timeout_s,
+        payload=Payload(SCRIPT_DIR, {SCRIPT_NAME: script}),
+        environment={workloads_module.CONTAINER_START_ENV: repr(requested_at)},
+        gpus="all" if device == "gpu" else None,
+        labels={"io.strata.bench": "1"},
+        result_files=[RESULT_PATH],
+    )
 
 
-def _read_result(container: Any) -> dict[str, Any]:
-    stream, _ = container.get_archive(RESULT_PATH)
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.extractfile(tar.getmembers()[0])
-        assert member is not None  # the archive holds the one regular file we asked for
-        result: dict[str, Any] = json.loads(member.read())
+def repetition_result(where: str, outcome: ContainerOutcome, timeout_s: float) -> dict[str, Any]:
+    """The repetition's result document, or a BenchError saying why there is none."""
+    if outcome.gpu_refused is not None:
+        message = outcome.gpu_refused
+        if "device driver" in message or "gpu" in message.lower():
+            raise BenchError(f"{where}: --device gpu but the engine cannot give GPUs ({message})")
+        raise BenchError(f"{where}: the engine refused ({message})")
+    if outcome.timed_out:
+        raise BenchError(f"{where}: timed out after {timeout_s:.0f}s")
+    if outcome.exit_code != 0:
+        tail = " | ".join(outcome.log.strip().splitlines()[-LOG_TAIL_LINES:]) or "no output"
+        if outcome.exit_code == workloads_module.EXIT_NO_GPU:
+            raise BenchError(f"{where}: --device gpu but the container sees no GPU ({tail})")
+        raise BenchError(f"{where}: exited {outcome.exit_code}: {tail}")
+    data = outcome.files.get(RESULT_PATH)
+    if data is None:
+        raise BenchError(f"{where}: exited 0 but wrote no {RESULT_PATH}")
+    result: dict[str, Any] = json.loads(data)
+    result["engine_started_at"] = outcome.started_at
     return result
 
 
@@ -136,55 +169,24 @@ def run_repetition(
 ) -> tuple[dict[str, Any], str]:
     """Run one workload once in a fresh container; return its result document and start time (ISO)."""
     where = f"{image.ref}: workload {workload} repetition {repetition}"
-    command = [python, SCRIPT_PATH, "--workload", workload, "--device", device, "--size", size]
-    command += ["--json-out", RESULT_PATH] + (["--steps", str(steps)] if steps else [])
-    command += ["--threads", str(threads)] if threads else []
-    device_requests = (
-        [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if device == "gpu" else None
-    )
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    container = None
+    spec = repetition_spec(
+        image,
+        workload,
+        device=device,
+        size=size,
+        steps=steps,
+        timeout_s=timeout_s,
+        threads=threads,
+        python=python,
+        script=script or workload_script(),
+        requested_at=time.time(),
+    )
     try:
-        container = client.containers.create(
-            image.image_id,
-            command=command,
-            environment={workloads_module.CONTAINER_START_ENV: repr(time.time())},
-            device_requests=device_requests,
-            network_mode="none",  # a benchmark needs no network; nothing should leak in or out
-            labels={"io.strata.bench": "1"},
-        )
-        container.put_archive("/", _script_archive(script or workload_script()))
-        container.start()
-        try:
-            status = container.wait(timeout=timeout_s)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            try:
-                container.kill()
-            except docker.errors.APIError:
-                pass  # it finished just as the wait gave up; removal below still cleans it up
-            raise BenchError(f"{where}: timed out after {timeout_s:.0f}s") from None
-        code = int(status.get("StatusCode", -1))
-        if code != 0:
-            logs = container.logs(stdout=True, stderr=True).decode(errors="replace").strip().splitlines()
-            tail = " | ".join(logs[-LOG_TAIL_LINES:]) or "no output"
-            if code == workloads_module.EXIT_NO_GPU:
-                raise BenchError(f"{where}: --device gpu but the container sees no GPU ({tail})")
-            raise BenchError(f"{where}: exited {code}: {tail}")
-        result = _read_result(container)
-        container.reload()  # attrs were read at create time; StartedAt is set once it ran
-        result["engine_started_at"] = container.attrs.get("State", {}).get("StartedAt")
-        return result, started_at
-    except docker.errors.APIError as exc:
-        message = str(exc.explanation or exc)
-        if device == "gpu" and ("device driver" in message or "gpu" in message.lower()):
-            raise BenchError(f"{where}: --device gpu but the engine cannot give GPUs ({message})") from None
-        raise BenchError(f"{where}: the engine refused ({message})") from None
-    finally:
-        if container is not None:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass  # already gone; nothing of ours is left behind
+        outcome = run_container(client, spec)
+    except ContainerError as exc:
+        raise BenchError(f"{where}: the engine refused ({exc.explanation})") from None
+    return repetition_result(where, outcome, timeout_s), started_at
 
 
 def _safe(name: str) -> str:

@@ -1,13 +1,12 @@
 """Run the smoke checks inside images with the Docker engine, and scan every layer for secrets.
 
-The check code is copied into a created container (put_archive) at run time, never baked into an image.
-Pure pieces (parsing the container's output, deciding what a timeout means) sit at the top; the functions
-that talk to the engine follow.
+The check code is the payload of a validate.container run: copied into a created container at run time,
+never baked into an image. Pure pieces (the payload, parsing the container's output, deciding what a timeout
+means) sit at the top; the functions that talk to the engine follow.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import time
@@ -24,6 +23,8 @@ import requests.exceptions
 from builder.engine.client import engine_client
 from builder.errors import StrataError
 from builder.settings import Settings
+from validate.container.payload import Payload
+from validate.container.runner import ContainerError, ContainerSpec, run_container
 from validate.smoke import check_result, gpu_checks, secret_scan
 from validate.smoke import checks as smoke_checks
 from validate.smoke.check_result import PASS, PLAN_MARKER, RESULT_MARKER, CheckResult
@@ -111,31 +112,30 @@ def gpu_ran(results: list[CheckResult]) -> bool:
     return any(r.name == "gpu-visible" and r.status == PASS for r in results)
 
 
-def context_archive(ctx: SmokeContext) -> bytes:
-    """A tar of the check code and the run's context, readable by any uid (the user layer runs as 1000)."""
-    buf = io.BytesIO()
-    sources = {
-        "checks.py": Path(smoke_checks.__file__).read_bytes(),
-        "gpu_checks.py": Path(gpu_checks.__file__).read_bytes(),
-        "check_result.py": Path(check_result.__file__).read_bytes(),
-        "context.json": ctx.to_json().encode(),
-    }
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        top = tarfile.TarInfo(SMOKE_DIR.lstrip("/"))
-        top.type, top.mode, top.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
-        tar.addfile(top)
-        for name, data in sources.items():
-            info = tarfile.TarInfo("{}/{}".format(SMOKE_DIR.lstrip("/"), name))
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+def check_payload(ctx: SmokeContext) -> Payload:
+    """The check code and the run's context, put into the container under SMOKE_DIR."""
+    return Payload(
+        SMOKE_DIR,
+        {
+            "checks.py": Path(smoke_checks.__file__).read_bytes(),
+            "gpu_checks.py": Path(gpu_checks.__file__).read_bytes(),
+            "check_result.py": Path(check_result.__file__).read_bytes(),
+            "context.json": ctx.to_json().encode(),
+        },
+    )
 
 
-def device_requests(gpus: str | None) -> list[docker.types.DeviceRequest]:
-    if gpus is None:
-        return []
-    count = -1 if gpus == "all" else int(gpus)
-    return [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+def check_spec(image_id: str, ctx: SmokeContext, timeout_s: float) -> ContainerSpec:
+    """The checks' container: the image's python runs checks.py with the context; GPUs as ctx asks."""
+    return ContainerSpec(
+        image=image_id,
+        entrypoint=["/bin/sh", "-c", PYTHON_LAUNCHER, "strata-smoke"],
+        command=[f"{SMOKE_DIR}/checks.py", f"{SMOKE_DIR}/context.json"],
+        timeout_s=timeout_s,
+        payload=check_payload(ctx),
+        gpus=ctx.gpus,
+        labels={"io.strata.smoke": ctx.image},
+    )
 
 
 # ---------------------------------------------------------------- engine
@@ -149,60 +149,24 @@ def connect(settings: Settings) -> docker.DockerClient:
 def run_checks_in_container(
     client: docker.DockerClient, image_id: str, ctx: SmokeContext, timeout_s: float
 ) -> ContainerRun:
-    """Create a container, copy the checks in, run them, keep the full log; the container is always removed."""
-    run = ContainerRun()
-    container, gpu_error = _start(client, image_id, ctx, device_requests(ctx.gpus))
-    if container is None:  # the engine could not give GPUs: run the rest, GPU checks report why
-        run.gpu_request_error = gpu_error
-        ctx = replace(ctx, gpu_request_error=gpu_error)
-        container, _ = _start(client, image_id, ctx, [])
+    """Run the checks in a fresh container and keep the full log; the container is always removed."""
     try:
-        try:
-            status = container.wait(timeout=timeout_s)
-            run.exit_code = int(status.get("StatusCode", -1))
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            run.timed_out = True
-            try:
-                container.kill()
-            except docker.errors.APIError:
-                pass  # it may have exited between the timeout and the kill
-        stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-        run.log = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-    finally:
-        container.remove(force=True)
-    run.planned, run.results, bad = parse_output(stdout)
+        outcome = run_container(client, check_spec(image_id, ctx, timeout_s))
+        gpu_error = outcome.gpu_refused
+        if gpu_error is not None:  # the engine could not give GPUs: run the rest, GPU checks report why
+            ctx = replace(ctx, gpu_request_error=gpu_error)
+            outcome = run_container(client, replace(check_spec(image_id, ctx, timeout_s), gpus=None))
+    except ContainerError as exc:
+        raise StrataError(f"smoke: {ctx.image}: {exc}") from exc
+    run = ContainerRun(
+        log=outcome.log, exit_code=outcome.exit_code, timed_out=outcome.timed_out, gpu_request_error=gpu_error
+    )
+    run.planned, run.results, bad = parse_output(outcome.stdout)
     if bad:
         run.results.append(
             CheckResult.failed("smoke-output", "well-formed result lines", " | ".join(bad[:3]))
         )
     return run
-
-
-def _start(
-    client: docker.DockerClient, image_id: str, ctx: SmokeContext, requests_: list[docker.types.DeviceRequest]
-) -> tuple[Any, str | None]:
-    """Create, copy the checks in and start; (None, engine's answer) when only the GPU request failed."""
-    try:
-        container = client.containers.create(
-            image_id,
-            entrypoint=["/bin/sh", "-c", PYTHON_LAUNCHER, "strata-smoke"],
-            command=[f"{SMOKE_DIR}/checks.py", f"{SMOKE_DIR}/context.json"],
-            detach=True,
-            network_disabled=True,
-            labels={"io.strata.smoke": ctx.image},
-            device_requests=requests_ or None,
-        )
-    except docker.errors.APIError as exc:
-        raise StrataError(f"smoke: {ctx.image}: cannot create a container: {exc.explanation or exc}") from exc
-    try:
-        container.put_archive("/", context_archive(ctx))
-        container.start()
-    except docker.errors.APIError as exc:
-        container.remove(force=True)
-        if requests_:
-            return None, str(exc.explanation or exc)
-        raise StrataError(f"smoke: {ctx.image}: cannot start a container: {exc.explanation or exc}") from exc
-    return container, None
 
 
 def scan_image_secrets(client: docker.DockerClient, image: Any, host_ca_bundle: Path) -> list[CheckResult]:

@@ -8,10 +8,12 @@ does that, and on this host the GPU checks report not-run (see test_smoke_good_i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import docker
 import pytest
 
+from validate.container.runner import run_container
 from validate.smoke import runner
 from validate.smoke.check_result import PASS, CheckResult
 from validate.smoke.checks import SmokeContext
@@ -33,22 +35,14 @@ for result in gpu_checks.device_workloads(tf, "CPU", 2):
 def test_gpu_workload_code_runs_on_cpu_devices(
     docker_client: docker.DockerClient, smoke_good_image: str
 ) -> None:
-    container = docker_client.containers.create(
-        smoke_good_image,
-        entrypoint=["/bin/sh", "-c", runner.PYTHON_LAUNCHER, "strata-smoke"],
+    spec = replace(
+        runner.check_spec(smoke_good_image, SmokeContext(image=smoke_good_image), timeout_s=600),
         command=["-c", SCRIPT],
-        network_disabled=True,
         labels={"io.strata.smoke": "gpu-code-on-cpu"},
     )
-    try:
-        container.put_archive("/", runner.context_archive(SmokeContext(image=smoke_good_image)))
-        container.start()
-        status = container.wait(timeout=600)
-        out = container.logs(stdout=True, stderr=False).decode()
-        log = container.logs(stdout=True, stderr=True).decode()
-    finally:
-        container.remove(force=True)
-    assert status["StatusCode"] == 0, log[-3000:]
+    outcome = run_container(docker_client, spec)
+    assert outcome.exit_code == 0, outcome.log[-3000:]
+    out = outcome.stdout
     results = [
         CheckResult.from_dict(json.loads(x[len("RESULT ") :]))
         for x in out.splitlines()

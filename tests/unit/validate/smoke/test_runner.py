@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
+from pathlib import Path
 
-from validate.smoke import runner
+from validate.smoke import gpu_checks, runner
 from validate.smoke.check_result import FAIL, PASS, PLAN_MARKER, RESULT_MARKER, CheckResult
 from validate.smoke.checks import SmokeContext
 from validate.smoke.runner import ContainerRun, complete_results, parse_output
@@ -48,28 +47,26 @@ def test_no_plan_means_the_run_itself_failed_with_the_log_tail() -> None:
     assert timed_out[0].summary() == "fail: timed out after 5 s"
 
 
-def test_context_archive_carries_the_check_code_readable_by_any_uid() -> None:
+def test_check_payload_carries_the_check_code_and_the_context() -> None:
     ctx = SmokeContext(image="i:1", labels={"io.strata.layer": "user"}, expect_gpu=True, gpus="2")
-    with tarfile.open(fileobj=io.BytesIO(runner.context_archive(ctx))) as tar:
-        members = {m.name: m for m in tar.getmembers()}
-        assert set(members) == {
-            "tmp/strata-smoke",
-            "tmp/strata-smoke/checks.py",
-            "tmp/strata-smoke/gpu_checks.py",
-            "tmp/strata-smoke/check_result.py",
-            "tmp/strata-smoke/context.json",
-        }
-        assert all(m.mode & 0o004 for m in members.values())
-        raw = tar.extractfile("tmp/strata-smoke/context.json")
-        assert raw is not None
-        assert SmokeContext.from_json(raw.read().decode()) == ctx
+    payload = runner.check_payload(ctx)
+    assert payload.directory == "/tmp/strata-smoke"
+    assert set(payload.files) == {"checks.py", "gpu_checks.py", "check_result.py", "context.json"}
+    assert payload.files["gpu_checks.py"] == Path(gpu_checks.__file__).read_bytes()
+    assert SmokeContext.from_json(payload.files["context.json"].decode()) == ctx
 
 
-def test_gpu_requests() -> None:
-    assert runner.device_requests(None) == []
-    (req,) = runner.device_requests("all")
-    assert req["Count"] == -1 and req["Capabilities"] == [["gpu"]]
-    assert runner.device_requests("2")[0]["Count"] == 2
+def test_check_spec_runs_checks_py_with_the_context_and_the_gpus_asked_for() -> None:
+    ctx = SmokeContext(image="i:1", gpus="2")
+    spec = runner.check_spec("sha256:abc", ctx, 30)
+    assert spec.image == "sha256:abc" and spec.timeout_s == 30 and spec.gpus == "2"
+    assert spec.entrypoint == ["/bin/sh", "-c", runner.PYTHON_LAUNCHER, "strata-smoke"]
+    assert spec.command == ["/tmp/strata-smoke/checks.py", "/tmp/strata-smoke/context.json"]
+    assert spec.payload is not None and spec.payload.path("checks.py") == spec.command[0]
+    assert spec.labels == {"io.strata.smoke": "i:1"}
+
+
+def test_gpu_request_follows_the_options() -> None:
     assert runner.SmokeOptions(expect_gpu=True).gpu_request == "all"
     assert runner.SmokeOptions(expect_gpu=True, gpus="1").gpu_request == "1"
     assert runner.SmokeOptions().gpu_request is None
