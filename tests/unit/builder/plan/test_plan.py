@@ -195,7 +195,7 @@ def test_global_inputs_rehash_every_node_that_depends_on_them(workspace: Path, w
 def test_user_layer_change_touches_only_user_nodes(workspace: Path) -> None:
     before = hashes(plan_of(workspace))
     tpl = workspace / "layers/user/Dockerfile.j2"
-    tpl.write_text(tpl.read_text().replace("EXPOSE {{ port }}", "EXPOSE {{ port }}/tcp"))
+    tpl.write_text(tpl.read_text().replace("EXPOSE {{ port | df }}", "EXPOSE {{ port | df }}/tcp"))
     after = hashes(plan_of(workspace))
     assert {k for k in before if before[k] != after[k]} == {k for k in before if k.startswith("user-")}
 
