@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 import re
 import stat
 import typing
@@ -101,9 +100,9 @@ def _read_matrix(path: Path) -> str:
     """The text of a matrix file: a regular file of at most MAX_MATRIX_BYTES of UTF-8."""
     where = Location(str(path))
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # checked before opening: a FIFO would block the open
+            raise MatrixError("not a regular file", where)
         with open(path, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise MatrixError("not a regular file", where)
             raw = f.read(MAX_MATRIX_BYTES + 1)
     except FileNotFoundError:
         raise MatrixError("matrix file not found", where) from None

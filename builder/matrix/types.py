@@ -181,11 +181,18 @@ def parse_template(template: str, literal: str) -> list[tuple[str, str | None]]:
     return out
 
 
-def _template(literal: str, max_len: int) -> Callable[[str], str]:
+def _template(literal: str, max_len: int, result: re.Pattern[str], what: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         if len(value) > max_len:
             raise ValueError(f"must be at most {max_len} characters, got {len(value)}")
-        parse_template(value, literal)
+        parts = parse_template(value, literal)
+        # Filled with a plain sample value, the template must already be a valid tag / repository path (the
+        # planner checks the real result again: a placeholder can also be empty).
+        sample = "".join(text + ("x0" if name else "") for text, name in parts)
+        if not result.fullmatch(sample):
+            raise ValueError(
+                f"{show(value)} does not make a valid {what} (filled in, it reads like {show(sample)})"
+            )
         return value
 
     return check
@@ -284,8 +291,20 @@ CellPattern = Annotated[
     str,
     AfterValidator(_pattern(r"[A-Za-z0-9._*?\[\]!-]+", "must be a glob over cell ids like 'tf2.13*'", 128)),
 ]
-TagTemplate = Annotated[str, AfterValidator(_template(TAG_TEXT, 128))]
-RepositoryTemplate = Annotated[str, AfterValidator(_template(REPOSITORY_TEXT, 200))]
+TagTemplate = Annotated[
+    str, AfterValidator(_template(TAG_TEXT, 128, re.compile(_TAG, re.ASCII), "tag (letters, digits, _ . -)"))
+]
+RepositoryTemplate = Annotated[
+    str,
+    AfterValidator(
+        _template(
+            REPOSITORY_TEXT,
+            200,
+            re.compile(_REPOSITORY, re.ASCII),
+            "repository path (lower-case parts and /)",
+        )
+    ),
+]
 
 
 def check_registry_host(value: str) -> str:
