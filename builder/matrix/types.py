@@ -74,10 +74,10 @@ MAX_UID = 2**31 - 1
 MAX_EPOCH = 2**32 - 1
 
 
-def show(value: object) -> str:
-    """`value` as it appears in a message: repr (escapes visible, one line), shortened to a readable length."""
+def show(value: object, limit: int = _SHOWN) -> str:
+    """`value` as it appears in a message: repr (escapes visible, one line), shortened to `limit` characters."""
     text = repr(value)
-    return text if len(text) <= _SHOWN else text[: _SHOWN - 5] + "...'" + f" ({len(str(value))} characters)"
+    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(str(value))} characters)"
 
 
 def _pattern(regex: str, rule: str, max_len: int) -> Callable[[str], str]:

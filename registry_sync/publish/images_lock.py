@@ -45,6 +45,7 @@ LOCK_SCHEMA = 1
 DEFAULT_LOCK_NAME = "images.lock.json"
 MAX_LOCK_BYTES = 64 << 20  # ~1 kB per entry: room for tens of thousands of tags
 MAX_ERRORS = 20
+_KEY_SHOWN = 200  # a reference is shown whole in a key path (it is the key a reader looks for)
 
 
 class LockFileError(StrataError):
@@ -200,7 +201,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {show(key)}")
+            raise ValueError(f"duplicate key {show(key, _KEY_SHOWN)}")
         out[key] = value
     return out
 
@@ -219,7 +220,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
             out += f".{part}" if out else str(part)
         else:
-            out += f"[{show(str(part))}]"
+            out += f"[{show(str(part), _KEY_SHOWN)}]"
     return out or "<top>"
 
 
