@@ -184,9 +184,8 @@ def _model(matrix: Matrix, **update: Any) -> Matrix:
 
 
 def _users(matrix: Matrix, **update: Any) -> Matrix:
-    return _cells(
-        matrix, lambda c: True, lambda c: {"users": tuple(u.model_copy(update=update) for u in c.users)}
-    )
+    matrix = _model(matrix, users=[u.model_copy(update=update) for u in matrix.model.users])
+    return _cells(matrix, lambda c: True, lambda c: {"users": tuple(matrix.model.users)})
 
 
 def _bookworm(**change: Any) -> Callable[[Matrix, str], Matrix]:
