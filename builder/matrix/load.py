@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import stat
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,13 +13,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from builder.errors import ErrorList, Location, MatrixError
+from builder.errors import ErrorList, Location, MatrixError, StrataError
 from builder.matrix import compat
 from builder.matrix.positions import PositionedDocument, load_positioned
 from builder.matrix.schema import CudaSpec, MatrixModel, OsSpec, UserLayer
-from builder.settings import DEFAULT_MATRIX
+from builder.matrix.types import check_registry_host, show
+from builder.settings import DEFAULT_MATRIX, REGISTRY_ENV
 
 DEFAULT_PROFILE = "hermetic"
+MAX_MATRIX_BYTES = 256 << 10  # the default matrix is 6 kB, a 200-cell one 40 kB; parsing 256 kB takes ~0.2 s
+MAX_REQUIREMENTS_BYTES = 1 << 20
+MAX_ERRORS = 20  # errors listed one per line; more are counted in one last line
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,63}", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -73,22 +79,45 @@ def load_matrix(
 ) -> Matrix:
     """Read, validate and expand a matrix file. Raises MatrixError/ErrorList with FILE:LINE:COL messages.
 
-    `registry_override` (settings.registry_override, from STRATA_REGISTRY) replaces registry.address.
+    `registry_override` (settings.registry_override, from STRATA_REGISTRY) replaces registry.address; it must be
+    a registry host[:port] like the address it replaces.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MatrixError("matrix file not found", Location(str(path))) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MatrixError(f"cannot read matrix file: {exc}", Location(str(path))) from None
-    matrix = parse_matrix(text, str(path), profile=profile, root=path.resolve().parent)
+    matrix = parse_matrix(_read_matrix(path), str(path), profile=profile, root=path.resolve().parent)
     override = (registry_override or "").strip()
     if override:
+        try:
+            check_registry_host(override)
+        except ValueError as exc:
+            raise MatrixError(f"{REGISTRY_ENV}: {exc}") from None
         # CI points the same matrix at its own registry; tags, cache look-ups and pushes all follow.
         registry = matrix.model.registry.model_copy(update={"address": override})
         matrix = replace(matrix, model=matrix.model.model_copy(update={"registry": registry}))
     return matrix
+
+
+def _read_matrix(path: Path) -> str:
+    """The text of a matrix file: a regular file of at most MAX_MATRIX_BYTES of UTF-8."""
+    where = Location(str(path))
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):  # checked before opening: a FIFO would block the open
+            raise MatrixError("not a regular file", where)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MATRIX_BYTES + 1)
+    except FileNotFoundError:
+        raise MatrixError("matrix file not found", where) from None
+    except OSError as exc:
+        raise MatrixError(f"cannot read matrix file: {exc.strerror}", where) from None
+    if len(raw) > MAX_MATRIX_BYTES:
+        raise MatrixError(f"matrix file is larger than {MAX_MATRIX_BYTES // 1024} kB", where)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise MatrixError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", Location(str(path), line, col)
+        ) from None
 
 
 def parse_matrix(text: str, file: str, *, profile: str = DEFAULT_PROFILE, root: Path | None = None) -> Matrix:
@@ -100,22 +129,32 @@ def parse_matrix(text: str, file: str, *, profile: str = DEFAULT_PROFILE, root: 
     try:
         model = MatrixModel.model_validate(doc.data)
     except ValidationError as exc:
-        raise ErrorList([_schema_error(doc, err) for err in exc.errors()]) from None
+        found = exc.errors()
+        raise _error_list([_schema_error(doc, err) for err in found[:MAX_ERRORS]], file, len(found)) from None
     root = root or Path.cwd()
     errors: list[MatrixError] = []
     if profile not in model.profiles:
         raise MatrixError(
-            f"unknown profile '{profile}' (matrix defines: {', '.join(model.profiles)})",
+            f"unknown profile {show(profile)} (matrix defines: {', '.join(model.profiles)})",
             doc.locate(("profiles",), key=True),
         )
     cells = _expand_cells(model, profile, doc, root, errors)
     _check_references(model, cells, doc, root, errors)
     if errors:
-        raise ErrorList(list(errors))
+        raise _error_list(errors, file)
     return Matrix(model=model, profile=profile, cells=tuple(cells), root=root, file=file, doc=doc)
 
 
 # ---------------------------------------------------------------------------------------------- schema errors
+
+
+def _error_list(errors: list[MatrixError], file: str, total: int | None = None) -> ErrorList:
+    """The first MAX_ERRORS of `total` errors, one per line; the rest counted in a last line."""
+    total = len(errors) if total is None else total
+    shown: list[StrataError] = list(errors[:MAX_ERRORS])
+    if total > len(shown):
+        shown.append(MatrixError(f"... and {total - len(shown)} more errors", Location(file)))
+    return ErrorList(shown)
 
 
 def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
@@ -128,13 +167,17 @@ def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
         )
     if loc and loc[-1] == "[key]":
         key = str(loc[-2])
+        if kind != "literal_error":
+            # A key that names a file, id or variable (profiles, OS names, env names) breaks its type's rule.
+            msg = err["msg"].removeprefix("Value error, ")
+            return MatrixError(f"key in '{_dotted(loc[:-2])}' {msg}", doc.locate(loc[:-1], key=True))
         expected = msg_choices = err["msg"].removeprefix("Input should be ")
         close = difflib.get_close_matches(
             key, [c.strip("' ") for c in re.split(r",| or ", msg_choices)], n=1, cutoff=0.5
         )
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return MatrixError(
-            f"unknown key '{key}' in '{_dotted(loc[:-2])}' (expected {expected}){hint}",
+            f"unknown key {show(key)} in '{_dotted(loc[:-2])}' (expected {expected}){hint}",
             doc.locate(loc[:-1], key=True),
         )
     if kind == "extra_forbidden":
@@ -146,7 +189,7 @@ def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
             hint = f"; did you mean '{close[0]}'?"
         elif choices:
             hint = f" (valid keys: {', '.join(sorted(choices))})"
-        return MatrixError(f"unknown key '{key}'" + _under(loc[:-1]) + hint, doc.locate(loc, key=True))
+        return MatrixError(f"unknown key {show(key)}" + _under(loc[:-1]) + hint, doc.locate(loc, key=True))
     value = _value_at(doc.data, loc)
     # A rule about a whole mapping points at the key that names it.
     where = doc.locate(loc, key=isinstance(value, dict))
@@ -157,10 +200,10 @@ def _schema_error(doc: PositionedDocument, err: Any) -> MatrixError:
         hint = ""
         if isinstance(value, float) and kind == "string_type":
             hint = f' (write it quoted, e.g. "{value}"; unquoted 2.10 reads as the number 2.1)'
-        return MatrixError(f"'{_dotted(loc)}' must be {expected}, got {got} {value!r}{hint}", where)
+        return MatrixError(f"'{_dotted(loc)}' must be {expected}, got {got} {show(value)}{hint}", where)
     if kind == "literal_error":
         return MatrixError(
-            f"'{_dotted(loc)}': {msg.removeprefix('Input should be ')} expected, got {value!r}", where
+            f"'{_dotted(loc)}': {msg.removeprefix('Input should be ')} expected, got {show(value)}", where
         )
     if kind == "value_error":
         return MatrixError(f"'{_dotted(loc)}': {msg.removeprefix('Value error, ')}", where)
@@ -174,7 +217,12 @@ def _under(loc: tuple[Any, ...]) -> str:
 def _dotted(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        # Keys come from the file: anything but a plain word is shown quoted, escapes visible, shortened.
+        text = part if _PLAIN_KEY.fullmatch(str(part)) else show(str(part))
+        out += f".{text}" if out else text
     return out or "<top>"
 
 
@@ -369,7 +417,7 @@ def _check_references(
     model: MatrixModel, cells: list[Cell], doc: PositionedDocument, root: Path, errors: list[MatrixError]
 ) -> None:
     ids = {c.id for c in cells}
-    # Requirements files must exist (relative to the matrix file).
+    # Requirements files: regular UTF-8 text files inside the matrix's directory.
     files: list[tuple[str, tuple[Any, ...]]] = []
     for i, fw in enumerate(model.frameworks):
         files.append((fw.requirements, ("frameworks", i, "requirements")))
@@ -382,10 +430,9 @@ def _check_references(
             if cs.requirements:
                 files.append((cs.requirements, ("profiles", pname, "cuda", cname, "requirements")))
     for rel, path in files:
-        if not (root / rel).is_file():
-            errors.append(
-                MatrixError(f"file '{rel}' not found (relative to the matrix file)", doc.locate(path))
-            )
+        problem = requirements_problem(root, rel)
+        if problem:
+            errors.append(MatrixError(f"requirements '{rel}': {problem}", doc.locate(path)))
     # User layers must select at least one cell and have unique names.
     names: dict[str, int] = {}
     for i, u in enumerate(model.users):
@@ -430,3 +477,36 @@ def _check_references(
                         doc.locate(("tags", table), key=True),
                     )
                 )
+
+
+def requirements_problem(root: Path, rel: str) -> str | None:
+    """Why `rel` (relative to the matrix directory `root`) cannot be read as a requirements file, or None.
+
+    It must stay inside `root` once symlinks are resolved, be a regular file of at most MAX_REQUIREMENTS_BYTES
+    and hold UTF-8 text without NUL characters.
+    """
+    base = root.resolve()
+    try:
+        resolved = (base / rel).resolve(strict=True)
+    except FileNotFoundError:
+        return "not found (relative to the matrix file)"
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before Python 3.13
+        return f"cannot be resolved ({getattr(exc, 'strerror', None) or exc})"
+    if not resolved.is_relative_to(base):
+        return "resolves outside the matrix file's directory (through a symlink)"
+    try:
+        info = resolved.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file"
+        if info.st_size > MAX_REQUIREMENTS_BYTES:
+            return f"is larger than {MAX_REQUIREMENTS_BYTES // 1024} kB"
+        raw = resolved.read_bytes()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if b"\0" in raw:
+        return "is not text (it holds NUL bytes)"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    return None

@@ -6,8 +6,11 @@ import re
 from dataclasses import dataclass
 
 from builder.errors import MatrixError
+from builder.matrix.types import REPOSITORY_TEXT, TAG_TEXT, parse_template, show
 
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -56,19 +59,34 @@ class TagFacts:
 
 
 def expand(template: str, facts: TagFacts, what: str) -> str:
-    """Fill a tag or repository template. Example: expand("{tf}-{flavor}", facts, "tags.version.tools")."""
+    """Fill a tag or repository template. Example: expand("{tf}-{flavor}", facts, "tags.version.tools").
+
+    Only plain `{placeholder}`s are filled (no format spec, conversion, attribute or index access: the schema
+    refuses those and this refuses them again), and the result must be a valid OCI tag (`tags.version.*`) or
+    repository path (`tags.repositories.*`).
+    """
+    repository = what.startswith("tags.repositories")
     try:
-        out = template.format(**facts.fields())
-    except (KeyError, IndexError) as exc:
-        raise MatrixError(f"{what}: unknown placeholder {exc} in '{template}'") from None
+        parts = parse_template(template, REPOSITORY_TEXT if repository else TAG_TEXT)
     except ValueError as exc:
-        raise MatrixError(f"{what}: malformed template '{template}': {exc}") from None
+        raise MatrixError(f"{what}: {exc}") from None
+    values = facts.fields()
+    out = "".join(text + (values[name] if name else "") for text, name in parts)
+    if repository:
+        if len(out) > 255 or not _REPOSITORY.fullmatch(out):
+            raise MatrixError(
+                f"{what}: {show(out)} (from {show(template)}) is not a valid repository path"
+                " (lower-case parts separated by '/')"
+            )
+        return out
+    if what.startswith("tags.version"):
+        check_tag(out, what)
     return out
 
 
 def check_tag(tag: str, what: str) -> str:
-    if not _TAG.match(tag):
-        raise MatrixError(f"{what}: '{tag}' is not a valid tag (letters, digits, _ . -, at most 128)")
+    if not _TAG.fullmatch(tag):
+        raise MatrixError(f"{what}: {show(tag)} is not a valid tag (letters, digits, _ . -, at most 128)")
     return tag
 
 

@@ -17,8 +17,10 @@ rendered with sorted keys and no timestamps, so writing the same entries twice g
       "schema": 1
     }
 
-Also here: `ImageRef`, the parsed form of an image reference (`registry/repository[:tag][@digest]`), which
-pin, sync, publish and the cache share.
+Reading is strict: the whole file is checked against its schema before any entry is used (every key path of a
+wrong shape named in one line each; digests are `sha256:` + 64 lower-case hex, references carry a tag and no
+digest), within bounds (size, nesting, no duplicate keys, no NaN), because `strata pin` writes these digests
+into other people's Dockerfiles.
 """
 
 from __future__ import annotations
@@ -26,20 +28,32 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from builder.errors import StrataError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from builder.errors import ErrorList, StrataError
+from builder.matrix.types import show
 from registry_sync.registry.reference import ImageRef
 
 LOCK_SCHEMA = 1
 DEFAULT_LOCK_NAME = "images.lock.json"
+MAX_LOCK_BYTES = 64 << 20  # ~1 kB per entry: room for tens of thousands of tags
+MAX_ERRORS = 20
+_KEY_SHOWN = 200  # a reference is shown whole in a key path (it is the key a reader looks for)
 
 
 class LockFileError(StrataError):
     """images.lock.json is unreadable or not in the format this Strata writes."""
+
+
+class LockFileErrors(ErrorList, LockFileError):
+    """Several schema errors of one images.lock.json, one line each."""
 
 
 @dataclass(frozen=True)
@@ -82,26 +96,6 @@ class LockedImage:
             "size": {"compressed": self.compressed_size, "uncompressed": self.uncompressed_size},
         }
 
-    @classmethod
-    def from_json(cls, reference: str, data: Mapping[str, Any]) -> LockedImage:
-        size = data.get("size") or {}
-        return cls(
-            reference=reference,
-            digest=str(data["digest"]),
-            config_digest=str(data["config_digest"]),
-            node=str(data["node"]),
-            layer=str(data["layer"]),
-            parent=data.get("parent"),
-            cells=tuple(str(c) for c in data.get("cells") or ()),
-            content_hash=str(data["content_hash"]),
-            profile=str(data.get("profile") or ""),
-            versions={
-                str(k): (None if v is None else str(v)) for k, v in (data.get("versions") or {}).items()
-            },
-            compressed_size=int(size.get("compressed") or 0),
-            uncompressed_size=None if size.get("uncompressed") is None else int(size["uncompressed"]),
-        )
-
 
 @dataclass(frozen=True)
 class ImagesLock:
@@ -139,39 +133,172 @@ class ImagesLock:
         return ImagesLock(images)
 
 
+# ---------------------------------------------------------------------------------------------- schema
+
+
+def _matching(regex: str, rule: str) -> AfterValidator:
+    compiled = re.compile(regex, re.ASCII)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{rule}, got {show(value)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _reference(value: str) -> str:
+    ref = ImageRef.parse(value) if len(value) <= 512 else None
+    if ref is None or not ref.tag or ref.digest or str(ref) != value:
+        raise ValueError(
+            f"must be an image reference with a tag and no digest (host:port/repository:tag), got {show(value)}"
+        )
+    return value
+
+
+Digest = Annotated[
+    str, _matching(r"sha256:[0-9a-f]{64}", "must be sha256: followed by 64 lower-case hex digits")
+]
+ContentHash = Annotated[str, _matching(r"[0-9a-f]{64}", "must be 64 lower-case hex digits")]
+Ident = Annotated[
+    str, _matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "must be a name of letters, digits, . _ -")
+]
+Word = Annotated[
+    str,
+    _matching(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}", "must be a version or name (letters, digits, . _ + -)"),
+]
+Reference = Annotated[str, AfterValidator(_reference)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _SizeDoc(_Strict):
+    compressed: int = Field(default=0, ge=0)
+    uncompressed: int | None = Field(default=None, ge=0)
+
+
+class _EntryDoc(_Strict):
+    digest: Digest
+    config_digest: Digest
+    node: Ident
+    layer: Ident
+    parent: Ident | None = None
+    cells: list[Ident] = []
+    content_hash: ContentHash
+    profile: Ident | Literal[""] = ""
+    versions: dict[Ident, Word | None] = {}
+    size: _SizeDoc = _SizeDoc()
+
+
+class _LockDoc(_Strict):
+    schema_: Literal[1] = Field(alias="schema")
+    images: dict[Reference, _EntryDoc]
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {show(key, _KEY_SHOWN)}")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            out += " (key)"
+        elif isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{show(str(part), _KEY_SHOWN)}]"
+    return out or "<top>"
+
+
+def _schema_error(source: str, err: Any) -> LockFileError:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "missing":
+        return LockFileError(f"{source}: {_key_path(loc)}: missing")
+    if kind == "extra_forbidden":
+        return LockFileError(f"{source}: {_key_path(loc)}: unknown key")
+    msg = err["msg"].removeprefix("Value error, ")
+    if kind.endswith("_type") or kind == "literal_error":
+        expected = msg.removeprefix("Input should be ").removeprefix("a valid ")
+        msg = f"must be {expected}, got {type(err['input']).__name__} {show(err['input'])}"
+    return LockFileError(f"{source}: {_key_path(loc)}: {msg}")
+
+
 def parse_images_lock(text: str, source: str) -> ImagesLock:
-    """Parse images.lock.json text; errors name `source`."""
+    """Parse images.lock.json text against its schema; every error is one line naming `source` and the key path."""
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise LockFileError(f"{source}: not valid JSON ({exc})") from None
-    if (
-        not isinstance(doc, dict)
-        or doc.get("schema") != LOCK_SCHEMA
-        or not isinstance(doc.get("images"), dict)
-    ):
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError:
+        raise LockFileError(f"{source}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, a 5,000-digit integer
+        raise LockFileError(f"{source}: not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != LOCK_SCHEMA or "images" not in doc:
         raise LockFileError(
             f"{source}: not an images lock of schema {LOCK_SCHEMA} (written by `strata push`)"
         )
-    images: dict[str, LockedImage] = {}
-    for reference, data in doc["images"].items():
-        try:
-            images[reference] = LockedImage.from_json(reference, data)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LockFileError(f"{source}: entry {reference}: missing or malformed field {exc}") from None
+    try:
+        checked = _LockDoc.model_validate(doc)
+    except ValidationError as exc:
+        found = exc.errors()
+        errors: list[StrataError] = [_schema_error(source, e) for e in found[:MAX_ERRORS]]
+        if len(found) > MAX_ERRORS:
+            errors.append(LockFileError(f"{source}: ... and {len(found) - MAX_ERRORS} more errors"))
+        raise LockFileErrors(errors) from None
+    images = {
+        reference: LockedImage(
+            reference=reference,
+            digest=e.digest,
+            config_digest=e.config_digest,
+            node=e.node,
+            layer=e.layer,
+            parent=e.parent,
+            cells=tuple(e.cells),
+            content_hash=e.content_hash,
+            profile=e.profile,
+            versions=dict(e.versions),
+            compressed_size=e.size.compressed,
+            uncompressed_size=e.size.uncompressed,
+        )
+        for reference, e in checked.images.items()
+    }
     return ImagesLock(images)
 
 
 def read_images_lock(path: Path, *, missing_ok: bool = False) -> ImagesLock:
     """Read `path`; with `missing_ok`, a missing file is an empty lock."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):  # checked before opening: a FIFO would block the open
+            raise LockFileError(f"{path}: not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_LOCK_BYTES + 1)
     except FileNotFoundError:
         if missing_ok:
             return ImagesLock()
         raise LockFileError(f"{path}: no images lock here; run `strata push` first") from None
     except OSError as exc:
         raise LockFileError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(raw) > MAX_LOCK_BYTES:
+        raise LockFileError(f"{path}: larger than {MAX_LOCK_BYTES >> 20} MB; not an images lock")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LockFileError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from None
     return parse_images_lock(text, str(path))
 
 

