@@ -128,10 +128,16 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    settings = settings_for(args)
+    settings = with_pip_indexes(settings_for(args))
     plan = load_plan(args, settings)
     wheels = [w for n in plan.nodes if n.lock for w in n.lock.wheels]
-    result = fetch_wheels(settings.ensure(settings.cache_dir), wheels, repair=True, environ=settings.environ)
+    result = fetch_wheels(
+        settings.ensure(settings.cache_dir),
+        wheels,
+        repair=True,
+        environ=settings.environ,
+        indexes=settings.package_indexes,
+    )
     for name in result.repaired:
         print(f"re-fetched {name}: the stored file failed its sha256 check")
     print(
