@@ -259,10 +259,13 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
+        resend: bool = True,
     ) -> httpx.Response:
         """Send one request, answering auth challenges and retrying transient failures.
 
-        Returns any response that is not 401/403/429/5xx; the caller judges the remaining statuses.
+        Returns any response that is not 401/403/429/5xx; the caller judges the remaining statuses. With
+        resend=False (a chunk the registry may have partly stored) a transport error or 429/5xx is raised at
+        once, so the caller asks the registry where it stands instead of sending the same bytes again.
         """
         scope_key = " ".join(scopes)
         delays = iter(self.retry.delays())
@@ -280,7 +283,9 @@ class RegistryClient:
                 )
             except httpx.TransportError as exc:
                 reason = describe_transport_error(exc)
-                if "certificate" in reason or not self._backoff(delays, deadline):
+                if not resend and not isinstance(exc, httpx.ConnectError):
+                    raise _SendInterrupted(f"registry {self.host} unreachable ({reason}) {where}") from None
+                if "certificate" in reason or not resend or not self._backoff(delays, deadline):
                     raise RegistryUnreachable(
                         f"registry {self.host} unreachable ({reason}) {where}"
                     ) from None
@@ -300,7 +305,7 @@ class RegistryClient:
             if response.status_code == 403:
                 raise self._denied(where, "403")
             if response.status_code == 429 or response.status_code >= 500:
-                if self._backoff(delays, deadline):
+                if resend and self._backoff(delays, deadline):
                     continue
                 raise RegistryError(
                     f"registry {self.host} answered {response.status_code} ({response.reason_phrase}) {where}, "
@@ -582,10 +587,12 @@ class RegistryClient:
         """Upload the blob stored in `path` as `digest`, in chunks, resuming after interruptions.
 
         Files no larger than `chunk_size` go in one monolithic PUT. Larger ones are PATCHed chunk by chunk
-        with Content-Range; when a chunk fails the registry is asked for its offset and the upload continues
-        from there (or starts over if the registry lost the session). Returns the bytes sent, counting resent
-        bytes, so a clean upload returns exactly the file size. `on_progress(digest, offset)` is called after
-        each chunk the registry accepted.
+        with Content-Range. A chunk that fails (the connection lost in its middle, 5xx, 416) is never sent again
+        as it was: the registry is asked for its offset (GET on the upload URL, its `Range`) and the upload
+        continues from there, so only the part of that chunk the registry did not store is sent twice (or it
+        starts over if the registry lost the session). Returns the bytes sent, counting every chunk that may
+        have gone out, so a clean upload returns exactly the file size. `on_progress(digest, offset)` is called
+        after each chunk the registry accepted.
         """
         size = path.stat().st_size
         sent = 0
@@ -609,8 +616,11 @@ class RegistryClient:
                     if on_progress:
                         on_progress(digest, session.offset)
                     continue
-                except (RegistryUnreachable, _ChunkRejected) as exc:
+                except (_SendInterrupted, _ChunkRejected) as exc:
+                    sent += len(chunk)  # some or all of it reached the registry
                     failure: RegistryError = exc
+                except RegistryUnreachable as exc:
+                    failure = exc  # not connected: nothing was sent
                 if not self._backoff(delays, deadline):
                     raise failure
                 try:
@@ -638,6 +648,7 @@ class RegistryClient:
                     "Content-Range": f"{start}-{start + len(chunk) - 1}",
                     "Content-Length": str(len(chunk)),
                 },
+                resend=False,
             )
         except RegistryError as exc:
             if isinstance(exc, (RegistryUnreachable, RegistryAuthError)):
@@ -753,6 +764,10 @@ class RegistryClient:
             match = re.search(r"<([^>]+)>;\s*rel=\"?next\"?", response.headers.get("link", ""))
             url = self._resolve(match.group(1)) if match else None
         return tags
+
+
+class _SendInterrupted(RegistryUnreachable):
+    """The connection broke while a request's body was being sent or answered: the registry may hold part of it."""
 
 
 class _ChunkRejected(RegistryError):
