@@ -771,7 +771,7 @@ class _SendInterrupted(RegistryUnreachable):
 
 
 class _ChunkRejected(RegistryError):
-    """A chunk was refused or failed at the registry (5xx after retries, 416): ask for the offset and resume."""
+    """A chunk was refused or failed at the registry (5xx, 416): ask for the offset and resume."""
 
 
 class _AuthExpired(Exception):
