@@ -66,11 +66,14 @@ class PushStatus(_Word):
 
 
 class LockState(_Word):
-    """A node's lock file: as checked (ok, stale, missing) or after `strata lock` (written, unchanged)."""
+    """A node's lock file: as checked (ok, stale, missing, tampered) or after `strata lock` (written, unchanged)."""
 
     OK = "ok"
     STALE = "stale"
     MISSING = "missing"
+    TAMPERED = (
+        "tampered"  # its body digest, header, hosts or pins are not what a resolution could have written
+    )
     WRITTEN = "written"
     UNCHANGED = "unchanged"
 
@@ -297,7 +300,9 @@ class LockChecked(NodeEvent):
 
     type: ClassVar[str] = "lock-checked"
     path: str
-    state: LockState  # ok | stale | missing
+    state: LockState  # ok | stale | missing | tampered
+    line: int = 0  # the line of the lock file the reason is about (0: the file as a whole)
+    reason: str = ""
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

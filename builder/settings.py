@@ -30,6 +30,8 @@ REGISTRY_CACHE_ENV = (
     "STRATA_REGISTRY_CACHE"  # off: never pull a node from the registry instead of building it
 )
 REGISTRY_CA_ENV = "STRATA_REGISTRY_CA"  # CA bundle for registries with a private CA
+# Comma-separated host[:port]s that STRATA_REGISTRY_USER/PASSWORD are also for (besides the matrix's registry)
+REGISTRY_AUTH_HOSTS_ENV = "STRATA_REGISTRY_AUTH_HOSTS"
 DEFAULT_MATRIX = "matrix.yaml"
 
 
@@ -44,8 +46,21 @@ class Settings:
     layer_read: str = ""  # "save" forces `docker save`; anything else lets Strata read local storage
     registry_cache: bool = True
     registry_ca: Path | None = None
+    # Registries STRATA_REGISTRY_USER/PASSWORD may be sent to besides the matrix's own (registry_override or
+    # registry.address, which the caller names): host[:port], lower case.
+    registry_auth_hosts: tuple[str, ...] = ()
+    # PyPI mirrors from pip's configuration (read by the CLI with `pip config list`, see builder.lock.indexes):
+    # `package_index` replaces PyPI like pip's index-url, `extra_package_indexes` are pip's extra-index-url.
+    # Locks may name wheels on their hosts; fetching falls back to them, the sha256 being the identity.
+    package_index: str | None = None
+    extra_package_indexes: tuple[str, ...] = ()
     # The environment the CLI started with (read-only by convention; a plain dict so Settings pickles for workers).
     environ: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def package_indexes(self) -> tuple[str, ...]:
+        """Every configured package index (the replacement of PyPI first), without PyPI itself."""
+        return ((self.package_index,) if self.package_index else ()) + self.extra_package_indexes
 
     @property
     def matrix_root(self) -> Path:
@@ -115,5 +130,8 @@ def resolve_settings(environ: Mapping[str, str], matrix_file: str | Path | None 
         layer_read=environ.get(LAYER_READ_ENV, "").strip(),
         registry_cache=environ.get(REGISTRY_CACHE_ENV, "").strip().lower() not in ("off", "0", "false", "no"),
         registry_ca=Path(ca) if ca else None,
+        registry_auth_hosts=tuple(
+            h.strip().lower() for h in environ.get(REGISTRY_AUTH_HOSTS_ENV, "").split(",") if h.strip()
+        ),
         environ=dict(environ),
     )

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 from builder.build.orchestrate import ensure_base_image
+from builder.errors import StrataError
 from builder.events import EventSink, LockChecked, LockState, tee
 from builder.lock.fetch import fetch_wheels
+from builder.lock.indexes import read_pip_indexes
 from builder.lock.pip_resolver import InImageResolver
 from builder.lock.resolve import lock_states, write_locks
+from builder.matrix.load import load_matrix
 from builder.matrix.release import bump_release
+from builder.plan.graph import Plan, build_plan
+from builder.plan.lockfile import Lock, LockError, read_lock
+from builder.settings import Settings
 from cli.common import add_events_arg, add_matrix_args, load_plan, open_events, settings_for
 from cli.progress import print_lock_event
 from registry_sync.publish.cache import open_registry_cache
@@ -27,7 +34,12 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_matrix_args(p)
-    p.add_argument("--check", action="store_true", help="only report; exit 1 if any lock is missing or stale")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only report; exit 1 if any lock is missing, stale or tampered (edited, or naming a wheel on a host "
+        "that is neither PyPI nor an index of pip's configuration)",
+    )
     p.add_argument(
         "--refresh", action="store_true", help="re-resolve even fresh locks (picks up new releases)"
     )
@@ -50,24 +62,57 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_fetch)
 
 
+def with_pip_indexes(settings: Settings) -> Settings:
+    """`settings` with the package indexes of pip's configuration (a PyPI mirror locks and fetches may use)."""
+    found = read_pip_indexes(settings.environ)
+    return dataclasses.replace(
+        settings, package_index=found.index_url, extra_package_indexes=found.extra_index_urls
+    )
+
+
+class _LenientLocks:
+    """Reads locks for `strata lock`: a lock that fails to read is remembered and read as missing."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.failed: dict[str, StrataError] = {}
+
+    def __call__(self, path: Path) -> Lock | None:
+        try:
+            return read_lock(path)
+        except LockError as exc:
+            self.failed[str(path.resolve().relative_to(self.root.resolve()))] = exc
+            return None
+
+
+def _lenient_plan(args: argparse.Namespace, settings: Settings) -> tuple[Plan, _LenientLocks]:
+    matrix = load_matrix(args.matrix, args.profile, settings.registry_override)
+    reader = _LenientLocks(matrix.root)
+    return build_plan(matrix, lock_reader=reader).select(args.only), reader
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     with open_events(args) as record:
         return _lock(args, record)
 
 
 def _lock(args: argparse.Namespace, record: EventSink) -> int:
-    settings = settings_for(args)
-    plan = load_plan(args, settings)
+    settings = with_pip_indexes(settings_for(args))
+    plan, reader = _lenient_plan(args, settings)
     if args.check:
-        states = lock_states(plan)
+        states = lock_states(plan, settings.package_indexes, reader.failed)
         for s in states:
-            record(LockChecked(s.node, s.path, s.state))
+            record(LockChecked(s.node, s.path, s.state, s.line, s.reason))
         bad = [s for s in states if s.state is not LockState.OK]
         for s in bad:
-            print(f"{s.path}: {s.state} (run: strata lock)", file=sys.stderr)
-        if not bad:
+            print(s.describe(), file=sys.stderr)
+        if bad:
+            print(f"{len(bad)} of {len(states)} locks are not current: run `strata lock`", file=sys.stderr)
+        else:
             print(f"all {len(states)} locks are current")
         return 1 if bad else 0
+    for path, exc in reader.failed.items():
+        print(f"{path} does not verify ({exc.message}); resolving it again", file=sys.stderr)
     # The base image a resolution runs in may be built first: its build events go to --events only.
     resolver = InImageResolver(
         settings,
@@ -82,6 +127,7 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
         settings.environ,
         refresh=args.refresh,
         on_event=tee(print_lock_event, record),
+        lock_reader=reader,
     )
     written = [r for r in results if r.state is LockState.WRITTEN]
     for r in written:
@@ -94,10 +140,16 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    settings = settings_for(args)
+    settings = with_pip_indexes(settings_for(args))
     plan = load_plan(args, settings)
     wheels = [w for n in plan.nodes if n.lock for w in n.lock.wheels]
-    result = fetch_wheels(settings.ensure(settings.cache_dir), wheels, repair=True, environ=settings.environ)
+    result = fetch_wheels(
+        settings.ensure(settings.cache_dir),
+        wheels,
+        repair=True,
+        environ=settings.environ,
+        indexes=settings.package_indexes,
+    )
     for name in result.repaired:
         print(f"re-fetched {name}: the stored file failed its sha256 check")
     print(

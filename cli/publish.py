@@ -173,8 +173,9 @@ def register(subparsers: Any) -> None:
 # ---------------------------------------------------------------------------------------------- push
 
 
-def _registry(address: str, settings: Settings, data_dir: Path) -> RegistryClient:
-    client = open_registry(address, settings, data_dir)
+def _registry(address: str, settings: Settings, data_dir: Path, home: str) -> RegistryClient:
+    """A client for `address`, pinged; `home` is the matrix's registry (the environment's credentials are for it)."""
+    client = open_registry(address, settings, data_dir, home=home)
     try:
         client.ping()
     except StrataError as exc:
@@ -203,7 +204,7 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
     event = tee(ignore_events if quiet else print_push_event, record)
     engine = engine_client(settings, BUILD_TIMEOUT_SECONDS)
     start = time.monotonic()
-    with _registry(registry, settings, data_dir) as client:
+    with _registry(registry, settings, data_dir, whole.matrix.model.registry.address) as client:
         options = PushOptions(
             registry=registry,
             policy=matrix_tag_policy(whole.matrix),
@@ -340,7 +341,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     plan = full_plan(args, settings)
     registry = args.registry or plan.matrix.model.registry.address
     audit = _audit_log(settings)
-    with _registry(registry, settings, _data_dir(args, settings)) as client:
+    with _registry(
+        registry, settings, _data_dir(args, settings), plan.matrix.model.registry.address
+    ) as client:
         promotion = promote_cell_alias(
             plan,
             client,

@@ -4,7 +4,9 @@ Resolving on the host with `--python-version` is not enough: pip then evaluates 
 interpreter, so a Python 3.9 image would miss `importlib-metadata; python_version < "3.10"`. So resolution runs in a
 container of the node's base image with a pinned, hash-checked pip wheel mounted in (bullseye's own pip predates
 `--report`). Touches the network (PyPI); the host CA bundle is mounted read-only for that run, never built into a layer.
-The host's pip configuration (extra indexes, find-links, constraints) is ignored: a lock depends only on the index.
+Of the host's pip configuration only its package indexes are used (settings.package_index and
+extra_package_indexes, read by the CLI: a PyPI mirror); find-links, constraints and the rest are ignored. A file:
+index is mounted read-only at its own path. Locked URLs may then name the mirror: the sha256 is the identity.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
 from builder.engine.host import ensure_engine
 from builder.errors import StrataError
 from builder.lock.fetch import fetch_wheels, wheel_path
+from builder.lock.indexes import file_index_root
 from builder.plan.graph import LayerNode, Plan
 from builder.plan.lockfile import PinnedWheel
 from builder.settings import Settings
@@ -37,7 +40,14 @@ PIP_WHEEL = PinnedWheel(
 )
 
 
-def in_image_command(report: str, requirements: str, constraints: str | None, ca: str | None) -> list[str]:
+def in_image_command(
+    report: str,
+    requirements: str,
+    constraints: str | None,
+    ca: str | None,
+    index_url: str | None = None,
+    extra_index_urls: Sequence[str] = (),
+) -> list[str]:
     """The pip command run inside the base image (pure; unit-tested)."""
     cmd = [
         "python3",
@@ -59,6 +69,10 @@ def in_image_command(report: str, requirements: str, constraints: str | None, ca
         cmd += ["-c", constraints]
     if ca:
         cmd += ["--cert", ca]
+    if index_url:
+        cmd += ["--index-url", index_url]
+    for extra in extra_index_urls:
+        cmd += ["--extra-index-url", extra]
     return cmd
 
 
@@ -70,9 +84,15 @@ def resolve_in_image(
     cache: Path,
     what: str,
     environ: Mapping[str, str],
+    index_url: str | None = None,
+    extra_index_urls: Sequence[str] = (),
 ) -> list[PinnedWheel]:
-    """Resolve in a container of `image` (the node's base): markers and wheel tags are the image's own."""
-    fetch_wheels(cache, [PIP_WHEEL], repair=True, environ=environ)
+    """Resolve in a container of `image` (the node's base): markers and wheel tags are the image's own.
+
+    `index_url` replaces PyPI and `extra_index_urls` are searched too, as pip's options of the same names.
+    """
+    indexes = ([index_url] if index_url else []) + list(extra_index_urls)
+    fetch_wheels(cache, [PIP_WHEEL], repair=True, environ=environ, indexes=indexes)
     pip_wheel = wheel_path(cache, PIP_WHEEL)
     with tempfile.TemporaryDirectory(prefix="strata-resolve-") as tmp:
         work = Path(tmp)
@@ -86,6 +106,10 @@ def resolve_in_image(
             str(work): {"bind": "/work", "mode": "rw"},
             str(pip_wheel.parent): {"bind": "/strata", "mode": "ro"},
         }
+        for index in indexes:
+            if index.startswith("file:"):
+                root = file_index_root(index)
+                volumes[root] = {"bind": root, "mode": "ro"}
         ca = None
         if os.path.exists(CA_BUNDLE):
             volumes[CA_BUNDLE] = {"bind": "/run/strata-ca.crt", "mode": "ro"}
@@ -95,6 +119,8 @@ def resolve_in_image(
             "/work/requirements.in",
             "/work/constraints.txt" if has_constraints else None,
             ca,
+            index_url,
+            extra_index_urls,
         )
         container = client.containers.run(
             image,
@@ -167,4 +193,6 @@ class InImageResolver:
             self.settings.cache_dir,
             node.id,
             self.settings.environ,
+            self.settings.package_index,
+            self.settings.extra_package_indexes,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,8 +128,17 @@ class Plan:
         return Plan(matrix=self.matrix, nodes=kept, finals=self.finals)
 
 
-def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path | None = None) -> Plan:
-    """Expand every cell into its chain of nodes, render Dockerfiles and hash them. Example: `build_plan(load_matrix())`."""
+def build_plan(
+    matrix: Matrix,
+    layers_dir: Path | None = None,
+    locks_dir: Path | None = None,
+    lock_reader: Callable[[Path], Lock | None] = read_lock,
+) -> Plan:
+    """Expand every cell into its chain of nodes, render Dockerfiles and hash them. Example: `build_plan(load_matrix())`.
+
+    A lock file that is malformed or fails its digest is a LockError (`lock_reader` decides: `strata lock --check`
+    passes one that records the error and reads the lock as missing, so it can report every lock).
+    """
     root = matrix.root
     renderer = TemplateRenderer(layers_dir or root / "layers")
     locks_dir = locks_dir or root / "locks"
@@ -155,7 +165,7 @@ def build_plan(matrix: Matrix, layers_dir: Path | None = None, locks_dir: Path |
     for node_id in order:
         spec = specs[node_id]
         parent_node = nodes[spec.parent] if spec.parent else None
-        nodes[node_id] = _finish(matrix, renderer, locks_dir, spec, parent_node)
+        nodes[node_id] = _finish(matrix, renderer, locks_dir, spec, parent_node, lock_reader)
     _check_tag_collisions(matrix, list(nodes.values()))
     return Plan(matrix=matrix, nodes=tuple(nodes[i] for i in order), finals=finals)
 
@@ -229,6 +239,7 @@ def _finish(
     locks_dir: Path,
     spec: _Spec,
     parent: LayerNode | None,
+    lock_reader: Callable[[Path], Lock | None],
 ) -> LayerNode:
     m = matrix.model
     labels = _labels(matrix, spec, parent)
@@ -239,7 +250,7 @@ def _finish(
     lock_inputs = ""
     if spec.rootfs is not None or spec.requirements:
         lock_rel = f"locks/{matrix.profile}/{spec.id}.lock"
-        lock = read_lock(locks_dir / matrix.profile / f"{spec.id}.lock")
+        lock = lock_reader(locks_dir / matrix.profile / f"{spec.id}.lock")
         lock_inputs = digest_inputs(
             {
                 "node": spec.id,
@@ -248,7 +259,7 @@ def _finish(
                 "python": spec.python,
                 "glibc": compat.OS_GLIBC.get(spec.os_name, ""),
                 # Python layers resolve on top of their parent's pins: a changed parent lock makes this one stale.
-                "parent_lock": parent.lock.render() if parent and parent.lock else None,
+                "parent_lock": parent.lock.pinned_text() if parent and parent.lock else None,
                 "parent_inputs": parent.lock_inputs if parent else None,
                 # How pins are resolved is an input too: changing the resolver makes every lock stale.
                 "resolver": RESOLVER if spec.requirements else None,
@@ -259,7 +270,7 @@ def _finish(
             "format": PLAN_FORMAT,
             "layer": spec.layer,
             "dockerfile": dockerfile,
-            "lock": lock.render() if lock else None,
+            "lock": lock.pinned_text() if lock else None,
             "lock_inputs": lock_inputs,
             "base_image": spec.base_image,
             "parent": parent.content_hash if parent else None,

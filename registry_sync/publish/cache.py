@@ -49,7 +49,8 @@ def open_cache_registry(
         return None
     client = None
     try:
-        client = open_registry(matrix.model.registry.address, settings, retry=CACHE_RETRY)
+        address = matrix.model.registry.address
+        client = open_registry(address, settings, retry=CACHE_RETRY, home=address)
         client.ping()
     except StrataError as exc:
         if client is not None:

@@ -41,6 +41,10 @@ class RegistryAuthError(RegistryError):
     """The registry wants credentials we do not have, or rejected the ones we sent."""
 
 
+class RegistryAccessDenied(RegistryAuthError):
+    """The credentials were accepted but do not allow this (403, or a token without the scope asked for)."""
+
+
 class UploadSessionLost(RegistryError):
     """The registry no longer knows an upload session (restarted without state, or it expired)."""
 
@@ -128,6 +132,13 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def url_origin(url: str | httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in: what decides where credentials may go."""
+    parsed = httpx.URL(str(url))
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.scheme, parsed.host.lower(), port
+
+
 def describe_transport_error(exc: Exception) -> str:
     """A short human reason for a connection-level failure, e.g. 'connection refused'."""
     text = str(exc) or type(exc).__name__
@@ -179,6 +190,7 @@ class RegistryClient:
         if not scheme:
             scheme = "http" if is_loopback_host(self.host) and ca_file is None else "https"
         self.base_url = f"{scheme}://{self.host}"
+        self._origin = url_origin(self.base_url)
         self.credentials = credentials
         self.retry = retry
         self._sleep = sleep
@@ -208,11 +220,15 @@ class RegistryClient:
     def _url(self, path_or_url: str) -> str:
         return path_or_url if "://" in path_or_url else self.base_url + path_or_url
 
-    def _auth_headers(self, scope: str) -> dict[str, str]:
+    def _auth_headers(self, scope: str, url: str | httpx.URL) -> dict[str, str]:
+        """The Authorization for `url`: none unless it is this registry's own origin (scheme, host and port), so
+        an upload Location or a Link on another host never receives our token or password."""
+        if url_origin(url) != self._origin:
+            return {}
         token = self._tokens.get(scope)
         if token:
             return {"Authorization": f"Bearer {token}"}
-        if self._basic and self.credentials is not None:
+        if self._basic and self.credentials is not None and self.credentials.password:
             basic = httpx.BasicAuth(self.credentials.username, self.credentials.password)
             return {
                 "Authorization": next(basic.auth_flow(httpx.Request("GET", "/"))).headers["Authorization"]
@@ -234,10 +250,13 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         params: Mapping[str, str] | None = None,
+        resend: bool = True,
     ) -> httpx.Response:
         """Send one request, answering auth challenges and retrying transient failures.
 
-        Returns any response that is not 401/403/429/5xx; the caller judges the remaining statuses.
+        Returns any response that is not 401/403/429/5xx; the caller judges the remaining statuses. With
+        resend=False (a chunk the registry may have partly stored) a transport error or 429/5xx is raised at
+        once, so the caller asks the registry where it stands instead of sending the same bytes again.
         """
         scope_key = " ".join(scopes)
         delays = iter(self.retry.delays())
@@ -247,28 +266,37 @@ class RegistryClient:
         where = self._where(action, repository)
         while True:
             attempts += 1
-            all_headers = {**self._auth_headers(scope_key), **(headers or {})}
+            url = self._url(path_or_url)
+            all_headers = {**self._auth_headers(scope_key, url), **(headers or {})}
             try:
                 response = self._http.request(
-                    method, self._url(path_or_url), headers=all_headers, content=content, params=params
+                    method, url, headers=all_headers, content=content, params=params
                 )
             except httpx.TransportError as exc:
                 reason = describe_transport_error(exc)
-                if "certificate" in reason or not self._backoff(delays, deadline):
+                if not resend and not isinstance(exc, httpx.ConnectError):
+                    raise _SendInterrupted(f"registry {self.host} unreachable ({reason}) {where}") from None
+                if "certificate" in reason or not resend or not self._backoff(delays, deadline):
                     raise RegistryUnreachable(
                         f"registry {self.host} unreachable ({reason}) {where}"
                     ) from None
                 continue
+            if response.status_code == 401 and url_origin(url) != self._origin:
+                raise RegistryAuthError(
+                    f"registry {self.host} sent us to {httpx.URL(url).netloc.decode()} {where}, which asks for "
+                    f"credentials; they are only ever sent to {self.host}"
+                )
             if response.status_code == 401:
+                if answered_challenge and self.credentials and _insufficient_scope(response):
+                    raise self._denied(where, "the token service granted less than asked for")
                 if not answered_challenge and self._answer_challenge(response, scopes, where):
                     answered_challenge = True
                     continue
                 raise self._auth_failure(where)
             if response.status_code == 403:
-                user = f" for user {self.credentials.username}" if self.credentials else ""
-                raise RegistryAuthError(f"registry {self.host} denied access{user} {where} (403)")
+                raise self._denied(where, "403")
             if response.status_code == 429 or response.status_code >= 500:
-                if self._backoff(delays, deadline):
+                if resend and self._backoff(delays, deadline):
                     continue
                 raise RegistryError(
                     f"registry {self.host} answered {response.status_code} ({response.reason_phrase}) {where}, "
@@ -283,15 +311,21 @@ class RegistryClient:
         self._sleep(delay)
         return True
 
+    def _denied(self, where: str, why: str) -> RegistryAccessDenied:
+        user = (
+            f" for user {self.credentials.username}" if self.credentials and self.credentials.username else ""
+        )
+        return RegistryAccessDenied(f"registry {self.host} denied access{user} {where} ({why})")
+
     def _auth_failure(self, where: str) -> RegistryAuthError:
         if self.credentials is None:
             return RegistryAuthError(
-                f"registry {self.host} requires credentials {where} (401); set STRATA_REGISTRY_USER and "
-                "STRATA_REGISTRY_PASSWORD or log in with docker"
+                f"registry {self.host} requires credentials {where} (401); log in with docker, or set "
+                "STRATA_REGISTRY_USER and STRATA_REGISTRY_PASSWORD (sent only to the matrix's registry and to "
+                "the hosts in STRATA_REGISTRY_AUTH_HOSTS)"
             )
-        return RegistryAuthError(
-            f"registry {self.host} rejected the credentials for user {self.credentials.username} (401)"
-        )
+        who = f"user {self.credentials.username}" if self.credentials.username else "identity token"
+        return RegistryAuthError(f"registry {self.host} rejected the credentials for {who} (401)")
 
     def _answer_challenge(self, response: httpx.Response, scopes: tuple[str, ...], where: str) -> bool:
         header = response.headers.get("www-authenticate")
@@ -299,8 +333,12 @@ class RegistryClient:
             return False
         challenge = parse_challenge(header)
         if challenge.scheme == "basic":
-            if self._basic:
+            if self._basic or self.credentials is None or not self.credentials.password:
                 return False
+            if not _may_carry_password(self.base_url):
+                raise RegistryAuthError(
+                    f"registry {self.host} asks for a password over plain HTTP; refusing to send it (use https)"
+                )
             self._basic = True
             return True
         if challenge.scheme == "bearer":
@@ -309,27 +347,42 @@ class RegistryClient:
         return False
 
     def _fetch_token(self, challenge: Challenge, scopes: tuple[str, ...], where: str) -> str:
+        """A bearer token from the challenge's realm (Docker's token protocol).
+
+        With an identity token: POST grant_type=refresh_token (the OAuth2 flow). With a user and password: GET
+        with Basic credentials, which never go in clear to a host other than loopback. Without credentials: an
+        anonymous GET.
+        """
         realm = challenge.params.get("realm")
         if not realm:
             raise RegistryAuthError(f"registry {self.host} sent a Bearer challenge without a realm {where}")
         wanted = list(scopes) or ([challenge.params["scope"]] if "scope" in challenge.params else [])
-        pairs: list[tuple[str, str | int | float | bool | None]] = [("scope", s) for s in wanted]
-        if "service" in challenge.params:
-            pairs.append(("service", challenge.params["service"]))
-        params = httpx.QueryParams(pairs)
-        auth = (
-            httpx.BasicAuth(self.credentials.username, self.credentials.password)
-            if self.credentials
-            else None
-        )
+        service = challenge.params.get("service")
+        creds = self.credentials
+        if creds is not None and (creds.identity_token or creds.password) and not _may_carry_password(realm):
+            raise RegistryAuthError(
+                f"token service {realm} for {self.host} is plain HTTP on a non-loopback host; refusing to send "
+                "credentials there"
+            )
         try:
-            answer = self._http.get(realm, params=params, auth=auth)
+            if creds is not None and creds.identity_token:
+                form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token}
+                form.update({"client_id": "strata", "scope": " ".join(wanted)})
+                if service:
+                    form["service"] = service
+                answer = self._http.post(realm, data=form)
+            else:
+                pairs: list[tuple[str, str | int | float | bool | None]] = [("scope", s) for s in wanted]
+                if service:
+                    pairs.append(("service", service))
+                auth = httpx.BasicAuth(creds.username, creds.password) if creds and creds.password else None
+                answer = self._http.get(realm, params=httpx.QueryParams(pairs), auth=auth)
         except httpx.TransportError as exc:
             reason = describe_transport_error(exc)
             raise RegistryUnreachable(
                 f"token service {realm} for {self.host} unreachable ({reason})"
             ) from None
-        if answer.status_code == 401:
+        if answer.status_code in (400, 401):
             raise self._auth_failure(where)
         if answer.status_code != 200:
             raise RegistryAuthError(
@@ -337,9 +390,12 @@ class RegistryClient:
             )
         try:
             body = answer.json()
-            return str(body.get("token") or body["access_token"])
-        except (ValueError, KeyError):
-            raise RegistryAuthError(f"token service {realm} for {self.host} sent no token {where}") from None
+        except ValueError:
+            body = None
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryAuthError(f"token service {realm} for {self.host} sent no token {where}")
+        return token
 
     def _unexpected(self, response: httpx.Response, what: str) -> RegistryError:
         return RegistryError(
@@ -411,14 +467,13 @@ class RegistryClient:
 
     def _stream_blob(self, repository: str, digest: str, path: Path, scope: str, chunk_size: int) -> int:
         url = httpx.URL(self._url(f"/v2/{repository}/blobs/{digest}"))
-        own_host = url.host
         for _ in range(6):  # the registry, then at most a few redirects to its storage
-            headers = self._auth_headers(scope) if url.host == own_host else {}
+            headers = self._auth_headers(scope, url)
             with self._http.stream("GET", url, headers=headers) as response:
                 if response.status_code in (301, 302, 303, 307, 308) and "location" in response.headers:
                     url = url.join(response.headers["location"])
                     continue
-                if response.status_code == 401 and url.host == own_host:
+                if response.status_code == 401 and url_origin(url) == self._origin:
                     raise _AuthExpired()
                 if response.status_code == 429 or response.status_code >= 500:
                     raise _TransientStatus(f"HTTP {response.status_code}")
@@ -478,17 +533,20 @@ class RegistryClient:
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> UploadSession | None:
         """Mount blob `digest` from `source_repository` into `repository` without uploading it.
 
-        Returns None when mounted; when the registry cannot mount it, it opens an upload instead and that
-        session is returned for the caller to upload into.
+        Returns None when mounted; when the registry cannot mount it (or we may not read the source), it opens an
+        upload instead and that session is returned for the caller to upload into, as docker does.
         """
-        response = self._request(
-            "POST",
-            f"/v2/{repository}/blobs/uploads/",
-            action="pushing",
-            repository=repository,
-            scopes=self._push_scope(repository) + self._pull_scope(source_repository),
-            params={"mount": digest, "from": source_repository},
-        )
+        try:
+            response = self._request(
+                "POST",
+                f"/v2/{repository}/blobs/uploads/",
+                action="pushing",
+                repository=repository,
+                scopes=self._push_scope(repository) + self._pull_scope(source_repository),
+                params={"mount": digest, "from": source_repository},
+            )
+        except RegistryAccessDenied:
+            return self.start_upload(repository)
         if response.status_code == 201:
             return None
         if response.status_code == 202 and "location" in response.headers:
@@ -518,10 +576,12 @@ class RegistryClient:
         """Upload the blob stored in `path` as `digest`, in chunks, resuming after interruptions.
 
         Files no larger than `chunk_size` go in one monolithic PUT. Larger ones are PATCHed chunk by chunk
-        with Content-Range; when a chunk fails the registry is asked for its offset and the upload continues
-        from there (or starts over if the registry lost the session). Returns the bytes sent, counting resent
-        bytes, so a clean upload returns exactly the file size. `on_progress(digest, offset)` is called after
-        each chunk the registry accepted.
+        with Content-Range. A chunk that fails (the connection lost in its middle, 5xx, 416) is never sent again
+        as it was: the registry is asked for its offset (GET on the upload URL, its `Range`) and the upload
+        continues from there, so only the part of that chunk the registry did not store is sent twice (or it
+        starts over if the registry lost the session). Returns the bytes sent, counting every chunk that may
+        have gone out, so a clean upload returns exactly the file size. `on_progress(digest, offset)` is called
+        after each chunk the registry accepted.
         """
         size = path.stat().st_size
         sent = 0
@@ -545,8 +605,11 @@ class RegistryClient:
                     if on_progress:
                         on_progress(digest, session.offset)
                     continue
-                except (RegistryUnreachable, _ChunkRejected) as exc:
+                except (_SendInterrupted, _ChunkRejected) as exc:
+                    sent += len(chunk)  # some or all of it reached the registry
                     failure: RegistryError = exc
+                except RegistryUnreachable as exc:
+                    failure = exc  # not connected: nothing was sent
                 if not self._backoff(delays, deadline):
                     raise failure
                 try:
@@ -574,6 +637,7 @@ class RegistryClient:
                     "Content-Range": f"{start}-{start + len(chunk) - 1}",
                     "Content-Length": str(len(chunk)),
                 },
+                resend=False,
             )
         except RegistryError as exc:
             if isinstance(exc, (RegistryUnreachable, RegistryAuthError)):
@@ -691,8 +755,12 @@ class RegistryClient:
         return tags
 
 
+class _SendInterrupted(RegistryUnreachable):
+    """The connection broke while a request's body was being sent or answered: the registry may hold part of it."""
+
+
 class _ChunkRejected(RegistryError):
-    """A chunk was refused or failed at the registry (5xx after retries, 416): ask for the offset and resume."""
+    """A chunk was refused or failed at the registry (5xx, 416): ask for the offset and resume."""
 
 
 class _AuthExpired(Exception):
@@ -701,3 +769,15 @@ class _AuthExpired(Exception):
 
 class _TransientStatus(Exception):
     """A blob download was answered 429 or 5xx: retry after a backoff."""
+
+
+def _insufficient_scope(response: httpx.Response) -> bool:
+    """A 401 whose challenge says the token lacks the scope (distribution never answers 403 with token auth)."""
+    header = response.headers.get("www-authenticate", "")
+    return parse_challenge(header).params.get("error") == "insufficient_scope" if header else False
+
+
+def _may_carry_password(url: str) -> bool:
+    """HTTPS, or plain HTTP to a loopback host: where a password or refresh token may be sent."""
+    parsed = httpx.URL(url)
+    return parsed.scheme == "https" or (parsed.scheme == "http" and is_loopback_host(parsed.host))

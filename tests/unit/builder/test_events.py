@@ -69,7 +69,7 @@ SAMPLES: list[Event] = [
 def test_statuses_are_the_words_the_output_always_used() -> None:
     assert [s.value for s in NodeStatus] == ["built", "cached", "pulled", "failed", "skipped"]
     assert [s.value for s in PushStatus] == ["pushed", "tagged", "skipped", "failed"]
-    assert [s.value for s in LockState] == ["ok", "stale", "missing", "written", "unchanged"]
+    assert [s.value for s in LockState] == ["ok", "stale", "missing", "tampered", "written", "unchanged"]
     status = NodeStatus.PULLED
     assert (str(status), f"{status}", f"[{status:>8}]") == ("pulled", "pulled", "[  pulled]")
     assert json.dumps({"status": status}) == '{"status": "pulled"}'

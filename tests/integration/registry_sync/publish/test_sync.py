@@ -133,6 +133,7 @@ def test_cli_sync_by_glob_to_a_registry_with_password_and_tls(
     monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("STRATA_REGISTRY_USER", "strata")
     monkeypatch.setenv("STRATA_REGISTRY_PASSWORD", registry_secrets.password_file.read_text().strip())
+    monkeypatch.setenv("STRATA_REGISTRY_AUTH_HOSTS", secure_registry)  # the password is for it, no other
     ca = ["--data-dir", str(tmp_path / "reg"), "--dst-ca-file", str(registry_secrets.ca_cert)]
     src = f"{plain_registry}/{tool.repository}"
     dst = f"{secure_registry}/{tool.repository}"

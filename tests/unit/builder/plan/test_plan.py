@@ -15,6 +15,7 @@ from builder.plan import graph
 from builder.plan.github import github_matrix
 from builder.plan.graph import Plan, build_plan
 from builder.plan.layers import LAYER_KINDS
+from builder.plan.lockfile import parse_lock
 from cli.main import main
 
 REPO = Path(__file__).resolve().parents[4]
@@ -159,8 +160,10 @@ def test_tools_requirement_change_rehashes_exactly_the_tools_and_user_nodes_of_t
 def test_lock_change_rehashes_the_node_and_only_its_descendants(workspace: Path) -> None:
     before = plan_of(workspace)
     lock = workspace / "locks" / "hermetic" / "tf2.13.1-cpu-py3.11.lock"
-    lines = lock.read_text().splitlines()
-    lock.write_text("\n".join(lines[:-1]) + "\n")  # drop one pinned wheel
+    pinned = parse_lock(lock.read_text(), str(lock))
+    lock.write_text(
+        dataclasses.replace(pinned, wheels=pinned.wheels[:-1]).render()
+    )  # drop one pinned wheel, re-digested
     after = plan_of(workspace)
     changed = {k for k, v in hashes(after).items() if hashes(before)[k] != v}
     assert changed == downstream(before, "tf2.13.1-cpu-py3.11")

@@ -12,6 +12,7 @@ from registry_sync.registry.client import (
     is_loopback_host,
     parse_challenge,
     parse_range_end,
+    url_origin,
 )
 
 
@@ -77,3 +78,9 @@ def test_transport_errors_are_described_briefly():
 def test_missing_ca_file_is_reported(tmp_path):
     with pytest.raises(Exception, match="CA file .* does not exist"):
         RegistryClient("127.0.0.1:5000", ca_file=tmp_path / "nope.crt")
+
+
+def test_origin_compares_scheme_host_and_port():
+    assert url_origin("https://Reg.Example/v2/") == url_origin("https://reg.example:443/v2/x")
+    assert url_origin("http://127.0.0.1:5000/v2/") != url_origin("http://127.0.0.1:5001/v2/")
+    assert url_origin("http://reg.example/v2/") != url_origin("https://reg.example/v2/")
