@@ -1,0 +1,268 @@
+"""The build's decisions without an engine: which nodes the stores already have (in-memory stores stand in for
+the engine and the registry cache) and the order `_run_dag` builds the rest in (a build function stands in for
+the engine build)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import IO
+
+import pytest
+
+from builder.build.orchestrate import BuildOptions, NodeOutcome, _run_dag, gather_from_stores
+from builder.errors import StrataError
+from builder.events import NodeStatus
+from builder.oci.image import Image, LayerReader, make_image
+from builder.oci.store import ImageStore, Stored
+from builder.plan.graph import LABEL_HASH, LayerNode
+
+REGISTRY = "127.0.0.1:5000"
+
+
+def node(node_id: str, parent: str | None = None) -> LayerNode:
+    content_hash = f"{node_id}-hash"
+    return LayerNode(
+        id=node_id,
+        layer="tools",
+        parent=parent,
+        cells=("c-cpu",),
+        dockerfile="",
+        requirements=(),
+        lock_path=None,
+        lock=None,
+        lock_inputs="",
+        content_hash=content_hash,
+        tags=(f"{REGISTRY}/strata/{node_id}:1.0-r1",),
+        aliases=(),
+        cache_ref=f"{REGISTRY}/strata/{node_id}:h-{content_hash}",
+        python="3.11",
+        os_name="bookworm",
+        base_image=None,
+        rootfs=None,
+    )
+
+
+class NoLayers:
+    """Storage of an image without layers: nothing to open."""
+
+    def open_layer(self, index: int) -> AbstractContextManager[LayerReader]:
+        raise AssertionError("the build never reads a layer of a stored image")
+
+    def open_layer_tar(self, index: int) -> AbstractContextManager[IO[bytes]]:
+        raise AssertionError("the build never reads a layer of a stored image")
+
+    def stored_layer_size(self, index: int) -> tuple[int, bool]:
+        raise AssertionError("the build never reads a layer of a stored image")
+
+
+def image_of(n: LayerNode, label: str | None = None) -> Image:
+    labels = {LABEL_HASH: n.content_hash if label is None else label}
+    config = json.dumps({"config": {"Labels": labels}, "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    return make_image(n.cache_ref, config, NoLayers(), 0)
+
+
+@dataclass
+class MemoryStore:
+    """An image store in a dict: content tag or tag -> image."""
+
+    name: str
+    images: dict[str, Image] = field(default_factory=dict)
+    fail_lookups: bool = False
+    puts: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    closed: bool = False
+
+    def find(self, content_ref: str) -> str | None:
+        if self.fail_lookups:
+            raise StrataError(f"registry {REGISTRY} unreachable (connection refused)")
+        return content_ref if content_ref in self.images else None
+
+    def get(self, ref: str) -> Image:
+        return self.images[ref]
+
+    def put(self, image: Image, tags: Sequence[str]) -> Stored:
+        self.puts.append((image.config_digest, tuple(tags)))
+        for tag in tags:
+            self.images[tag] = image
+        return Stored(image.config_digest, 7)
+
+    def tag(self, ref: str, tags: Sequence[str]) -> Stored:
+        return self.put(self.images[ref], tags)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def opener(store: ImageStore, opened: list[str]) -> Callable[[], ImageStore]:
+    def open_store() -> ImageStore:
+        opened.append(store.name)
+        return store
+
+    return open_store
+
+
+def test_nothing_is_built_that_a_store_has() -> None:
+    held, cached, missing = node("held"), node("cached", "held"), node("missing", "cached")
+    engine = MemoryStore("engine", {held.cache_ref: image_of(held)})
+    registry = MemoryStore("registry cache", {cached.cache_ref: image_of(cached)})
+    opened: list[str] = []
+    options = BuildOptions(caches=[opener(registry, opened)])
+
+    outcomes, todo = gather_from_stores([held, cached, missing], engine, options)
+
+    assert [n.id for n in todo] == ["missing"]
+    assert {k: o.status for k, o in outcomes.items()} == {"held": "cached", "cached": "pulled"}
+    # Both now hold every tag a build gives them; the pulled one went into the engine by `put`.
+    assert engine.puts == [
+        (image_of(held).config_digest, (held.cache_ref, *held.tags)),
+        (image_of(cached).config_digest, (cached.cache_ref, *cached.tags)),
+    ]
+    assert outcomes["cached"].image_id == image_of(cached).config_digest
+    assert opened == ["registry cache"] and registry.closed
+
+
+def test_a_build_the_engine_answers_never_opens_the_registry() -> None:
+    nodes = [node("a"), node("b", "a")]
+    engine = MemoryStore("engine", {n.cache_ref: image_of(n) for n in nodes})
+    opened: list[str] = []
+    registry = MemoryStore("registry cache")
+
+    outcomes, todo = gather_from_stores(nodes, engine, BuildOptions(caches=[opener(registry, opened)]))
+
+    assert todo == [] and [o.status for o in outcomes.values()] == ["cached", "cached"]
+    assert opened == []
+
+
+def test_force_asks_no_store() -> None:
+    a = node("a")
+    engine = MemoryStore("engine", {a.cache_ref: image_of(a)})
+    outcomes, todo = gather_from_stores([a], engine, BuildOptions(force=True))
+    assert (outcomes, todo) == ({}, [a]) and engine.puts == []
+
+
+def test_a_cache_that_is_off_or_failing_is_one_warning_and_the_node_is_built() -> None:
+    a, b = node("a"), node("b", "a")
+    down = MemoryStore("registry cache", {a.cache_ref: image_of(a)}, fail_lookups=True)
+    warnings: list[str] = []
+    options = BuildOptions(caches=[lambda: None, lambda: down], warn=warnings.append)
+
+    outcomes, todo = gather_from_stores([a, b], MemoryStore("engine"), options)
+
+    assert (outcomes, [n.id for n in todo]) == ({}, ["a", "b"])
+    assert warnings[0] == (
+        f"registry cache for a unavailable, building instead: registry {REGISTRY} unreachable (connection refused)"
+    )
+    assert len(warnings) == 2 and "\n" not in "".join(warnings)
+
+
+def test_an_image_under_the_content_tag_with_another_hash_is_not_put_but_built() -> None:
+    a = node("a")
+    registry = MemoryStore("registry cache", {a.cache_ref: image_of(a, label="someone-else")})
+    engine = MemoryStore("engine")
+    warnings: list[str] = []
+
+    outcomes, todo = gather_from_stores(
+        [a], engine, BuildOptions(caches=[lambda: registry], warn=warnings.append)
+    )
+
+    assert (outcomes, todo) == ({}, [a]) and engine.puts == []
+    assert warnings == [
+        f"registry cache for a: {a.cache_ref} is not this node's image "
+        f"(its {LABEL_HASH} label is 'someone-else', not a-hash); building instead"
+    ]
+
+
+class Builds:
+    """A build function that records what it built, when, and fails the nodes it is told to."""
+
+    def __init__(
+        self, failing: Sequence[str] = (), during: Callable[[LayerNode], None] = lambda n: None
+    ) -> None:
+        self.failing = set(failing)
+        self.during = during
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []
+
+    def __call__(self, n: LayerNode) -> NodeOutcome:
+        with self.lock:
+            self.events.append(("start", n.id))
+        self.during(n)
+        with self.lock:
+            self.events.append(("end", n.id))
+        status = NodeStatus.FAILED if n.id in self.failing else NodeStatus.BUILT
+        return NodeOutcome(n.id, status, message=f"node {n.id}: boom" if status is NodeStatus.FAILED else "")
+
+    def started(self) -> list[str]:
+        return [node_id for what, node_id in self.events if what == "start"]
+
+
+def run(nodes: list[LayerNode], build: Builds, **options: object) -> dict[str, NodeOutcome]:
+    outcomes: dict[str, NodeOutcome] = {}
+    _run_dag(nodes, BuildOptions(**options), outcomes, build)  # type: ignore[arg-type]
+    return outcomes
+
+
+def test_a_failed_node_skips_its_descendants() -> None:
+    base, mid, top = node("base"), node("mid", "base"), node("top", "mid")
+    build = Builds(failing=["base"])
+
+    outcomes = run([base, mid, top], build, keep_going=True)
+
+    assert build.started() == ["base"]
+    assert {k: (o.status, o.message) for k, o in outcomes.items()} == {
+        "base": ("failed", "node base: boom"),
+        "mid": ("skipped", "parent base failed"),
+        "top": ("skipped", "parent mid skipped"),
+    }
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_keep_going_builds_independent_nodes_after_a_failure(keep_going: bool) -> None:
+    broken, broken_child, other, other_child = (
+        node("broken"),
+        node("bc", "broken"),
+        node("other"),
+        node("oc", "other"),
+    )
+    build = Builds(failing=["broken"])
+
+    outcomes = run([broken, broken_child, other, other_child], build, jobs=1, keep_going=keep_going)
+
+    assert outcomes["broken"].status == "failed" and outcomes["bc"].status == "skipped"
+    if keep_going:
+        assert build.started() == ["broken", "other", "oc"]
+        assert (outcomes["other"].status, outcomes["oc"].status) == ("built", "built")
+    else:
+        assert build.started() == ["broken"]
+        assert {outcomes[k].message for k in ("other", "oc")} == {"stopped after an earlier failure"}
+
+
+def test_nodes_outside_the_run_count_as_parents_by_their_outcome() -> None:
+    child = node("child", "held")
+    outcomes = {"held": NodeOutcome("held", NodeStatus.PULLED)}
+    _run_dag([child], BuildOptions(), outcomes, Builds())
+    assert outcomes["child"].status == "built"
+
+
+def test_jobs_build_independent_nodes_side_by_side_and_children_after_their_parents() -> None:
+    base = node("base")
+    left, right = node("left", "base"), node("right", "base")
+    left_top, right_top = node("left-top", "left"), node("right-top", "right")
+    both_running = threading.Barrier(2, timeout=10)
+
+    def during(n: LayerNode) -> None:
+        if n.id in ("left", "right"):
+            both_running.wait()  # raises BrokenBarrierError unless the two really run at once
+        time.sleep(0.01)
+
+    build = Builds(during=during)
+    outcomes = run([base, left, left_top, right, right_top], build, jobs=2)
+
+    assert {o.status for o in outcomes.values()} == {"built"}
+    position = {event: i for i, event in enumerate(build.events)}
+    for n in (left, right, left_top, right_top):
+        assert position[("end", str(n.parent))] < position[("start", n.id)], build.events
