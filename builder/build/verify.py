@@ -170,10 +170,7 @@ def _verify_node(
                     layer_read=layer_read,
                 )
             )
-            try:
-                client.images.remove(tag, noprune=False)
-            except docker.errors.APIError:
-                pass
+            session.discard_now(tag)
     except StrataError as exc:
         return VerifyResult(node.id, False, [x.config_digest for x in layouts], error=str(exc))
     first, second = layouts
