@@ -7,8 +7,9 @@ fill the disk (about twice the image size per build). The engine is shared, so r
 are provably Strata's, by id (`POST /build/prune` with an `id` filter; engine 20.10 matches it as a regular
 expression), never by age or size:
 
-- right after a build (`discard_build_image`): the records created since the build started that belong to a stage
-  holding one of the node's own RUN commands, or to a stage whose layers only the raw image (just removed) shared;
+- right after a build (`discard_build_image`): of the records created since the build started, the stage whose
+  layers only the raw image (just removed) shared, and the stages holding one of the node's own RUN commands that
+  started FROM the same image;
 - by `strata gc` (`strata_records`): the stages of records whose step is a RUN of one of the matrix's Dockerfiles,
   the stages of copies only that started FROM the same image and were released with them (the final stage of that
   build: BuildKit releases all records of a build when it ends), and (`records_freed_by`) the stages whose layers
@@ -263,22 +264,28 @@ def records_freed_by(
 def records_of_build(
     before: Sequence[BuildRecord], after: Sequence[BuildRecord], trace: BuildTrace
 ) -> list[BuildRecord]:
-    """The records one build made, listed before and after its raw image was removed (pure).
+    """The records one build left, listed before and after its raw image was removed (pure).
 
-    Only records created since the build started count; of those, the stages holding one of its RUN steps and the
-    stages whose layers only its raw image shared (shared before the removal, not after).
+    The image's own stage is the records only the raw image shared (shared before the removal, not after), with the
+    records of their stage created since the build started. The build's other stages are those holding one of its
+    RUN steps, created since it started, that started FROM the same image. Nothing is taken when no layer was freed:
+    no record is then tied to this build (another run may have built the same node at the same time).
     """
     since = trace.started - CLOCK_SLACK_SECONDS
-    fresh: Callable[[BuildRecord], bool] = lambda r: r.type == "regular" and r.created >= since  # noqa: E731
+    regular: Callable[[BuildRecord], bool] = lambda r: r.type == "regular"  # noqa: E731
     was_shared = {r.id for r in before if r.shared}
-    starts = [
+    freed = [r for r in after if regular(r) and not r.is_image and r.id in was_shared and not r.shared]
+    freed_ids = {r.id for r in freed}
+    # A step BuildKit took from its cache is older than the build; it is this build's only if the image held it.
+    ours: Callable[[BuildRecord], bool] = lambda r: regular(r) and (r.created >= since or r.id in freed_ids)  # noqa: E731
+    graph = _Graph(after)
+    bases = {graph.root_of(r, regular).parent for r in freed} - {""}
+    installs = [
         r
         for r in after
-        if fresh(r)
-        and not r.is_image
-        and (_is_strata_step(r, trace.commands) or (r.id in was_shared and not r.shared))
+        if ours(r) and _is_strata_step(r, trace.commands) and graph.root_of(r, regular).parent in bases
     ]
-    return _removable(_stages(after, starts, trace.commands, fresh).values())
+    return _removable(_stages(after, freed + installs, trace.commands, ours).values())
 
 
 def prune_build_records(client: Any, ids: Iterable[str]) -> tuple[list[str], int]:

@@ -43,6 +43,10 @@ def ids(records: list[BuildRecord]) -> set[str]:
     return {r.id[:12] for r in records}
 
 
+def by_id(records: list[BuildRecord], prefix: str) -> BuildRecord:
+    return next(r for r in records if r.id.startswith(prefix))
+
+
 def at(text: str) -> float:
     return datetime.fromisoformat(f"2026-12-02T{text}+00:00").timestamp()
 
@@ -128,14 +132,35 @@ def test_a_build_s_own_records_are_its_stages_and_those_its_raw_image_alone_shar
         "c037jbvcj5jy",
         "e0jj2ddz7i5c",
     }
-    # The same listing, with the raw image still there: only the install stage can go.
-    assert ids(records_of_build(before, before, trace)) == {"jgbqro89ad9c", "kck3j2sf9lty"}
+    # With the raw image still there (not removed, or in use), nothing is tied to this build: nothing goes.
+    assert records_of_build(before, before, trace) == []
+    # An install stage with the same RUN from another parent image (the same node of another matrix) is not this
+    # build's, even when created in its time.
+    twin = BuildRecord(**{**by_id(records, "kck3j2sf9lty").__dict__, "id": "twin", "parent": "elsewhere"})
+    assert "twin" not in ids(records_of_build(before, [*records, twin], trace))
     # Builds that ran at the same time (the user layers from 00:54) are left to their own runs.
     assert not ids(records_of_build(before, records, trace)) & {
         "x7na4wrve724",
         "051imu1dc1br",
         "k75uiol7vf5m",
     }
+
+
+def test_a_build_whose_steps_came_from_the_cache_takes_only_what_its_image_held_and_its_new_steps(
+    records: list[BuildRecord],
+) -> None:
+    # At 01:39:50 a test rebuilt the tf2.13.1 user layer with `RUN echo house-events probe` appended: BuildKit took
+    # the install stage's COPY and the whole final stage from the cache (records of 00:54), ran pip install again
+    # (a new port) and the probe.
+    user = (GOLDEN / "user-example-tf2.13.1-cpu" / "Dockerfile").read_text()
+    trace = BuildTrace(at("01:39:49"), run_commands(user + "RUN echo house-events probe > /tmp/probe\n"))
+    image_layers = {"8wrk6wn2sf9b", "i1cvytn3hfuy", "jspvepplqeaq", "4o7t6i6ty1zq", "hocvvfkgayuv"}
+    before = [
+        BuildRecord(**{**r.__dict__, "shared": True}) if r.id[:12] in image_layers else r for r in records
+    ]
+    assert ids(records_of_build(before, records, trace)) == image_layers | {"mix7f0qm08bi"}
+    # The cached install-stage COPY (xls6ebd5epz8) and the first build's pip install (zc60mxnlvwoq) are older:
+    # the first build's, not this one's.
 
 
 def test_gc_takes_the_stages_only_removed_raw_images_shared(
