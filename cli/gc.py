@@ -32,8 +32,6 @@ from builder.plan.retention import (
     GcPlan,
     Inventory,
     freed_by_removing,
-    is_raw_leftover,
-    is_strata_image,
     needs_of,
     plan_gc,
     plans_of_every_profile,
@@ -86,7 +84,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     records = [] if args.keep_build_cache else list_build_records(client)
     attributed = strata_records(records, commands)
     inventory = Inventory(
-        images=list_images(client, sized=lambda i: is_strata_image(i, needs) or is_raw_leftover(i, needs)),
+        images=list_images(client),
         records=[CachedFile(r.id, (), r.freeable) for r in attributed],
         compressed_layers=list_compressed_layers(settings.compressed_layers_dir),
         wheels=list_wheelhouse(settings.cache_dir),

@@ -1,8 +1,8 @@
 """The engine's images as `strata gc` sees them, and their removal (builder/plan/retention.py decides which);
 also the removal of cache entries the stores' owners listed (`remove_cached_files`).
 
-Each image is listed with its references, labels, age, diff_ids, its layers' chain ids and sizes (what removing
-it frees is the layers no other image has) and whether a container uses it. Removal untags reference by reference,
+Each image (untagged ones too) is listed with its references, labels, age, diff_ids, its layers' chain ids and
+sizes (what removing it frees is the layers no other image has) and whether a container uses it. Removal untags reference by reference,
 never forced: the engine itself refuses to remove an image a container uses.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,49 +31,70 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     return chains
 
 
-def layer_sizes(history_sizes: Sequence[int], layers: int, total: int) -> list[int]:
-    """Each layer's size from the image's history sizes, oldest first (pure).
+@dataclass(frozen=True)
+class LayerFacts:
+    """What the engine tells of one image's layers: chain ids bottom first, its size, its history's step sizes."""
 
-    History has one entry per step; steps that added no layer have size 0. When the steps with a size are exactly
-    the layers, those are the sizes; otherwise the whole size is put on the top layer, the one most likely the
-    image's own.
+    chains: tuple[str, ...]
+    size: int
+    history_sizes: tuple[int, ...] = ()  # oldest first; steps that added no layer have size 0
+
+
+def layer_sizes(images: Sequence[LayerFacts]) -> dict[str, int]:
+    """The bytes each layer (chain id) adds, from what every image of the engine tells (pure).
+
+    An image's size is the sum of its layers: it fixes the running total at its top layer. Where an image's history
+    has exactly one sized step per layer, it fixes the running total at every layer. Each layer then gets the
+    growth since the nearest fixed total below it; layers between fixed totals get 0 and the next fixed one the
+    whole step. Removing whole images (parents are images too) frees exactly the sum over their own layers.
     """
-    sized = [s for s in history_sizes if s > 0]
-    if len(sized) == layers:
-        return sized
-    return [0] * max(0, layers - 1) + ([total] if layers else [])
+    running: dict[str, int] = {}
+    for image in images:
+        if image.chains:
+            running[image.chains[-1]] = image.size
+        sized = [s for s in image.history_sizes if s > 0]
+        if len(sized) == len(image.chains):
+            total = 0
+            for chain, size in zip(image.chains, sized, strict=True):
+                total += size
+                running.setdefault(chain, total)
+    sizes: dict[str, int] = {}
+    for image in images:
+        below = 0
+        for chain in image.chains:
+            if chain in running:
+                sizes[chain] = max(0, running[chain] - below)
+                below = running[chain]
+            else:
+                sizes.setdefault(chain, 0)
+    return sizes
 
 
-def list_images(client: Any, sized: Callable[[EngineImage], bool] = lambda image: True) -> list[EngineImage]:
-    """Every tagged image of the engine; layer sizes are looked up (one history call each) only where `sized`."""
+def list_images(client: Any) -> list[EngineImage]:
+    """Every image of the engine, untagged ones too (they hold layers: what removing others frees depends on them)."""
     used = {str(c.get("ImageID", "")) for c in client.api.containers(all=True)}
-    images: list[EngineImage] = []
+    found: list[tuple[EngineImage, LayerFacts]] = []
     for summary in client.api.images():
-        refs = tuple(t for t in summary.get("RepoTags") or () if t != "<none>:<none>")
-        if not refs:
-            continue
         image_id = str(summary["Id"])
         try:
-            attrs = client.api.inspect_image(image_id)
+            diff_ids = tuple((client.api.inspect_image(image_id).get("RootFS") or {}).get("Layers") or ())
+            history = tuple(int(h.get("Size") or 0) for h in reversed(client.api.history(image_id)))
         except ENGINE_ERRORS:
             continue  # removed while we looked
-        diff_ids = tuple((attrs.get("RootFS") or {}).get("Layers") or ())
-        chains = chain_ids(diff_ids)
         image = EngineImage(
             id=image_id,
-            refs=refs,
+            refs=tuple(t for t in summary.get("RepoTags") or () if t != "<none>:<none>"),
             labels=dict(summary.get("Labels") or {}),
             created=float(summary.get("Created") or 0),
-            layers=tuple((chain, 0) for chain in chains),
             diff_ids=diff_ids,
             in_use=image_id in used,
         )
-        if sized(image):
-            history = [int(h.get("Size") or 0) for h in reversed(client.api.history(image_id))]
-            sizes = layer_sizes(history, len(chains), int(summary.get("Size") or 0))
-            image = dataclasses.replace(image, layers=tuple(zip(chains, sizes, strict=True)))
-        images.append(image)
-    return images
+        found.append((image, LayerFacts(tuple(chain_ids(diff_ids)), int(summary.get("Size") or 0), history)))
+    sizes = layer_sizes([facts for _, facts in found])
+    return [
+        dataclasses.replace(image, layers=tuple((chain, sizes[chain]) for chain in facts.chains))
+        for image, facts in found
+    ]
 
 
 def remove_images(client: Any, images: Iterable[EngineImage]) -> tuple[list[str], list[str]]:

@@ -95,9 +95,10 @@ def throwaway(
 
 
 def set_probe(root: Path, namespace: str, n: int) -> str:
-    """The user template of `root`, ending with a RUN unique to this test (and to `n`); returns that RUN's text."""
+    """The user template of `root`, ending with a RUN unique to this test (and to `n`) that adds 100 kB of its own;
+    returns that RUN's text."""
     template = (REPO / "layers" / "user" / "Dockerfile.j2").read_text()
-    probe = f"echo gc-probe-{namespace}-{n} > /tmp/gc-probe"
+    probe = f"echo gc-probe-{namespace}-{n} && head -c 100000 /dev/urandom > /home/user/gc-probe"
     (root / "layers" / "user" / "Dockerfile.j2").write_text(f"{template}RUN {probe}\n")
     return probe
 
@@ -154,7 +155,9 @@ def test_gc_removes_exactly_the_unreachable_node(
     assert gc.returncode == 0, gc.stderr
     lines, planned = report(gc.stdout), report(dry.stdout)
     assert gc.stdout.startswith("strata gc: freed")
-    assert lines["images"][0] == 1 and lines["images"][1] != "0 B", gc.stdout
+    # Its parents stay, and every other layer of it is the default matrix's user image's (a reproducible build):
+    # removing it frees the probe's 100 kB.
+    assert lines["images"] == (1, "100.0 kB"), gc.stdout
     assert lines["wheels"] == (1, "1.0 kB") and lines["scratch"][0] == 1, gc.stdout
     assert lines["build cache"] == (0, "0 B")
     assert {k: v[0] for k, v in lines.items()} == {k: v[0] for k, v in planned.items()}
