@@ -1,6 +1,7 @@
 """One Strata run at a time per state root and per checkout: an advisory file lock held for a whole command.
 
-Commands that write shared state (build, verify, push, lock, fetch, gc) hold `fcntl.flock` on
+Commands that write shared state (build, verify, push, lock, fetch, gc; sync and registry push-archive, which use
+the state root's scratch and compressed layers but no checkout, only the first) hold `fcntl.flock` on
 `<state root>/lock` (wheelhouse, root filesystems, compressed layers, registry data, results) and on
 `<matrix root>/build/.lock` (build logs, contexts, the served wheelhouse, images.lock.json): two runs with one state
 root but two checkouts, or one checkout and two state roots, still never share a file. The kernel drops a flock when
@@ -52,9 +53,11 @@ class LockHolder:
         return f"pid {self.pid}: {self.command}" if self.command else f"pid {self.pid}"
 
 
-def lock_paths(settings: Settings) -> list[Path]:
-    """The lock files of a run, in the order every run takes them (state root first, then the checkout)."""
-    return [settings.state_root / LOCK_NAME, settings.work_dir / WORK_LOCK_NAME]
+def lock_paths(settings: Settings, checkout: bool = True) -> list[Path]:
+    """The lock files of a run, in the order every run takes them (state root first, then the checkout, for
+    commands that use one)."""
+    paths = [settings.state_root / LOCK_NAME]
+    return [*paths, settings.work_dir / WORK_LOCK_NAME] if checkout else paths
 
 
 def parse_holder(text: str) -> LockHolder:

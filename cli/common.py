@@ -102,9 +102,10 @@ def add_wait_args(p: argparse.ArgumentParser) -> None:
 
 
 def with_run_lock(
-    handler: Handler, unless: Callable[[argparse.Namespace], bool] = lambda a: False
+    handler: Handler, unless: Callable[[argparse.Namespace], bool] = lambda a: False, checkout: bool = True
 ) -> Handler:
-    """`handler`, run while this process holds the run lock (unless `unless(args)`: read-only uses)."""
+    """`handler`, run while this process holds the run lock (unless `unless(args)`: read-only uses); `checkout`
+    False for commands that use no matrix (they lock the state root only)."""
 
     @functools.wraps(handler)
     def locked(args: argparse.Namespace) -> int:
@@ -112,7 +113,7 @@ def with_run_lock(
             return handler(args)
         settings = settings_for(args)
         with run_lock(
-            lock_paths(settings),
+            lock_paths(settings, checkout),
             shlex.join(["strata", *sys.argv[1:]]),
             wait=not getattr(args, "no_wait", False),
             timeout=getattr(args, "wait_timeout", None),

@@ -149,7 +149,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--src-ca-file", type=Path, default=None, help="CA of SRC (default: $STRATA_REGISTRY_CA)")
     p.add_argument("--dst-ca-file", type=Path, default=None, help="CA of DST (default: $STRATA_REGISTRY_CA)")
     _data_dir_option(p)
-    p.set_defaults(func=cmd_sync)
+    add_wait_args(p)
+    p.set_defaults(func=with_run_lock(cmd_sync, checkout=False))
 
     p = subparsers.add_parser(
         "promote",

@@ -68,6 +68,7 @@ def test_parse_holder_reads_pid_and_command() -> None:
 def test_lock_paths_cover_the_state_root_and_the_checkout(tmp_path: Path) -> None:
     settings = resolve_settings({"STRATA_HOME": str(tmp_path / "home")}, tmp_path / "repo" / "matrix.yaml")
     assert lock_paths(settings) == [tmp_path / "home" / "lock", tmp_path / "repo" / "build" / ".lock"]
+    assert lock_paths(settings, checkout=False) == [tmp_path / "home" / "lock"]
 
 
 def test_a_second_process_waits_says_for_whom_and_runs_after_the_first(tmp_path: Path) -> None:
