@@ -2,6 +2,7 @@
 
     settings, errors, events   the run's frozen Settings (the only reader of the environment is the CLI), the
                                one-line errors users read, typed statuses and events
+    state_lock                 one run at a time per state root and checkout (fcntl.flock, held by the CLI)
     matrix/                    matrix.yaml -> a validated, typed Matrix (schema, YAML positions, TF/CUDA rules)
     plan/                      Matrix -> Plan: the DAG of layer nodes, content hashes, tags, rendered Dockerfiles
                                and the lock-file format each node reads (pure: no Docker, no network)

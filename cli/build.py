@@ -18,7 +18,15 @@ from builder.engine.host import ensure_engine
 from builder.events import EventSink, NodeStatus, tee
 from builder.plan.graph import Plan
 from builder.settings import Settings
-from cli.common import add_events_arg, add_matrix_args, load_plan, open_events, settings_for
+from cli.common import (
+    add_events_arg,
+    add_matrix_args,
+    add_wait_args,
+    load_plan,
+    open_events,
+    settings_for,
+    with_run_lock,
+)
 from cli.progress import BuildReporter
 from registry_sync.publish.cache import open_registry_cache
 from validate.smoke.report import render
@@ -49,7 +57,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--expect-gpu", action="store_true", help="with --smoke: a missing GPU fails gpu cells")
     add_events_arg(p)
-    p.set_defaults(func=cmd_build)
+    add_wait_args(p)
+    p.set_defaults(func=with_run_lock(cmd_build))
 
     p = sub.add_parser(
         "verify",
@@ -71,7 +80,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--keep", metavar="DIR", help="keep both canonical OCI layouts per node under DIR/<node>/")
     add_events_arg(p)
-    p.set_defaults(func=cmd_verify)
+    add_wait_args(p)
+    p.set_defaults(func=with_run_lock(cmd_verify))
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -20,7 +20,15 @@ from builder.matrix.release import bump_release
 from builder.plan.graph import Plan, build_plan
 from builder.plan.lockfile import Lock, LockError, read_lock
 from builder.settings import Settings
-from cli.common import add_events_arg, add_matrix_args, load_plan, open_events, settings_for
+from cli.common import (
+    add_events_arg,
+    add_matrix_args,
+    add_wait_args,
+    load_plan,
+    open_events,
+    settings_for,
+    with_run_lock,
+)
 from cli.progress import print_lock_event
 from registry_sync.publish.cache import open_registry_cache
 
@@ -49,7 +57,8 @@ def register(sub: Any) -> None:
         help="if any lock changed, increment `release` in the matrix so new version tags never collide with old ones",
     )
     add_events_arg(p)
-    p.set_defaults(func=cmd_lock)
+    add_wait_args(p)
+    p.set_defaults(func=with_run_lock(cmd_lock, unless=lambda args: args.check))
 
     p = sub.add_parser(
         "fetch",
@@ -59,7 +68,8 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_matrix_args(p)
-    p.set_defaults(func=cmd_fetch)
+    add_wait_args(p)
+    p.set_defaults(func=with_run_lock(cmd_fetch))
 
 
 def with_pip_indexes(settings: Settings) -> Settings:

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "cli.publish",
     "cli.smoke",
     "cli.bench",
+    "cli.gc",
 ]
 # Which module owns a command, so `strata plan` does not import the registry client, numpy or matplotlib.
 COMMAND_OWNERS = {
@@ -45,6 +46,7 @@ COMMAND_OWNERS = {
     "promote": "cli.publish",
     "smoke": "cli.smoke",
     "bench": "cli.bench",
+    "gc": "cli.gc",
 }
 
 

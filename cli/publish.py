@@ -21,7 +21,15 @@ from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
 from builder.errors import StrataError
 from builder.events import EventSink, PushStatus, ignore_events, tee
 from builder.settings import Settings
-from cli.common import add_events_arg, add_matrix_args, full_plan, open_events, settings_for
+from cli.common import (
+    add_events_arg,
+    add_matrix_args,
+    add_wait_args,
+    full_plan,
+    open_events,
+    settings_for,
+    with_run_lock,
+)
 from cli.progress import print_push_event
 from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
 from registry_sync.publish.images_lock import read_images_lock
@@ -90,7 +98,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
     add_events_arg(p)
     _data_dir_option(p)
-    p.set_defaults(func=cmd_push)
+    add_wait_args(p)
+    p.set_defaults(func=with_run_lock(cmd_push))
 
     p = subparsers.add_parser(
         "pin",
@@ -140,7 +149,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--src-ca-file", type=Path, default=None, help="CA of SRC (default: $STRATA_REGISTRY_CA)")
     p.add_argument("--dst-ca-file", type=Path, default=None, help="CA of DST (default: $STRATA_REGISTRY_CA)")
     _data_dir_option(p)
-    p.set_defaults(func=cmd_sync)
+    add_wait_args(p)
+    p.set_defaults(func=with_run_lock(cmd_sync, checkout=False))
 
     p = subparsers.add_parser(
         "promote",

@@ -8,7 +8,7 @@ from typing import Any
 
 from builder.errors import StrataError
 from builder.settings import REGISTRY_CA_ENV
-from cli.common import settings_for
+from cli.common import add_wait_args, settings_for, with_run_lock
 from registry_sync.publish.push import push_archive
 from registry_sync.publish.tag_policy import AuditLog
 from registry_sync.registry.connect import client_for
@@ -100,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     push.add_argument(
         "--ca-file", type=Path, default=None, help=f"CA of the registry (or ${REGISTRY_CA_ENV})"
     )
-    push.set_defaults(func=run_push_archive)
+    add_wait_args(push)
+    push.set_defaults(func=with_run_lock(run_push_archive, checkout=False))
 
 
 def _data_dir(args: argparse.Namespace) -> Path:

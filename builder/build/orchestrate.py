@@ -28,6 +28,7 @@ import docker
 import docker.errors
 
 from builder.build.wheelserver import WheelServer
+from builder.engine.build_records import BuildTrace, discard_build_image, run_commands
 from builder.engine.caps import BuilderChoice, detect_builder
 from builder.engine.image_build import BuildRequest, build_image
 from builder.engine.images import load_canonical_in_worker, warm_up
@@ -131,6 +132,8 @@ class BuildSession:
     )
     # Canonicalizing holds the GIL for seconds per GB: each node's runs in a worker process of its own.
     canonicalizers: ProcessPoolExecutor | None = None
+    # Raw image tag -> what its build was, so discarding it also removes the build cache records it left.
+    traces: dict[str, BuildTrace] = field(default_factory=dict)
 
     def canonicalize(self, build_tag: str, node: LayerNode) -> str:
         """Load the canonical form of the raw image `build_tag` as `node.cache_ref`; returns its image ID."""
@@ -153,15 +156,13 @@ class BuildSession:
             raise StrataError(f"node {node.id}: canonicalizing: {exc}") from None
 
     def discard_later(self, ref: str) -> None:
-        """Remove the engine image `ref` in the background; the session waits for it before it ends."""
+        """Remove the raw image `ref` (and the build cache its build left) in the background; the session waits
+        for it before it ends."""
+        self.janitor.submit(discard_build_image, self.client, ref, self.traces.pop(ref, None))
 
-        def remove() -> None:
-            try:
-                self.client.images.remove(ref, noprune=False)
-            except docker.errors.APIError:
-                pass  # already gone, or still used by a container: nothing a build depends on
-
-        self.janitor.submit(remove)
+    def discard_now(self, ref: str) -> None:
+        """Remove the raw image `ref` and the build cache its build left, before returning."""
+        discard_build_image(self.client, ref, self.traces.pop(ref, None))
 
     def engine_build(
         self,
@@ -173,22 +174,22 @@ class BuildSession:
         on_line: Callable[[str], None] | None = None,
     ) -> str:
         """Build one node's Dockerfile into `tag` (raw, not canonical); returns the image id."""
-        # A private directory per build: concurrent strata runs in one checkout never share a context.
-        (self.work / "context").mkdir(parents=True, exist_ok=True)
-        context = _prepare_context(
-            self.plan,
-            node,
-            self.cache,
-            Path(tempfile.mkdtemp(prefix=f"{log_name or node.id}-", dir=self.work / "context")),
-            self.settings,
-        )
+        # One directory per node (runs in one checkout take turns: builder/state_lock.py): BuildKit keys its record
+        # of a context by the directory, so a stable one is reused instead of a new record per build.
+        context_dir = self.work / "context" / (log_name or node.id)
+        shutil.rmtree(context_dir, ignore_errors=True)
+        context = _prepare_context(self.plan, node, self.cache, context_dir, self.settings)
         args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
         if node.parent:
             args["PARENT_IMAGE"] = self.plan.node(node.parent).local_ref
         log = self.work / "logs" / f"{log_name or node.id}.log"
         try:
             request = BuildRequest(node.id, context, tag, args, log, self.settings.environ, no_cache)
-            return build_image(self.client, self.choice, request, on_line)
+            started = time.time()
+            image_id = build_image(self.client, self.choice, request, on_line)
+            if self.choice.kind != "legacy":  # the legacy builder leaves no build cache records
+                self.traces[tag] = BuildTrace(started, run_commands(node.dockerfile))
+            return image_id
         finally:
             shutil.rmtree(context, ignore_errors=True)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,10 +170,7 @@ def _verify_node(
                     layer_read=layer_read,
                 )
             )
-            try:
-                client.images.remove(tag, noprune=False)
-            except docker.errors.APIError:
-                pass
+            session.discard_now(tag)
     except StrataError as exc:
         return VerifyResult(node.id, False, [x.config_digest for x in layouts], error=str(exc))
     first, second = layouts

@@ -25,12 +25,15 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
+from builder.engine.gc import remove_cached_files, tree_size
 from builder.errors import StrataError
 from builder.lock.indexes import project_page_url, wheel_url_problem
 from builder.oci.digest import file_sha256
 from builder.plan.lockfile import PinnedWheel, canonical_name
+from builder.plan.retention import CachedFile
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
 ATTEMPTS = 3
 _HREF = re.compile(r"""<a\s[^>]*href\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
@@ -248,3 +251,23 @@ def link_wheelhouse(cache: Path, wheels: Iterable[PinnedWheel], dest: Path) -> P
         except OSError:
             shutil.copy2(src, dest / w.filename)
     return dest
+
+
+def list_wheelhouse(cache: Path) -> list[CachedFile]:
+    """Every wheel of the wheelhouse, keyed by its sha256, and every partial download a killed fetch left (key "")."""
+    root = cache / "wheels"
+    entries: list[CachedFile] = []
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        if not directory.is_dir() or not _SHA256.match(directory.name):
+            entries.append(CachedFile("", (directory,), tree_size(directory)))
+            continue
+        partial = [p for p in directory.iterdir() if p.name.startswith(".part-")]
+        entries += [CachedFile("", (p,), tree_size(p)) for p in partial]
+        size = tree_size(directory) - sum(tree_size(p) for p in partial)
+        entries.append(CachedFile(directory.name, (directory,), size))
+    return entries
+
+
+def prune_wheelhouse(entries: Iterable[CachedFile]) -> int:
+    """Delete the wheelhouse entries `entries` (from list_wheelhouse); returns the bytes freed."""
+    return remove_cached_files(entries)

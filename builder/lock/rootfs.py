@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from builder.engine import host
+from builder.engine.gc import remove_cached_files, tree_size
 from builder.errors import HostError, StrataError
 from builder.oci.digest import file_sha256, sha256_hex
 from builder.oci.dpkg import DebPackage, packages_from_dpkg_status
+from builder.plan.retention import CachedFile
 
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -362,3 +364,39 @@ def _run_mmdebstrap(
 def _remove_tree(path: Path) -> None:
     # mmdebstrap cleans its own chroot; what remains here is our hook, a failed tar and an empty tmp.
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- the cache, for `strata gc` -----------------------------------------------------------------
+
+
+def list_rootfs(cache_dir: Path) -> list[CachedFile]:
+    """Every cached root filesystem keyed by its sha256: the tar, its sidecar, the by-spec pointers naming it and
+    the mmdebstrap logs of those specs."""
+    store = cache_dir / "rootfs"
+    pointers: dict[str, list[Path]] = {}
+    for pointer in sorted((store / "by-spec").glob("*")) if (store / "by-spec").is_dir() else []:
+        try:
+            pointers.setdefault(pointer.read_text().strip(), []).append(pointer)
+        except OSError:
+            continue
+    entries = []
+    for tar in sorted(store.glob("*.tar")):
+        sha256 = tar.stem
+        named_by = pointers.get(sha256, [])
+        logs = [log for p in named_by for log in store.glob(f"logs/*-{p.name[:16]}.log")]
+        paths = (tar, store / f"{sha256}.json", *named_by, *logs)
+        entries.append(CachedFile(sha256, paths, sum(tree_size(p) for p in paths if p.exists())))
+    return entries
+
+
+def list_debs(cache_dir: Path) -> list[CachedFile]:
+    """Every downloaded .deb of the root filesystem builds, keyed by its file name (apt's `name_version_arch.deb`)."""
+    return [
+        CachedFile(deb.name, (deb,), deb.stat().st_size)
+        for deb in sorted((cache_dir / "debs").glob("*/*.deb"))
+    ]
+
+
+def prune_rootfs(entries: list[CachedFile]) -> int:
+    """Delete root filesystem or .deb entries (from list_rootfs / list_debs); returns the bytes freed."""
+    return remove_cached_files(entries)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from builder.engine.gc import remove_cached_files
 from builder.oci.digest import StreamDigest, sha256_hex
+from builder.plan.retention import CachedFile
 
 COMPRESSION_LEVEL = 6
 # gzip header: magic, deflate, no flags (so no file name, no comment), mtime 0, XFL 0, OS 255 ("unknown").
@@ -73,6 +75,11 @@ def gzip_stream(source: IO[bytes], sink: IO[bytes], chunk_size: int = CHUNK_SIZE
     return GzipSummary(raw.digest, raw.size, gz.digest, gz.size)
 
 
+def compression_variant() -> str:
+    """The part of a cache entry's name that says which zlib and level made it."""
+    return sha256_hex(COMPRESSION.encode())[:12]
+
+
 class CompressedLayerCache:
     """Compressed layers on disk, keyed by diff_id and the compression settings, so a re-push never recompresses.
 
@@ -82,7 +89,7 @@ class CompressedLayerCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         # A different zlib or level gives different bytes: keep those entries apart.
-        self._variant = sha256_hex(COMPRESSION.encode())[:12]
+        self._variant = compression_variant()
 
     def _paths(self, diff_id: str) -> tuple[Path, Path]:
         hexpart = diff_id.removeprefix("sha256:")
@@ -132,3 +139,30 @@ class CompressedLayerCache:
         return CompressedLayer(
             summary.diff_id, summary.uncompressed_size, summary.digest, summary.size, blob_path
         )
+
+
+def list_compressed_layers(root: Path) -> list[CachedFile]:
+    """Every entry of the compressed-layer cache at `root`, keyed by the diff_id of the layer it holds.
+
+    Entries another zlib or level made (never read again) and half-written files a killed push left get the
+    key "" (nothing references them).
+    """
+    variant = compression_variant()
+    entries: list[CachedFile] = []
+    seen: set[Path] = set()
+    for blob in sorted(root.glob("*.gz")) if root.is_dir() else []:
+        hexpart, _, rest = blob.name.partition(".")
+        meta = blob.with_suffix(".json")
+        paths = (blob, meta) if meta.exists() else (blob,)
+        seen.update(paths)
+        key = f"sha256:{hexpart}" if rest == f"{variant}.gz" else ""
+        entries.append(CachedFile(key, paths, sum(p.stat().st_size for p in paths)))
+    for stray in sorted(root.iterdir()) if root.is_dir() else []:
+        if stray not in seen and stray.is_file():
+            entries.append(CachedFile("", (stray,), stray.stat().st_size))
+    return entries
+
+
+def prune_compressed_layers(entries: list[CachedFile]) -> int:
+    """Delete compressed-layer cache entries (from list_compressed_layers); returns the bytes freed."""
+    return remove_cached_files(entries)

@@ -20,6 +20,7 @@ PACKAGES = ("builder", "registry_sync", "validate", "cli")
 ROOMS: dict[str, set[str]] = {
     "builder.errors": set(),
     "builder.settings": {"builder.errors"},
+    "builder.state_lock": {"builder.errors", "builder.settings"},
     "builder.events": {"builder.errors"},
     "builder.matrix": {"builder.errors", "builder.settings"},
     "builder.plan": {"builder.errors", "builder.settings", "builder.matrix"},
@@ -71,6 +72,7 @@ ROOMS: dict[str, set[str]] = {
     "cli": {
         "builder.errors",
         "builder.settings",
+        "builder.state_lock",
         "builder.events",
         "builder.matrix",
         "builder.plan",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import docker
 import pytest
 
 from builder.lock.fetch import wheel_path
-from builder.settings import resolve_settings
 from builder.plan.graph import Plan
+from builder.settings import resolve_settings
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[4]
@@ -114,7 +113,7 @@ def test_tampered_wheel_is_refused_with_a_clear_message(
     node = default_plan.node("user-example-tf2.13.1-cpu")
     assert node.lock is not None
     wheel = node.lock.wheels[0]
-    path = wheel_path(resolve_settings(os.environ, REPO / 'matrix.yaml').cache_dir, wheel)
+    path = wheel_path(resolve_settings(os.environ, REPO / "matrix.yaml").cache_dir, wheel)
     # The node's image may have come from the engine or a registry without its wheels ever being fetched here.
     fetched = strata("fetch", "--only", node.id)
     assert fetched.returncode == 0, fetched.stderr

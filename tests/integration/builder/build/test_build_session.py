@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import docker
@@ -11,8 +10,8 @@ import pytest
 
 from builder.build.orchestrate import BuildSession, canonicalizer_pool
 from builder.errors import StrataError
-from builder.settings import resolve_settings
 from builder.plan.graph import Plan
+from builder.settings import resolve_settings
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[4]

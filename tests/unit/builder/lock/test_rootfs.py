@@ -12,7 +12,7 @@ import pytest
 
 from builder.errors import StrataError
 from builder.lock import rootfs
-from builder.lock.rootfs import DebPackage, RootfsSpec
+from builder.lock.rootfs import DebPackage, RootfsSpec, list_debs, list_rootfs, prune_rootfs
 
 BOOKWORM = RootfsSpec(suite="bookworm", epoch=1700000000)
 
@@ -237,3 +237,28 @@ def test_package_changes_truncates_long_lists() -> None:
     new = [DebPackage(f"p{i}", "2", "all") for i in range(8)]
     assert rootfs.package_changes(old, new, limit=2).endswith("(+6 more)")
     assert rootfs.package_changes(old, old) == ""
+
+
+def test_gc_lists_each_rootfs_with_its_sidecar_pointers_and_logs_and_each_deb(tmp_path: Path) -> None:
+    store = tmp_path / "rootfs"
+    (store / "by-spec").mkdir(parents=True)
+    (store / "logs").mkdir()
+    for sha, key in (("a" * 64, "1" * 64), ("b" * 64, "2" * 64)):
+        (store / f"{sha}.tar").write_bytes(b"t" * 100)
+        (store / f"{sha}.json").write_text("{}")
+        (store / "by-spec" / key).write_text(sha + "\n")
+        (store / "logs" / f"bookworm-{key[:16]}.log").write_text("log")
+    entries = {e.key: e for e in list_rootfs(tmp_path)}
+    assert set(entries) == {"a" * 64, "b" * 64}
+    assert sorted(p.name for p in entries["b" * 64].paths) == sorted(
+        ["b" * 64 + ".tar", "b" * 64 + ".json", "2" * 64, f"bookworm-{'2' * 16}.log"]
+    )
+    assert entries["b" * 64].size == 100 + 2 + 65 + 3
+    assert prune_rootfs([entries["b" * 64]]) == 170
+    assert [e.key for e in list_rootfs(tmp_path)] == ["a" * 64]
+    assert not (store / "by-spec" / ("2" * 64)).exists() and (store / "by-spec" / ("1" * 64)).exists()
+    debs = tmp_path / "debs" / "bookworm-amd64"
+    debs.mkdir(parents=True)
+    (debs / "bash_5.2.15-2+b13_amd64.deb").write_bytes(b"d" * 9)
+    (debs / "lock").write_bytes(b"")
+    assert [(e.key, e.size) for e in list_debs(tmp_path)] == [("bash_5.2.15-2+b13_amd64.deb", 9)]

@@ -9,7 +9,13 @@ import os
 
 import pytest
 
-from registry_sync.publish.compress import COMPRESSION, CompressedLayerCache, gzip_stream
+from registry_sync.publish.compress import (
+    COMPRESSION,
+    CompressedLayerCache,
+    gzip_stream,
+    list_compressed_layers,
+    prune_compressed_layers,
+)
 
 
 def test_same_input_gives_same_bytes_and_valid_gzip():
@@ -57,3 +63,22 @@ def test_damaged_cache_entry_is_a_miss(tmp_path):
     entry = cache.add(io.BytesIO(b"abc" * 100))
     entry.path.write_bytes(b"truncated")
     assert cache.get(entry.diff_id) is None
+
+
+def test_gc_lists_entries_by_diff_id_and_strays_without_a_key(tmp_path):
+    cache = CompressedLayerCache(tmp_path)
+    kept = cache.add(io.BytesIO(b"layer one" * 1000))
+    other = cache.add(io.BytesIO(b"layer two" * 1000))
+    (tmp_path / ".partial-abc").write_bytes(b"half")
+    (tmp_path / f"{'e' * 64}.000000000000.gz").write_bytes(b"an entry another zlib made")
+    entries = {e.key: e for e in list_compressed_layers(tmp_path)}
+    assert set(entries) == {kept.diff_id, other.diff_id, ""}
+    assert entries[kept.diff_id].paths == (kept.path, kept.path.with_suffix(".json"))
+    assert entries[kept.diff_id].size == kept.size + kept.path.with_suffix(".json").stat().st_size
+    strays = [e for e in list_compressed_layers(tmp_path) if e.key == ""]
+    assert sorted(p.name for e in strays for p in e.paths) == [".partial-abc", f"{'e' * 64}.000000000000.gz"]
+    freed = prune_compressed_layers([entries[other.diff_id], *strays])
+    assert freed == entries[other.diff_id].size + sum(e.size for e in strays)
+    assert [e.key for e in list_compressed_layers(tmp_path)] == [kept.diff_id]
+    assert cache.get(kept.diff_id) is not None and cache.get(other.diff_id) is None
+    assert list_compressed_layers(tmp_path / "missing") == []
