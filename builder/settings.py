@@ -30,6 +30,9 @@ REGISTRY_CACHE_ENV = (
     "STRATA_REGISTRY_CACHE"  # off: never pull a node from the registry instead of building it
 )
 REGISTRY_CA_ENV = "STRATA_REGISTRY_CA"  # CA bundle for registries with a private CA
+SIGNING_PASSPHRASE_ENV = (
+    "STRATA_SIGNING_PASSPHRASE"  # decrypts the key of `strata sign` / encrypts `strata keygen`'s
+)
 DEFAULT_MATRIX = "matrix.yaml"
 
 
@@ -91,6 +94,17 @@ class Settings:
     def work_dir(self) -> Path:
         """build/ next to the matrix: build logs and per-build contexts."""
         return self.matrix_root / "build"
+
+    @property
+    def evidence_dir(self) -> Path:
+        """build/evidence next to the matrix: SBOMs, signatures, provenance and vulnerability reports per image."""
+        return self.work_dir / "evidence"
+
+    @property
+    def signing_passphrase(self) -> bytes | None:
+        """$STRATA_SIGNING_PASSPHRASE as bytes, None when unset (read from the environment, never stored apart)."""
+        value = self.environ.get(SIGNING_PASSPHRASE_ENV)
+        return value.encode() if value else None
 
     def ensure(self, path: Path) -> Path:
         """`path` (one of the directories above), created if missing."""

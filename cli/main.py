@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "cli.images",
     "cli.registry",
     "cli.publish",
+    "cli.evidence",
     "cli.smoke",
     "cli.bench",
 ]
@@ -43,6 +44,11 @@ COMMAND_OWNERS = {
     "catalog": "cli.publish",
     "sync": "cli.publish",
     "promote": "cli.publish",
+    "keygen": "cli.evidence",
+    "sbom": "cli.evidence",
+    "sign": "cli.evidence",
+    "verify-signature": "cli.evidence",
+    "audit": "cli.evidence",
     "smoke": "cli.smoke",
     "bench": "cli.bench",
 }

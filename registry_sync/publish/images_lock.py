@@ -17,6 +17,10 @@ rendered with sorted keys and no timestamps, so writing the same entries twice g
       "schema": 1
     }
 
+An entry `strata sign` has covered also has `"evidence": {"provenance": "sha256:...", "sbom": "sha256:...",
+"signature": "sha256:..."}`: the sha256 of each document stored next to the image in the registry (see
+registry_sync/publish/evidence.py). The key is optional, so locks written before it still read.
+
 Also here: `ImageRef`, the parsed form of an image reference (`registry/repository[:tag][@digest]`), which
 pin, sync, publish and the cache share.
 """
@@ -26,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,8 @@ from registry_sync.registry.reference import ImageRef
 
 LOCK_SCHEMA = 1
 DEFAULT_LOCK_NAME = "images.lock.json"
+EVIDENCE_KINDS = ("sbom", "provenance", "signature")
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class LockFileError(StrataError):
@@ -58,6 +65,7 @@ class LockedImage:
     versions: Mapping[str, str | None]  # tensorflow, flavor, python, cuda, cudnn, os
     compressed_size: int
     uncompressed_size: int | None
+    evidence: Mapping[str, str] = field(default_factory=dict)  # kind -> sha256 of the document (strata sign)
 
     @property
     def ref(self) -> ImageRef:
@@ -69,7 +77,8 @@ class LockedImage:
         return f"{self.reference}@{self.digest}"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {"evidence": dict(sorted(self.evidence.items()))} if self.evidence else {}
+        return doc | {
             "digest": self.digest,
             "config_digest": self.config_digest,
             "node": self.node,
@@ -100,7 +109,20 @@ class LockedImage:
             },
             compressed_size=int(size.get("compressed") or 0),
             uncompressed_size=None if size.get("uncompressed") is None else int(size["uncompressed"]),
+            evidence=_evidence(data.get("evidence")),
         )
+
+
+def _evidence(value: Any) -> dict[str, str]:
+    """The optional `evidence` object: known kinds, each a sha256 digest."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("evidence")
+    for kind, digest in value.items():
+        if kind not in EVIDENCE_KINDS or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ValueError(f"evidence.{kind}")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 @dataclass(frozen=True)
@@ -135,7 +157,18 @@ class ImagesLock:
         """This lock with `newer` entries added or replacing theirs; with `keep`, older entries whose
         reference is not in `keep` are dropped (tags no longer in the matrix)."""
         images = {ref: e for ref, e in self.images.items() if keep is None or ref in keep}
-        images.update({e.reference: e for e in newer})
+        for entry in newer:
+            old = images.get(entry.reference)
+            if old is not None and old.digest == entry.digest and old.evidence and not entry.evidence:
+                entry = replace(entry, evidence=old.evidence)  # the evidence is about the digest: still true
+            images[entry.reference] = entry
+        return ImagesLock(images)
+
+    def with_evidence(self, evidence: Mapping[str, Mapping[str, str]]) -> ImagesLock:
+        """This lock with the evidence digests of some references (reference -> {kind: sha256}) set."""
+        images = dict(self.images)
+        for reference, digests in evidence.items():
+            images[reference] = replace(images[reference], evidence=dict(digests))
         return ImagesLock(images)
 
 
