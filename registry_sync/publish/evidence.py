@@ -62,6 +62,7 @@ SBOM_FILE = "sbom.cdx.json"
 PROVENANCE_FILE = "provenance.intoto.dsse.json"
 SIGNATURE_FILE = "signature.intoto.dsse.json"
 SUMMARY_FILE = "evidence.json"
+VULNERABILITIES_FILE = "vulnerabilities.json"  # written by `strata audit` (validate/vulns/report.py)
 INDEX_FILE = "index.json"
 LOCK_SIGNATURE_SUFFIX = ".sig"
 COMPRESSION_ANNOTATION = "io.strata.compression"
