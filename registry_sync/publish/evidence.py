@@ -27,7 +27,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,13 @@ from registry_sync.publish.attest import (
     verify_statement,
 )
 from registry_sync.publish.images_lock import ImagesLock, LockedImage
-from registry_sync.publish.referrers import Document, Subject, fetch_document, push_documents
+from registry_sync.publish.referrers import (
+    PREDICATE_ANNOTATION,
+    Document,
+    Subject,
+    fetch_document,
+    push_documents,
+)
 from registry_sync.publish.sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
 from registry_sync.publish.sbom import SPEC_VERSION, sbom_bytes
 from registry_sync.registry.client import RegistryClient
@@ -247,6 +253,52 @@ def provenance_facts(
     )
 
 
+def build_evidence(
+    entry: LockedImage,
+    chain: Sequence[LayerNode],
+    lock: ImagesLock,
+    checkout: Checkout,
+    signer: CryptoSigner,
+    epoch: int,
+    manifest_annotations: Mapping[str, str],
+) -> ImageEvidence:
+    """The SBOM, the signed provenance and the signed evidence statement of one image (no registry, no network)."""
+    sbom = sbom_bytes(entry, chain, epoch)
+    facts = provenance_facts(entry, chain, lock, checkout, manifest_annotations, epoch)
+    provenance = sign_statement(provenance_statement(facts), signer)
+    statement = image_evidence_statement(
+        entry.ref.name,
+        entry.reference,
+        entry.digest,
+        entry.config_digest,
+        entry.content_hash,
+        sbom,
+        provenance,
+    )
+    return ImageEvidence(entry, sbom, provenance, sign_statement(statement, signer), signer.public_key.keyid)
+
+
+def documents_of(evidence: ImageEvidence) -> list[Document]:
+    """The three documents as registry artifacts (kind = tag suffix)."""
+    return [
+        Document("sbom", SBOM_MEDIA_TYPE, SBOM_FILE, evidence.sbom),
+        Document(
+            "att",
+            ENVELOPE_MEDIA_TYPE,
+            PROVENANCE_FILE,
+            evidence.provenance,
+            {PREDICATE_ANNOTATION: SLSA_PROVENANCE},
+        ),
+        Document(
+            "sig",
+            ENVELOPE_MEDIA_TYPE,
+            SIGNATURE_FILE,
+            evidence.signature,
+            {PREDICATE_ANNOTATION: IMAGE_EVIDENCE},
+        ),
+    ]
+
+
 def sign_image(
     entry: LockedImage,
     chain: Sequence[LayerNode],
@@ -265,42 +317,10 @@ def sign_image(
         annotations = json.loads(manifest.body).get("annotations") or {}
     except ValueError:
         annotations = {}
-    sbom = sbom_bytes(entry, chain, epoch)
-    facts = provenance_facts(entry, chain, lock, checkout, annotations, epoch)
-    provenance = sign_statement(provenance_statement(facts), signer)
-    signature = sign_statement(
-        image_evidence_statement(
-            entry.ref.name,
-            entry.reference,
-            entry.digest,
-            entry.config_digest,
-            entry.content_hash,
-            sbom,
-            provenance,
-        ),
-        signer,
-    )
-    documents = [
-        Document("sbom", SBOM_MEDIA_TYPE, SBOM_FILE, sbom),
-        Document(
-            "att",
-            ENVELOPE_MEDIA_TYPE,
-            PROVENANCE_FILE,
-            provenance,
-            {"in-toto.io/predicate-type": SLSA_PROVENANCE},
-        ),
-        Document(
-            "sig",
-            ENVELOPE_MEDIA_TYPE,
-            SIGNATURE_FILE,
-            signature,
-            {"in-toto.io/predicate-type": IMAGE_EVIDENCE},
-        ),
-    ]
+    evidence = build_evidence(entry, chain, lock, checkout, signer, epoch, annotations)
     subject = Subject(manifest.media_type, manifest.digest, len(manifest.body))
-    pushed = push_documents(client, repository, subject, documents, epoch)
-    artifacts = {kind: pushed[suffix] for kind, (suffix, _) in KINDS.items()}
-    return ImageEvidence(entry, sbom, provenance, signature, signer.public_key.keyid, artifacts)
+    pushed = push_documents(client, repository, subject, documents_of(evidence), epoch)
+    return replace(evidence, artifacts={kind: pushed[suffix] for kind, (suffix, _) in KINDS.items()})
 
 
 def write_evidence(out: Path, evidence: ImageEvidence) -> Path:
