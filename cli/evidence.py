@@ -193,6 +193,9 @@ def register(subparsers: Any) -> None:
         default="pypi",
         help="online vulnerability service without --advisories (default: pypi)",
     )
+    p.add_argument(
+        "--osv-url", default=None, metavar="URL", help="OSV API to ask with --service osv (a mirror)"
+    )
     p.add_argument("--no-debian", action="store_true", help="do not fetch the Debian security suites")
     p.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="evidence directory (default: build/evidence)"
@@ -458,7 +461,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         service: Any = AdvisoryFileService(advisories)
         source = file_source(advisories)
     else:
-        service, source = online_service(args.service, settings.ensure(settings.cache_dir / "pip-audit"))
+        cache = settings.ensure(settings.cache_dir / "pip-audit")
+        service, source = online_service(args.service, cache, osv_url=args.osv_url)
     audits = NodeAudits(service, source)
     suites: dict[tuple[str, str], SuiteIndex | str] = {}
 

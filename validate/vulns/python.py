@@ -155,16 +155,17 @@ class AdvisoryFileService(VulnerabilityService):
         return spec, results
 
 
-def online_service(name: str, cache_dir: Path, timeout: int = 15) -> tuple[VulnerabilityService, Source]:
-    """pip-audit's own service `name` (pypi or osv), caching answers under `cache_dir`."""
+def online_service(
+    name: str, cache_dir: Path, timeout: int = 15, osv_url: str | None = None
+) -> tuple[VulnerabilityService, Source]:
+    """pip-audit's own service `name` (pypi or osv; `osv_url` points OSV at a mirror), caching under `cache_dir`."""
     if name == "pypi":
         return PyPIService(cache_dir=cache_dir, timeout=timeout), Source(
             ONLINE, "pypi", "https://pypi.org/pypi/<name>/<version>/json"
         )
     if name == "osv":
-        return OsvService(cache_dir=cache_dir, timeout=timeout), Source(
-            ONLINE, "osv", "https://api.osv.dev/v1/query"
-        )
+        url = osv_url or OsvService.DEFAULT_OSV_URL
+        return OsvService(cache_dir=cache_dir, timeout=timeout, osv_url=url), Source(ONLINE, "osv", url)
     raise AuditError(f"unknown vulnerability service {name!r} (pypi, osv)")
 
 
