@@ -1,4 +1,4 @@
-"""`strata keygen | sbom | sign | verify-signature | audit`: what a user pinning a tag can see and prove.
+"""`strata keygen | sbom | sign | verify-signature`: what a user pinning a tag can see and prove.
 
 Register with `register(subparsers)`; every handler returns an exit code and raises StrataError subclasses for
 one-line errors.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import getpass
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,43 +24,44 @@ from registry_sync.publish.attest import (
     generate_keypair,
     load_public_key,
     load_signer,
+    sign_lock_file,
+    verify_lock_file,
+    write_file,
 )
 from registry_sync.publish.catalog import NodeSource, load_plans, sources_from_plans
 from registry_sync.publish.evidence import (
     SBOM_FILE,
     SIGNATURE_FILE,
-    VULNERABILITIES_FILE,
     ImageEvidence,
     checkout_of,
     directory_documents,
     evidence_dir,
     registry_documents,
     sign_image,
-    sign_lock_file,
+    update_lock_artifact,
     verify_image,
-    verify_lock_file,
     write_evidence,
-    write_file,
     write_index,
 )
-from registry_sync.publish.images_lock import ImagesLock, LockedImage, read_images_lock, write_images_lock
+from registry_sync.publish.images_lock import (
+    ImagesLock,
+    LockedImage,
+    lock_plan_digest,
+    read_images_lock,
+    write_images_lock,
+)
 from registry_sync.publish.sbom import sbom_bytes, validation_errors
+from registry_sync.publish.tag_policy import AuditLog
 from registry_sync.registry.client import RegistryClient
 from registry_sync.registry.connect import open_registry
 from registry_sync.registry.reference import ImageRef
-from validate.vulns.debian import NOT_APPLICABLE, BaseStatus, base_status, index_arch
-from validate.vulns.debian import UNAVAILABLE as DEBIAN_UNAVAILABLE
-from validate.vulns.debian_archive import SecurityIndexUnavailable, SuiteIndex, fetch_suite
-from validate.vulns.osv import read_advisories
-from validate.vulns.python import AdvisoryFileService, NodeAudit, NodeAudits, file_source, online_service
-from validate.vulns.report import image_report
 
 
-def _formatter() -> type[argparse.RawDescriptionHelpFormatter]:
+def help_formatter() -> type[argparse.RawDescriptionHelpFormatter]:
     return argparse.RawDescriptionHelpFormatter
 
 
-def _lock_options(p: argparse.ArgumentParser) -> None:
+def add_lock_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
     )
@@ -71,7 +71,7 @@ def _lock_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add `keygen`, `sbom`, `sign`, `verify-signature`, `audit`."""
+    """Add `keygen`, `sbom`, `sign`, `verify-signature`."""
     p = subparsers.add_parser(
         "keygen",
         help="make an ed25519 signing key pair for `strata sign`",
@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
         "asked on the terminal; mode 0600) and strata-signing.pub into DIR. Keep the private key offline;\n"
         "publish the public key and its key id next to images.lock.json.\n\n"
         "example: strata keygen --out ~/.strata-keys",
-        formatter_class=_formatter(),
+        formatter_class=help_formatter(),
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the two key files")
     p.add_argument("--no-passphrase", action="store_true", help="leave the private key unencrypted")
@@ -93,7 +93,7 @@ def register(subparsers: Any) -> None:
         "manifest and config digests. IMAGE is a reference of images.lock.json (printed to stdout unless\n"
         "--out); --only GLOB selects by cell or node and writes <out>/<repository>/<tag>/sbom.cdx.json.\n\n"
         "example: strata sbom --only 'tf2.13.1-cpu' --out build/evidence",
-        formatter_class=_formatter(),
+        formatter_class=help_formatter(),
     )
     p.add_argument("image", nargs="?", metavar="IMAGE", help="a version reference of images.lock.json")
     p.add_argument("--only", action="append", metavar="GLOB", help="cells or nodes (repeatable)")
@@ -109,7 +109,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="check each SBOM against the CycloneDX schema (offline; about 0.1 s per wheel)",
     )
-    _lock_options(p)
+    add_lock_options(p)
     p.set_defaults(func=cmd_sbom)
 
     p = subparsers.add_parser(
@@ -122,7 +122,7 @@ def register(subparsers: Any) -> None:
         "then sign images.lock.json into images.lock.json.sig. The key's passphrase: $STRATA_SIGNING_PASSPHRASE\n"
         "or the terminal.\n\n"
         "example: strata sign --key ~/.strata-keys/strata-signing.key",
-        formatter_class=_formatter(),
+        formatter_class=help_formatter(),
     )
     p.add_argument("--key", type=Path, required=True, metavar="KEY.pem", help="private key (strata keygen)")
     p.add_argument("--only", action="append", metavar="GLOB", help="cells or nodes (repeatable)")
@@ -132,7 +132,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="embedded registry state (default: <state root>/registry)"
     )
-    _lock_options(p)
+    add_lock_options(p)
     p.set_defaults(func=cmd_sign)
 
     p = subparsers.add_parser(
@@ -143,7 +143,7 @@ def register(subparsers: Any) -> None:
         "digest, and the SBOM and provenance must be the ones it names; they come from --evidence DIR (no\n"
         "network: the files `strata sign` wrote) or else from the registry's sha256-<digest>.sig/.sbom/.att.\n\n"
         "example: strata verify-signature images.lock.json --key strata-signing.pub",
-        formatter_class=_formatter(),
+        formatter_class=help_formatter(),
     )
     p.add_argument("target", metavar="REF|images.lock.json")
     p.add_argument("--key", type=Path, required=True, metavar="KEY.pub", help="public key")
@@ -164,61 +164,18 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="embedded registry state (default: <state root>/registry)"
     )
-    _lock_options(p)
+    add_lock_options(p)
     p.set_defaults(func=cmd_verify_signature)
-
-    p = subparsers.add_parser(
-        "audit",
-        help="known vulnerabilities of each image's wheels (pip-audit) and Debian base (security suite)",
-        description="For every image of images.lock.json (or IMAGE, or --only GLOB): pip-audit on the wheel lock of\n"
-        "each node of its chain, against --advisories FILE (an OSV JSON file or .zip, offline) or else the\n"
-        "online --service; and its base's Debian packages against <codename>-security on deb.debian.org\n"
-        "(InRelease checked with gpgv). Writes <out>/<repository>/<tag>/vulnerabilities.json. A source that\n"
-        "could not answer is reported as such, never as 'no vulnerabilities'.\n\n"
-        "example: strata audit --advisories osv-pypi.zip --only 'tf2.13.1-cpu'",
-        formatter_class=_formatter(),
-    )
-    p.add_argument("image", nargs="?", metavar="IMAGE", help="a version reference of images.lock.json")
-    p.add_argument("--only", action="append", metavar="GLOB", help="cells or nodes (repeatable)")
-    p.add_argument(
-        "--advisories",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="OSV advisory file (JSON list, record, or .zip of records): audit offline",
-    )
-    p.add_argument(
-        "--service",
-        choices=["pypi", "osv"],
-        default="pypi",
-        help="online vulnerability service without --advisories (default: pypi)",
-    )
-    p.add_argument(
-        "--osv-url", default=None, metavar="URL", help="OSV API to ask with --service osv (a mirror)"
-    )
-    p.add_argument("--no-debian", action="store_true", help="do not fetch the Debian security suites")
-    p.add_argument(
-        "--out", type=Path, default=None, metavar="DIR", help="evidence directory (default: build/evidence)"
-    )
-    p.add_argument("--format", choices=["table", "json"], default="table", help="what to print")
-    p.add_argument(
-        "--fail-on",
-        choices=["incomplete", "findings", "never"],
-        default="incomplete",
-        help="exit 1 when a source could not answer (default), also on any finding, or never",
-    )
-    _lock_options(p)
-    p.set_defaults(func=cmd_audit)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _lock_path(args: argparse.Namespace) -> Path:
+def images_lock_path(args: argparse.Namespace) -> Path:
     return args.lock or Path(args.matrix).resolve().parent / "images.lock.json"
 
 
-def _select(lock: ImagesLock, image: str | None, only: Sequence[str] | None) -> list[LockedImage]:
+def select_entries(lock: ImagesLock, image: str | None, only: Sequence[str] | None) -> list[LockedImage]:
     """The lock entries IMAGE names (a reference of the lock) or --only GLOBs match (node or cell)."""
     if image:
         ref = ImageRef.parse(image)
@@ -242,7 +199,7 @@ def _select(lock: ImagesLock, image: str | None, only: Sequence[str] | None) -> 
     return sorted(chosen, key=lambda e: e.reference)
 
 
-def _sources(
+def plan_sources(
     args: argparse.Namespace, settings: Settings, lock: ImagesLock
 ) -> tuple[dict[str, NodeSource | str], dict[str, Plan]]:
     """Each entry's plan node and ancestors (or why the locks no longer describe it), and the plan per profile."""
@@ -250,7 +207,7 @@ def _sources(
     return sources_from_plans(lock, plans), plans
 
 
-def _chain(entry: LockedImage, source: NodeSource | str) -> tuple[LayerNode, ...]:
+def chain_of(entry: LockedImage, source: NodeSource | str) -> tuple[LayerNode, ...]:
     if isinstance(source, str):
         raise StrataError(f"{entry.reference}: cannot describe it from the locks: {source}")
     return (*source.ancestors, source.node)
@@ -311,13 +268,13 @@ def cmd_sbom(args: argparse.Namespace) -> int:
     if bool(args.image) == bool(args.only):
         raise StrataError("name one IMAGE or --only GLOB")
     settings = settings_for(args)
-    lock = read_images_lock(_lock_path(args))
-    entries = _select(lock, args.image, args.only)
-    sources, plans = _sources(args, settings, lock)
+    lock = read_images_lock(images_lock_path(args))
+    entries = select_entries(lock, args.image, args.only)
+    sources, plans = plan_sources(args, settings, lock)
     out = args.out or (None if args.image else settings.evidence_dir)
     invalid = 0
     for entry in entries:
-        document = sbom_bytes(entry, _chain(entry, sources[entry.reference]), _epoch(plans, entry))
+        document = sbom_bytes(entry, chain_of(entry, sources[entry.reference]), _epoch(plans, entry))
         if args.validate:
             errors = validation_errors(document)
             for error in errors[:10]:
@@ -337,10 +294,10 @@ def cmd_sbom(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     settings = settings_for(args)
-    lock_path = _lock_path(args)
+    lock_path = images_lock_path(args)
     lock = read_images_lock(lock_path)
-    entries = _select(lock, None, args.only)
-    sources, plans = _sources(args, settings, lock)
+    entries = select_entries(lock, None, args.only)
+    sources, plans = plan_sources(args, settings, lock)
     signer = load_signer(args.key, _passphrase(settings, args.key))
     checkout = checkout_of(Path(args.matrix))
     out = args.out or settings.evidence_dir
@@ -352,7 +309,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     try:
         for entry in entries:
             try:
-                chain = _chain(entry, sources[entry.reference])
+                chain = chain_of(entry, sources[entry.reference])
                 host = entry.ref.registry or ""
                 if host not in clients:
                     clients[host] = _client(host, settings, args.data_dir)
@@ -382,6 +339,22 @@ def cmd_sign(args: argparse.Namespace) -> int:
         f"{lock_path}: evidence digests recorded; signed into {signature.name} (key {signer.public_key.keyid[:16]})"
     )
     print(f"{index.parent}: evidence of {len(signed)} images ({index.name} lists them)")
+    hosts = {e.ref.registry for e in lock.entries()}
+    if len(hosts) == 1 and signed:
+        plan = plans[signed[0].entry.profile]
+        plan_digest = lock_plan_digest(lock, [n.id for n in plan.nodes])
+        with _client(hosts.pop() or "", settings, args.data_dir) as client:
+            artifact = update_lock_artifact(
+                client,
+                plan.matrix.model.registry.namespace,
+                lock_path.read_bytes(),
+                signature.read_bytes(),
+                plan_digest,
+                AuditLog(settings.audit_log_path),
+                plan.matrix.model.source_date_epoch,
+            )
+        if artifact:
+            print(f"lock artifact: {artifact} (signature next to it)")
     return 0
 
 
@@ -401,7 +374,7 @@ def cmd_verify_signature(args: argparse.Namespace) -> int:
         raise StrataError(
             f"{args.target}: neither a file nor an image reference like host:port/repository:tag"
         )
-    lock_path = _lock_path(args)
+    lock_path = images_lock_path(args)
     lock = read_images_lock(lock_path) if lock_path.is_file() else ImagesLock()
     entry = lock.lookup(ref)
     if ref.digest:
@@ -446,78 +419,4 @@ def cmd_verify_signature(args: argparse.Namespace) -> int:
                 recorded=recorded,
             )
     print("\n".join(result.lines()))
-    return 0
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    if args.image and args.only:
-        raise StrataError("name one IMAGE or --only GLOB, not both")
-    settings = settings_for(args)
-    lock = read_images_lock(_lock_path(args))
-    entries = _select(lock, args.image, args.only)
-    sources, _ = _sources(args, settings, lock)
-    if args.advisories is not None:
-        advisories = read_advisories(args.advisories)
-        service: Any = AdvisoryFileService(advisories)
-        source = file_source(advisories)
-    else:
-        cache = settings.ensure(settings.cache_dir / "pip-audit")
-        service, source = online_service(args.service, cache, osv_url=args.osv_url)
-    audits = NodeAudits(service, source)
-    suites: dict[tuple[str, str], SuiteIndex | str] = {}
-
-    def audit(node: LayerNode) -> NodeAudit | None:
-        return audits.node(node.lock) if node.lock is not None and node.lock.wheels else None
-
-    def debian(node: LayerNode) -> BaseStatus | None:
-        if node.parent is not None:
-            return None
-        codename = (node.rootfs or {}).get("suite")
-        if node.lock is None or not node.lock.debs or not codename:
-            reason = f"the base is {node.base_image or 'not a root filesystem'}, not a locked Debian root filesystem"
-            return BaseStatus(node.id, "", NOT_APPLICABLE, reason=reason)
-        suite = f"{codename}-security"
-        if args.no_debian:
-            return BaseStatus(node.id, suite, DEBIAN_UNAVAILABLE, reason="not checked (--no-debian)")
-        key = (codename, index_arch(node.lock))
-        if key not in suites:
-            try:
-                suites[key] = fetch_suite(*key)
-            except SecurityIndexUnavailable as exc:
-                suites[key] = str(exc)
-        index = suites[key]
-        if isinstance(index, str):
-            return BaseStatus(node.id, suite, DEBIAN_UNAVAILABLE, locked=len(node.lock.debs), reason=index)
-        return base_status(node.lock, suite, index.release, index.packages)
-
-    out = args.out or settings.evidence_dir
-    reports = []
-    for entry in entries:
-        report = image_report(
-            entry.reference, entry.digest, _chain(entry, sources[entry.reference]), source, audit, debian
-        )
-        path = evidence_dir(out, entry.reference) / VULNERABILITIES_FILE
-        write_file(path, (json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n").encode())
-        reports.append(report)
-        if args.format == "table":
-            print(f"{entry.reference}: {path.name} written")
-            for line in report.lines():
-                print(f"  {line}")
-    if args.format == "json":
-        json.dump([r.to_json() for r in reports], sys.stdout, indent=2, sort_keys=True)
-        print()
-    incomplete = [r for r in reports if not r.complete]
-    found = [r for r in reports if r.findings or any(s.updates for s in r.debian)]
-    if incomplete and args.fail_on != "never":
-        print(
-            f"strata: audit incomplete for {len(incomplete)} of {len(reports)} images (see above)",
-            file=sys.stderr,
-        )
-        return 1
-    if found and args.fail_on == "findings":
-        print(
-            f"strata: {len(found)} of {len(reports)} images have known vulnerabilities or updates",
-            file=sys.stderr,
-        )
-        return 1
     return 0

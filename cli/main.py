@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "cli.registry",
     "cli.publish",
     "cli.evidence",
+    "cli.audit",
     "cli.smoke",
     "cli.bench",
 ]
@@ -48,7 +49,7 @@ COMMAND_OWNERS = {
     "sbom": "cli.evidence",
     "sign": "cli.evidence",
     "verify-signature": "cli.evidence",
-    "audit": "cli.evidence",
+    "audit": "cli.audit",
     "smoke": "cli.smoke",
     "bench": "cli.bench",
 }

@@ -50,6 +50,7 @@ IMAGE_EVIDENCE = "urn:io.strata:predicate:image-evidence:v1"
 IMAGES_LOCK = "urn:io.strata:predicate:images-lock:v1"
 BUILD_TYPE = "urn:io.strata:build-type:layer-node:v1"
 BUILDER_ID = "urn:io.strata:builder:strata"
+LOCK_SIGNATURE_SUFFIX = ".sig"  # images.lock.json.sig: the DSSE envelope of the lock, next to it
 PRIVATE_KEY_NAME = "strata-signing.key"
 PUBLIC_KEY_NAME = "strata-signing.pub"
 
@@ -376,3 +377,67 @@ def verify_statement(
             f"{what}: the signature vouches for {signed}, not for sha256:{want[:16]}… (changed after signing?)"
         )
     return VerifiedStatement(stmt, next(iter(verified)))
+
+
+# ---------------------------------------------------------------------------------------------- images.lock.json
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a reader never sees half a document)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SigningError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+def lock_signature_path(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name + LOCK_SIGNATURE_SUFFIX)
+
+
+def sign_lock_file(lock_path: Path, signer: CryptoSigner) -> Path:
+    """Sign the exact bytes of images.lock.json into `<lock>.sig`; returns that path."""
+    try:
+        data = lock_path.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"{lock_path}: cannot read ({exc.strerror})") from None
+    envelope = sign_statement(images_lock_statement(lock_path.name, data), signer)
+    target = lock_signature_path(lock_path)
+    write_file(target, envelope)
+    return target
+
+
+@dataclass(frozen=True)
+class LockVerification:
+    path: Path
+    signature: Path
+    keyid: str
+    images: int
+
+
+def verify_lock_file(
+    lock_path: Path, keys: Sequence[SSlibKey], signature: Path | None = None
+) -> LockVerification:
+    """Check `<lock>.sig` (or `signature`) against the exact bytes of `lock_path`; SignatureInvalid otherwise."""
+    signature = signature or lock_signature_path(lock_path)
+    try:
+        data = lock_path.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"{lock_path}: cannot read ({exc.strerror})") from None
+    try:
+        envelope = signature.read_bytes()
+    except FileNotFoundError:
+        raise SignatureInvalid(f"{lock_path}: not signed (no {signature.name}; run `strata sign`)") from None
+    except OSError as exc:
+        raise SigningError(f"{signature}: cannot read ({exc.strerror})") from None
+    verified = verify_statement(
+        envelope,
+        keys,
+        subject_digest=f"sha256:{sha256_hex(data)}",
+        predicate_type=IMAGES_LOCK,
+        what=str(lock_path),
+    )
+    return LockVerification(lock_path, signature, verified.keyid, len(verified.predicate.get("images") or {}))

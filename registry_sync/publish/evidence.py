@@ -14,7 +14,8 @@ that was published, so the locks describe exactly what was pushed):
 
 Then images.lock.json itself is signed: `images.lock.json.sig` (a DSSE envelope next to the file). A user who has
 images.lock.json, its .sig and the public key checks the file offline; a signed lock vouches, through the
-evidence digests, for every image's SBOM, provenance and signature.
+evidence digests, for every image's SBOM, provenance and signature. When `strata push` stored the lock in the
+registry (`<namespace>/images-lock:<plan digest>`), the signed lock replaces it there, its signature next to it.
 
 Verifying an image (`verify_image`) needs the public key and the three documents, from the registry or from an
 evidence directory (offline); the signature must be over the pinned manifest digest, and the SBOM and provenance
@@ -24,7 +25,6 @@ must be the bytes it names.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,18 +39,20 @@ from registry_sync.publish.attest import (
     ENVELOPE_MEDIA_TYPE,
     IMAGE_EVIDENCE,
     IMAGES_LOCK,
+    LOCK_SIGNATURE_SUFFIX,
     SLSA_PROVENANCE,
     ProvenanceFacts,
     ResolvedInput,
     SignatureInvalid,
     image_evidence_statement,
-    images_lock_statement,
     provenance_statement,
     sha256_hex,
     sign_statement,
     verify_statement,
+    write_file,
 )
 from registry_sync.publish.images_lock import ImagesLock, LockedImage
+from registry_sync.publish.push_plan import LOCK_REPOSITORY, push_lock_artifact
 from registry_sync.publish.referrers import (
     PREDICATE_ANNOTATION,
     Document,
@@ -60,7 +62,8 @@ from registry_sync.publish.referrers import (
 )
 from registry_sync.publish.sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
 from registry_sync.publish.sbom import SPEC_VERSION, sbom_bytes
-from registry_sync.registry.client import RegistryClient
+from registry_sync.publish.tag_policy import AuditLog
+from registry_sync.registry.client import OCI_MANIFEST, RegistryClient
 from registry_sync.registry.reference import ImageRef
 
 STRATA_VERSION = "0.1.0"
@@ -70,7 +73,6 @@ SIGNATURE_FILE = "signature.intoto.dsse.json"
 SUMMARY_FILE = "evidence.json"
 VULNERABILITIES_FILE = "vulnerabilities.json"  # written by `strata audit` (validate/vulns/report.py)
 INDEX_FILE = "index.json"
-LOCK_SIGNATURE_SUFFIX = ".sig"
 COMPRESSION_ANNOTATION = "io.strata.compression"
 # Tag suffix and file of each kind of document (images.lock.json's evidence keys are the kinds).
 KINDS = {
@@ -338,18 +340,6 @@ def write_evidence(out: Path, evidence: ImageEvidence) -> Path:
     return target
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically (a reader never sees half a document)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EvidenceError(f"{path}: cannot write ({exc.strerror})") from None
-
-
 def write_index(out: Path, lock: ImagesLock) -> Path:
     """`<out>/index.json`: every reference of the lock, its digest, evidence digests and evidence directory."""
     index = {
@@ -368,56 +358,38 @@ def write_index(out: Path, lock: ImagesLock) -> Path:
     return path
 
 
-def lock_signature_path(lock_path: Path) -> Path:
-    return lock_path.with_name(lock_path.name + LOCK_SIGNATURE_SUFFIX)
-
-
-def sign_lock_file(lock_path: Path, signer: CryptoSigner) -> Path:
-    """Sign the exact bytes of images.lock.json into `<lock>.sig`; returns that path."""
-    try:
-        data = lock_path.read_bytes()
-    except OSError as exc:
-        raise EvidenceError(f"{lock_path}: cannot read ({exc.strerror})") from None
-    envelope = sign_statement(images_lock_statement(lock_path.name, data), signer)
-    target = lock_signature_path(lock_path)
-    write_file(target, envelope)
-    return target
+def update_lock_artifact(
+    client: RegistryClient,
+    namespace: str,
+    lock_bytes: bytes,
+    lock_signature: bytes,
+    plan_digest: str,
+    audit: AuditLog,
+    epoch: int,
+) -> str | None:
+    """When `strata push` stored the lock as `<namespace>/images-lock:<plan digest>`, store the signed lock there
+    instead (the tag moves, audited) with its signature next to it (`sha256-<hex>.sig`); returns the new reference,
+    or None when the registry holds no lock artifact of this plan (push ran with --no-lock-artifact)."""
+    repository = f"{namespace}/{LOCK_REPOSITORY}"
+    if client.manifest_digest(repository, plan_digest) is None:
+        return None
+    digest = push_lock_artifact(client, namespace, lock_bytes, plan_digest, audit)
+    manifest = client.get_manifest(repository, digest)
+    if manifest is None:
+        raise EvidenceError(f"registry {client.host} lost {repository}@{digest} while signing")
+    subject = Subject(manifest.media_type or OCI_MANIFEST, digest, len(manifest.body))
+    document = Document(
+        "sig",
+        ENVELOPE_MEDIA_TYPE,
+        "images.lock.json" + LOCK_SIGNATURE_SUFFIX,
+        lock_signature,
+        {PREDICATE_ANNOTATION: IMAGES_LOCK},
+    )
+    push_documents(client, repository, subject, [document], epoch)
+    return f"{client.host}/{repository}:{plan_digest}@{digest}"
 
 
 # ---------------------------------------------------------------------------------------------- verify
-
-
-@dataclass(frozen=True)
-class LockVerification:
-    path: Path
-    signature: Path
-    keyid: str
-    images: int
-
-
-def verify_lock_file(
-    lock_path: Path, keys: Sequence[SSlibKey], signature: Path | None = None
-) -> LockVerification:
-    """Check `<lock>.sig` (or `signature`) against the exact bytes of `lock_path`; SignatureInvalid otherwise."""
-    signature = signature or lock_signature_path(lock_path)
-    try:
-        data = lock_path.read_bytes()
-    except OSError as exc:
-        raise EvidenceError(f"{lock_path}: cannot read ({exc.strerror})") from None
-    try:
-        envelope = signature.read_bytes()
-    except FileNotFoundError:
-        raise SignatureInvalid(f"{lock_path}: not signed (no {signature.name}; run `strata sign`)") from None
-    except OSError as exc:
-        raise EvidenceError(f"{signature}: cannot read ({exc.strerror})") from None
-    verified = verify_statement(
-        envelope,
-        keys,
-        subject_digest=f"sha256:{sha256_hex(data)}",
-        predicate_type=IMAGES_LOCK,
-        what=str(lock_path),
-    )
-    return LockVerification(lock_path, signature, verified.keyid, len(verified.predicate.get("images") or {}))
 
 
 @dataclass(frozen=True)

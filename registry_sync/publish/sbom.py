@@ -40,7 +40,6 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output import make_outputter
 from cyclonedx.schema import OutputFormat, SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from builder.errors import StrataError
@@ -245,5 +244,8 @@ def validation_errors(document: bytes) -> list[str]:
 
     Uses cyclonedx-python-lib's JsonStrictValidator with the schemas bundled in the library (no network).
     """
+    # Imported here: jsonschema's IRI format checker builds its parsers for ~2 s at import; only validation pays.
+    from cyclonedx.validation.json import JsonStrictValidator  # optional: json-validation extra, slow import
+
     errors = JsonStrictValidator(SPEC).validate_str(document.decode("utf-8"), all_errors=True)
     return [str(e.data.message if hasattr(e.data, "message") else e) for e in errors or ()]

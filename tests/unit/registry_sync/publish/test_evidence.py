@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from registry_sync.publish.attest import SignatureInvalid, generate_keypair, load_public_key, load_signer
+from registry_sync.publish.attest import (
+    SignatureInvalid,
+    generate_keypair,
+    load_public_key,
+    load_signer,
+    lock_signature_path,
+    sign_lock_file,
+    verify_lock_file,
+)
 from registry_sync.publish.evidence import (
     PROVENANCE_FILE,
     SBOM_FILE,
@@ -24,10 +32,7 @@ from registry_sync.publish.evidence import (
     directory_documents,
     documents_of,
     evidence_dir,
-    lock_signature_path,
-    sign_lock_file,
     verify_image,
-    verify_lock_file,
     write_evidence,
     write_index,
 )
