@@ -11,7 +11,8 @@ ledger, audit log and the embedded registry's data:
     <state root>/tmp/                                           scratch space of pushes and syncs
 
 The state root is $STRATA_HOME, else `.strata/` next to the matrix file. Build logs and rendered contexts go to
-`build/` next to the matrix file (the checkout's own working files).
+`build/` next to the matrix file (the checkout's own working files), and so do the SBOMs, signatures and
+vulnerability reports of the published images (`build/evidence/`).
 """
 
 from __future__ import annotations

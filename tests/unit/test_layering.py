@@ -68,7 +68,6 @@ ROOMS: dict[str, set[str]] = {
         "registry_sync.registry",
         "validate.smoke",
         "validate.bench",
-        "validate.vulns",
     },
     "cli": {
         "builder.errors",
