@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -40,9 +39,11 @@ from securesystemslib.exceptions import UnverifiedSignatureError, VerificationEr
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from builder.errors import StrataError
+from builder.oci.digest import sha256_hex
+from builder.oci.media_types import CYCLONEDX_JSON, DSSE_ENVELOPE
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-ENVELOPE_MEDIA_TYPE = "application/vnd.dsse.envelope.v1+json"
+ENVELOPE_MEDIA_TYPE = DSSE_ENVELOPE
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PROVENANCE = "https://slsa.dev/provenance/v1"
 # Strata's own predicate and build types (URNs: stable names that need no web site).
@@ -137,10 +138,6 @@ def key_fingerprint(key: SSlibKey) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- statements
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _hex(digest: str) -> str:
@@ -267,7 +264,7 @@ def image_evidence_statement(
         "reference": reference,
         "configDigest": config_digest,
         "contentHash": content_hash,
-        "sbom": {"mediaType": "application/vnd.cyclonedx+json", "digest": f"sha256:{sha256_hex(sbom)}"},
+        "sbom": {"mediaType": CYCLONEDX_JSON, "digest": f"sha256:{sha256_hex(sbom)}"},
         "provenance": {
             "mediaType": ENVELOPE_MEDIA_TYPE,
             "digest": f"sha256:{sha256_hex(provenance_envelope)}",

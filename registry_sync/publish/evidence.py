@@ -34,6 +34,7 @@ from typing import Any
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from builder.errors import StrataError
+from builder.oci.media_types import OCI_MANIFEST
 from builder.plan.graph import PLAN_FORMAT, LayerNode
 from registry_sync.publish.attest import (
     ENVELOPE_MEDIA_TYPE,
@@ -63,7 +64,7 @@ from registry_sync.publish.referrers import (
 from registry_sync.publish.sbom import MEDIA_TYPE as SBOM_MEDIA_TYPE
 from registry_sync.publish.sbom import SPEC_VERSION, sbom_bytes
 from registry_sync.publish.tag_policy import AuditLog
-from registry_sync.registry.client import OCI_MANIFEST, RegistryClient
+from registry_sync.registry.client import RegistryClient
 from registry_sync.registry.reference import ImageRef
 
 STRATA_VERSION = "0.1.0"

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
-from registry_sync.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, sha256_of
+from builder.oci.digest import sha256_digest as sha256_of
+from builder.oci.media_types import OCI_EMPTY, OCI_INDEX, OCI_MANIFEST
+from registry_sync.registry.client import RegistryClient
 
-EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY = b"{}"
 KIND_ANNOTATION = "io.strata.evidence.kind"
 PREDICATE_ANNOTATION = "in-toto.io/predicate-type"
@@ -80,7 +81,7 @@ def artifact_manifest(subject: Subject, document: Document, epoch: int) -> bytes
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": document.media_type,
-        "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": sha256_of(EMPTY), "size": len(EMPTY)},
+        "config": {"mediaType": OCI_EMPTY, "digest": sha256_of(EMPTY), "size": len(EMPTY)},
         "layers": [
             {
                 "mediaType": document.media_type,

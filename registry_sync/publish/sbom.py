@@ -43,6 +43,7 @@ from cyclonedx.schema import OutputFormat, SchemaVersion
 from packageurl import PackageURL
 
 from builder.errors import StrataError
+from builder.oci.media_types import CYCLONEDX_JSON
 from builder.plan.graph import LayerNode
 from builder.plan.lockfile import canonical_name
 from registry_sync.publish.images_lock import LockedImage
@@ -50,7 +51,7 @@ from registry_sync.registry.reference import ImageRef
 
 SPEC = SchemaVersion.V1_6
 SPEC_VERSION = "1.6"
-MEDIA_TYPE = "application/vnd.cyclonedx+json"
+MEDIA_TYPE = CYCLONEDX_JSON
 TOOL_NAME = "strata"
 TOOL_VERSION = "0.1.0"
 # Debian release numbers of the codenames matrix.yaml uses (purl's distro qualifier is `debian-<release>`).

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.oci.media_types import OCI_MANIFEST
 from registry_sync.publish.attest import SignatureInvalid, generate_keypair, load_public_key, load_signer
 from registry_sync.publish.evidence import Checkout, registry_documents, sign_image, verify_image
 from registry_sync.publish.images_lock import ImagesLock
@@ -24,7 +25,6 @@ from registry_sync.publish.referrers import (
     push_documents,
 )
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy
-from registry_sync.registry.client import OCI_MANIFEST
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[4]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from builder.oci.digest import sha256_digest as sha256_of
+from builder.oci.media_types import OCI_INDEX, OCI_MANIFEST
 from registry_sync.publish.referrers import (
     Document,
     Subject,
@@ -11,7 +13,6 @@ from registry_sync.publish.referrers import (
     fallback_tag,
     referrers_index,
 )
-from registry_sync.registry.client import OCI_INDEX, OCI_MANIFEST, sha256_of
 
 SUBJECT = Subject(OCI_MANIFEST, "sha256:" + "a" * 64, 1234)
 
