@@ -11,7 +11,8 @@ ledger, audit log and the embedded registry's data:
     <state root>/tmp/                                           scratch space of pushes and syncs
 
 The state root is $STRATA_HOME, else `.strata/` next to the matrix file. Build logs and rendered contexts go to
-`build/` next to the matrix file (the checkout's own working files).
+`build/` next to the matrix file (the checkout's own working files), and so do the SBOMs, signatures and
+vulnerability reports of the published images (`build/evidence/`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ REGISTRY_CACHE_ENV = (
 REGISTRY_CA_ENV = "STRATA_REGISTRY_CA"  # CA bundle for registries with a private CA
 # Comma-separated host[:port]s that STRATA_REGISTRY_USER/PASSWORD are also for (besides the matrix's registry)
 REGISTRY_AUTH_HOSTS_ENV = "STRATA_REGISTRY_AUTH_HOSTS"
+SIGNING_PASSPHRASE_ENV = (
+    "STRATA_SIGNING_PASSPHRASE"  # decrypts the key of `strata sign` / encrypts `strata keygen`'s
+)
 DEFAULT_MATRIX = "matrix.yaml"
 
 
@@ -106,6 +110,17 @@ class Settings:
     def work_dir(self) -> Path:
         """build/ next to the matrix: build logs and per-build contexts."""
         return self.matrix_root / "build"
+
+    @property
+    def evidence_dir(self) -> Path:
+        """build/evidence next to the matrix: SBOMs, signatures, provenance and vulnerability reports per image."""
+        return self.work_dir / "evidence"
+
+    @property
+    def signing_passphrase(self) -> bytes | None:
+        """$STRATA_SIGNING_PASSPHRASE as bytes, None when unset (read from the environment, never stored apart)."""
+        value = self.environ.get(SIGNING_PASSPHRASE_ENV)
+        return value.encode() if value else None
 
     def ensure(self, path: Path) -> Path:
         """`path` (one of the directories above), created if missing."""

@@ -31,6 +31,7 @@ from cli.common import (
     with_run_lock,
 )
 from cli.progress import print_push_event
+from registry_sync.publish.attest import load_public_key, verify_lock_file
 from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
 from registry_sync.publish.images_lock import read_images_lock
 from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
@@ -112,6 +113,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--lock", type=Path, default=Path("images.lock.json"), help="default: images.lock.json")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
+    p.add_argument(
+        "--require-signature",
+        type=Path,
+        default=None,
+        metavar="KEY.pub",
+        help="first check the lock's signature (<lock>.sig, from strata sign) with this public key",
+    )
     p.set_defaults(func=cmd_pin)
 
     p = subparsers.add_parser(
@@ -278,6 +286,9 @@ def _print_push_summary(results: Sequence[Any], seconds: float) -> None:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
+    if args.require_signature is not None:
+        signed = verify_lock_file(args.lock, [load_public_key(args.require_signature)])
+        print(f"{signed.path}: signature valid (key {signed.keyid[:16]})")
     lock = read_images_lock(args.lock)
     results = pin_files(list(args.files), lock, check=args.check)
     counts = dict.fromkeys((PINNED, REPINNED, ALREADY, UNKNOWN), 0)

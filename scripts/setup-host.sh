@@ -8,7 +8,8 @@
 # Exits non-zero with one line `setup-host: <reason>` on failure.
 set -euo pipefail
 
-PACKAGES=(docker.io mmdebstrap docker-registry skopeo docker-compose busybox-static uidmap diffoscope-minimal)
+# gpgv + debian-archive-keyring: strata audit checks the Debian security suite's InRelease like apt does
+PACKAGES=(docker.io mmdebstrap docker-registry skopeo docker-compose busybox-static uidmap diffoscope-minimal gpgv debian-archive-keyring)
 DOCKERD_LOG=${STRATA_DOCKERD_LOG:-/var/log/strata-dockerd.log}
 DOCKERD_WAIT_SECONDS=${STRATA_DOCKERD_WAIT:-30}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

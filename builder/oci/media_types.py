@@ -30,3 +30,8 @@ FOREIGN_LAYER_MEDIA_TYPES = (
 # Strata's images.lock.json, pushed as an OCI artifact
 LOCK_ARTIFACT_MEDIA_TYPE = "application/vnd.strata.images-lock.v1+json"
 LOCK_CONFIG_MEDIA_TYPE = "application/vnd.strata.images-lock.config.v1+json"
+
+# The evidence `strata sign` stores next to an image (OCI 1.1 artifacts: empty config, one layer)
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"

@@ -21,6 +21,10 @@ Reading is strict: the whole file is checked against its schema before any entry
 wrong shape named in one line each; digests are `sha256:` + 64 lower-case hex, references carry a tag and no
 digest), within bounds (size, nesting, no duplicate keys, no NaN), because `strata pin` writes these digests
 into other people's Dockerfiles.
+
+An entry `strata sign` has covered also has `"evidence": {"provenance": "sha256:...", "sbom": "sha256:...",
+"signature": "sha256:..."}`: the sha256 of each document stored next to the image in the registry (see
+registry_sync/publish/evidence.py). The key is optional, so locks written before it still read.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -45,6 +49,7 @@ LOCK_SCHEMA = 1
 DEFAULT_LOCK_NAME = "images.lock.json"
 MAX_LOCK_BYTES = 64 << 20  # ~1 kB per entry: room for tens of thousands of tags
 MAX_ERRORS = 20
+EVIDENCE_KINDS = ("sbom", "provenance", "signature")
 _KEY_SHOWN = 200  # a reference is shown whole in a key path (it is the key a reader looks for)
 
 
@@ -72,6 +77,7 @@ class LockedImage:
     versions: Mapping[str, str | None]  # tensorflow, flavor, python, cuda, cudnn, os
     compressed_size: int
     uncompressed_size: int | None
+    evidence: Mapping[str, str] = field(default_factory=dict)  # kind -> sha256 of the document (strata sign)
 
     @property
     def ref(self) -> ImageRef:
@@ -83,7 +89,8 @@ class LockedImage:
         return f"{self.reference}@{self.digest}"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {"evidence": dict(sorted(self.evidence.items()))} if self.evidence else {}
+        return doc | {
             "digest": self.digest,
             "config_digest": self.config_digest,
             "node": self.node,
@@ -129,7 +136,18 @@ class ImagesLock:
         """This lock with `newer` entries added or replacing theirs; with `keep`, older entries whose
         reference is not in `keep` are dropped (tags no longer in the matrix)."""
         images = {ref: e for ref, e in self.images.items() if keep is None or ref in keep}
-        images.update({e.reference: e for e in newer})
+        for entry in newer:
+            old = images.get(entry.reference)
+            if old is not None and old.digest == entry.digest and old.evidence and not entry.evidence:
+                entry = replace(entry, evidence=old.evidence)  # the evidence is about the digest: still true
+            images[entry.reference] = entry
+        return ImagesLock(images)
+
+    def with_evidence(self, evidence: Mapping[str, Mapping[str, str]]) -> ImagesLock:
+        """This lock with the evidence digests of some references (reference -> {kind: sha256}) set."""
+        images = dict(self.images)
+        for reference, digests in evidence.items():
+            images[reference] = replace(images[reference], evidence=dict(digests))
         return ImagesLock(images)
 
 
@@ -190,6 +208,7 @@ class _EntryDoc(_Strict):
     profile: Ident | Literal[""] = ""
     versions: dict[Ident, Word | None] = {}
     size: _SizeDoc = _SizeDoc()
+    evidence: dict[Literal["sbom", "provenance", "signature"], Digest] = {}
 
 
 class _LockDoc(_Strict):
@@ -272,6 +291,7 @@ def parse_images_lock(text: str, source: str) -> ImagesLock:
             versions=dict(e.versions),
             compressed_size=e.size.compressed,
             uncompressed_size=e.size.uncompressed,
+            evidence={str(kind): digest for kind, digest in e.evidence.items()},
         )
         for reference, e in checked.images.items()
     }

@@ -56,6 +56,7 @@ ROOMS: dict[str, set[str]] = {
         "validate.container",
     },
     "validate.bench": {"builder.errors", "builder.settings", "builder.engine", "validate.container"},
+    "validate.vulns": {"builder.errors", "builder.settings", "builder.matrix", "builder.plan"},
     "registry_sync.publish": {
         "builder.errors",
         "builder.settings",
@@ -85,6 +86,7 @@ ROOMS: dict[str, set[str]] = {
         "validate.container",
         "validate.smoke",
         "validate.bench",
+        "validate.vulns",
     },
 }
 # Copied into images and run there with the stdlib only: they import nothing of the project but each other.

@@ -205,3 +205,37 @@ def test_a_lock_that_is_not_utf8_or_not_a_file_is_one_error(tmp_path):
         read_images_lock(path)
     with pytest.raises(LockFileError, match="not a regular file"):
         read_images_lock(tmp_path)
+
+
+def _entry_doc(**extra):
+    return {
+        "digest": D,
+        "config_digest": D,
+        "node": "base-bookworm",
+        "layer": "base",
+        "content_hash": "c" * 64,
+        **extra,
+    }
+
+
+def test_evidence_digests_are_optional_and_round_trip():
+    ref = "127.0.0.1:5000/strata/base:bookworm-r1"
+    evidence = {
+        "provenance": "sha256:" + "1" * 64,
+        "sbom": "sha256:" + "2" * 64,
+        "signature": "sha256:" + "3" * 64,
+    }
+    plain = parse_images_lock(json.dumps({"schema": 1, "images": {ref: _entry_doc()}}), "x")
+    assert plain.images[ref].evidence == {} and '"evidence"' not in plain.render()
+    signed = parse_images_lock(json.dumps({"schema": 1, "images": {ref: _entry_doc(evidence=evidence)}}), "x")
+    assert signed.images[ref].evidence == evidence
+    assert parse_images_lock(signed.render(), "x") == signed
+
+
+@pytest.mark.parametrize(
+    "evidence", [{"sbom": "sha256:xyz"}, {"other": "sha256:" + "1" * 64}, ["sha256:" + "1" * 64], {"sbom": 1}]
+)
+def test_malformed_evidence_is_refused(evidence):
+    ref = "127.0.0.1:5000/strata/base:bookworm-r1"
+    with pytest.raises(LockFileError, match="evidence"):
+        parse_images_lock(json.dumps({"schema": 1, "images": {ref: _entry_doc(evidence=evidence)}}), "x")
