@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.engine
 
 
 @pytest.fixture
-def client() -> Iterator[docker.DockerClient]:
+def client(engine: docker.DockerClient) -> Iterator[docker.DockerClient]:
+    """host.ensure_engine's client (asked after the shared `engine` fixture, so a missing engine follows its rule)."""
     engine = host.ensure_engine(run_settings(), auto_start=False)
     yield engine
     engine.close()
@@ -177,10 +178,13 @@ SETUP_PACKAGES = ("docker.io", "mmdebstrap", "docker-registry", "skopeo", "docke
                   "uidmap", "diffoscope-minimal")  # fmt: skip
 
 
-def test_setup_host_is_a_fast_no_op_on_a_ready_host(client: docker.DockerClient) -> None:
+def test_setup_host_is_a_fast_no_op_on_a_ready_host(
+    client: docker.DockerClient, require: Callable[[bool, str], None]
+) -> None:
     missing = host.missing_packages(SETUP_PACKAGES, host.installed_statuses(SETUP_PACKAGES))
-    if missing:
-        pytest.skip(f"host not set up yet ({' '.join(missing)} missing): run scripts/setup-host.sh first")
+    require(
+        not missing, f"host not set up yet ({' '.join(missing)} missing): run scripts/setup-host.sh first"
+    )
     started = time.monotonic()
     proc = subprocess.run(
         ["bash", str(SETUP_SCRIPT)],
