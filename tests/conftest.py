@@ -38,6 +38,7 @@ def running_in_ci(environ: Mapping[str, str] = os.environ) -> bool:
 
 def missing(reason: str) -> NoReturn:
     """Stop the test because something it needs is absent: a failure under CI, a skip with the reason elsewhere."""
+    __tracebackhide__ = True  # the report names the caller's line, not this one
     if running_in_ci():
         pytest.fail(
             f"{reason} [CI is set: a missing engine or tool fails instead of skipping]", pytrace=False
@@ -47,6 +48,7 @@ def missing(reason: str) -> NoReturn:
 
 def require_or_skip(condition: bool, reason: str) -> None:
     """`missing(reason)` unless `condition` holds."""
+    __tracebackhide__ = True
     if not condition:
         missing(reason)
 
