@@ -333,11 +333,61 @@ def test_main_runs_plan_then_one_job_per_cell_then_the_lock_and_catalog() -> Non
     assert uploads and {"images.lock.json", "docs/catalog.md"} <= set(uploads[0]["with"]["path"].split())
 
 
-def test_pull_requests_build_and_verify_only_after_the_cheap_checks() -> None:
+def test_pull_requests_build_verify_and_run_engine_tests_only_after_the_cheap_checks() -> None:
     jobs = load(WORKFLOW_DIR / "pr.yml")["jobs"]
-    assert set(jobs) == {"lint", "unit", "inputs", "build-cpu", "verify"}
-    for heavy in ("build-cpu", "verify"):
+    assert set(jobs) == {"lint", "unit", "engine", "inputs", "build-cpu", "verify"}
+    for heavy in ("engine", "build-cpu", "verify"):
         assert set(needs_of(jobs[heavy])) == {"unit", "inputs"}
+    assert jobs["engine"]["strategy"]["fail-fast"] is False, "one lane's failure must not hide the other's"
+
+
+# ---------------------------------------------------------------------------------------------- test lanes
+
+
+def fill_matrix(script: str, entry: dict[str, Any], where: str) -> str:
+    """`script` with each `${{ matrix.KEY }}` replaced by the entry's value (any other expression is an error)."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        assert name.startswith("matrix.") and name[7:] in entry, f"{where}: ${{{{{name}}}}} in a pytest lane"
+        return str(entry[name[7:]])
+
+    return EXPRESSION.sub(value, script)
+
+
+def pytest_lanes(path: Path) -> dict[str, list[str]]:
+    """{job or job[lane]: the arguments of its `python -m pytest` line}, matrix values filled in per entry."""
+    lanes: dict[str, list[str]] = {}
+    for job_id, job in load(path)["jobs"].items():
+        entries = ((job.get("strategy") or {}).get("matrix") or {}).get("include") or [{}]
+        for entry in entries:
+            name = f"{job_id}[{entry['lane']}]" if "lane" in entry else job_id
+            for step in job.get("steps") or []:
+                script = str(step.get("run") or "")
+                if "pytest" not in script:
+                    continue
+                for line in shell_lines(fill_matrix(script, entry, f"{path.name}:{name}")):
+                    words = shlex.split(line)
+                    if words[:3] in (["python", "-m", "pytest"], [".venv/bin/python", "-m", "pytest"]):
+                        lanes[name] = words[3:]
+    return lanes
+
+
+def test_the_pull_request_lanes_together_run_the_whole_suite_once_under_ci() -> None:
+    """A test file no lane runs would merge untested: every tests/**/test_*.py is under exactly one lane's path."""
+    doc = load(WORKFLOW_DIR / "pr.yml")
+    assert doc["env"]["CI"] == "true"
+    lanes = pytest_lanes(WORKFLOW_DIR / "pr.yml")
+    assert set(lanes) == {"unit", "engine[builder]", "engine[registry-validate]"}
+    for lane, args in lanes.items():
+        # No -m/-k/--deselect/-x: a lane narrows the suite only by path; pyproject.toml's addopts still apply.
+        assert args and not [a for a in args if a.startswith("-")], f"{lane}: {args}"
+        assert all((REPO / a).is_dir() for a in args), f"{lane}: {args}"
+    tests = sorted((REPO / "tests").rglob("test_*.py"))
+    assert len(tests) > 50
+    for test in tests:
+        owners = [lane for lane, args in lanes.items() for a in args if test.is_relative_to(REPO / a)]
+        assert len(owners) == 1, f"{test.relative_to(REPO)} runs in {owners or 'no lane'}"
 
 
 # ---------------------------------------------------------------------------------------------- secrets
