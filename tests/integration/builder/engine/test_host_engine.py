@@ -76,9 +76,11 @@ def test_ensure_tools_is_a_no_op_when_everything_is_installed() -> None:
     assert host.ensure_tools(["dpkg", "mmdebstrap", "dpkg"], os.environ) == []
 
 
-def test_ensure_tools_names_a_package_apt_does_not_know() -> None:
-    if not host.is_root():
-        pytest.skip("as non-root ensure_tools refuses before apt; this checks the apt failure path")
+def test_ensure_tools_names_a_package_apt_does_not_know(require: Callable[[bool, str], None]) -> None:
+    require(
+        host.is_root(),
+        "as non-root ensure_tools refuses before apt; this checks the apt failure path (as root)",
+    )
     with pytest.raises(HostError) as info:
         host.ensure_tools(["strata-no-such-package"], os.environ)
     assert "strata-no-such-package" in str(info.value)
@@ -203,13 +205,19 @@ def test_setup_host_is_a_fast_no_op_on_a_ready_host(
 
 
 def test_a_real_second_dockerd_that_refuses_to_start_gives_its_reason(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, client: docker.DockerClient
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    client: docker.DockerClient,
+    require: Callable[[bool, str], None],
 ) -> None:
     # The running engine holds /var/run/docker.pid, so a second real dockerd exits at once without
     # touching it: this drives the start path with the real binary and a real failure.
     dockerd = shutil.which("dockerd")
-    if dockerd is None or not host.is_root() or not Path("/var/run/docker.pid").exists():
-        pytest.skip("needs root, dockerd and a running engine that owns /var/run/docker.pid")
+    require(
+        dockerd is not None and host.is_root() and Path("/var/run/docker.pid").exists(),
+        "needs root, dockerd and a running engine that owns /var/run/docker.pid",
+    )
+    assert dockerd is not None
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
     log = tmp_path / "dockerd.log"
     with pytest.raises(HostError) as info:
