@@ -8,7 +8,7 @@ An undecided comparison is never a pass nor a skip. Inconclusive asks for more r
 repetitions_needed, the number `strata bench compare` prints); invalid asks for a quieter stretch. Either is rerun
 as a fresh run of the reference and the undecided candidates with that many repetitions per image (REPEATS again
 for invalid), at most RERUN_REPEATS_CAP, at most RERUNS times; still undecided after that, the test fails with every
-round's numbers. Worst case two reruns of 2 x 30 containers on top of the first 3 x 12.
+round's numbers.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ THREADS = 1
 STATISTIC = "best-window"
 SEED = 20240601
 CONTAINER_TIMEOUT_S = 300.0
-# Reruns of an undecided verdict: each asks for the repetitions the comparison names, capped so that the worst
-# case (two reruns, 2 images x 30 containers of ~7 s each) stays near 15 minutes inside CI's 90-minute budget.
+# Reruns of an undecided verdict, capped for CI's 90-minute budget: a container takes ~8 s on a quiet host (~50 s
+# on a 2-core host under load 10), so the first run is ~5 min and the worst case, two reruns of all three images at
+# the cap (180 containers), adds ~24 min; one candidate rerun once at ~20 repetitions adds ~5.
 RERUN_REPEATS_CAP = 30
 RERUNS = 2
 UNDECIDED = (Verdict.INVALID, Verdict.INCONCLUSIVE)
