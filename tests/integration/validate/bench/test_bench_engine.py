@@ -231,6 +231,7 @@ EXIT_FOR = {
 
 def test_cli_compare_history_and_report_agree_with_the_library(
     bench_run: BenchRun,
+    rounds: Rounds,
     reference_image: str,
     planted_slow_image: str,
     rebuilt_image: str,
@@ -248,6 +249,8 @@ def test_cli_compare_history_and_report_agree_with_the_library(
             ].comparison.verdict
             for image in (planted_slow_image, rebuilt_image)
         }
+    # compare reads the latest run holding both images: after any rerun, that rerun's.
+    assert verdicts == {image: seen[-1].verdict for image, seen in rounds.comparisons.items()}
     for image, verdict in verdicts.items():
         args = parser.parse_args(["bench", "compare", reference_image, image, *stat, *ledger])
         assert args.func(args) == EXIT_FOR[verdict]
@@ -257,14 +260,19 @@ def test_cli_compare_history_and_report_agree_with_the_library(
     assert args.func(args) == 0
     assert f"{bench_run.images[0].image_id[:19]} {WORKLOAD}" in capsys.readouterr().out
 
-    args = parser.parse_args(["bench", "report", "--out", str(tmp_path / "report"), *stat, *ledger])
+    # The report is of one run; the first holds all three images (a rerun holds only the undecided ones).
+    out = tmp_path / "report"
+    args = parser.parse_args(
+        ["bench", "report", "--run", bench_run.info.run_id, "--out", str(out), *stat, *ledger]
+    )
     assert args.func(args) == 0
-    html = (tmp_path / "report" / "report.html").read_text()
-    for image, verdict in verdicts.items():
-        assert f"<td>{image}</td><td>{WORKLOAD}</td>" in html
-        assert f"<td>{verdict.value.upper()}</td>" in html
+    html = (out / "report.html").read_text()
+    for image, seen in rounds.comparisons.items():
+        row = html.split(f"<td>{image}</td><td>{WORKLOAD}</td>", 1)
+        assert len(row) == 2, f"{image}: no verdict row in the report"
+        assert f"<td>{seen[0].verdict.value.upper()}</td>" in row[1].split("</tr>", 1)[0]
     for plot in ("throughput.png", "repetitions.png"):
-        assert (tmp_path / "report" / plot).read_bytes()[:4] == b"\x89PNG"
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"
 
 
 # ---------------------------------------------------------------- failures a user must be able to read
