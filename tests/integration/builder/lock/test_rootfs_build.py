@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +38,11 @@ class TwoBuilds:
 
 
 @pytest.fixture(scope="module")
-def two_builds(tmp_path_factory: pytest.TempPathFactory) -> TwoBuilds:
-    if shutil.which("mmdebstrap") is None and not rootfs.host.is_root():
-        pytest.skip(
-            "mmdebstrap is not installed and only root may apt-install it (run scripts/setup-host.sh)"
-        )
+def two_builds(require: Callable[[bool, str], None], tmp_path_factory: pytest.TempPathFactory) -> TwoBuilds:
+    require(
+        shutil.which("mmdebstrap") is not None or rootfs.host.is_root(),
+        "mmdebstrap is not installed and only root may apt-install it (run scripts/setup-host.sh)",
+    )
     first_cache = tmp_path_factory.mktemp("rootfs-cache-1")
     second_cache = tmp_path_factory.mktemp("rootfs-cache-2")
     first = rootfs.build_rootfs(SMALL, first_cache, environ=os.environ)

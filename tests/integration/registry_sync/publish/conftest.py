@@ -96,10 +96,10 @@ def _run(*args: str, input_bytes: bytes | None = None) -> str:
 
 
 @pytest.fixture(scope="session")
-def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def busybox_rootfs(require: Callable[[bool, str], None], tmp_path_factory: pytest.TempPathFactory) -> bytes:
     busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.fail("busybox is not installed (apt-get install -y busybox-static)")
+    require(busybox is not None, "busybox is not installed (scripts/setup-host.sh installs busybox-static)")
+    assert busybox is not None
     root = tmp_path_factory.mktemp("busybox-root")
     (root / "bin").mkdir()
     shutil.copy(busybox, root / "bin" / "busybox")

@@ -9,7 +9,7 @@ The reference is the tf2.13.1-cpu cell's final image as `strata build` makes it;
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -47,17 +47,9 @@ def ensure_child_image(client: docker.DockerClient, parent: str, tag: str, lines
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    """A client for the local engine; the engine tests cannot run without one."""
-    try:
-        client = docker.from_env(timeout=600)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        pytest.fail(
-            f"no Docker engine reachable ({exc}); engine tests need one (scripts/setup-host.sh starts it)"
-        )
-    yield client
-    client.close()
+def docker_client(connect_engine: Callable[[float], docker.DockerClient]) -> docker.DockerClient:
+    """The local engine with a long timeout for benchmark containers (missing: fails under CI, skips elsewhere)."""
+    return connect_engine(600)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -137,10 +138,10 @@ def test_the_engine_storage_streams_a_layer_as_its_tar(tmp_path: Path) -> None:
             stream.read()
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0, reason="whiteout devices and trusted.* xattrs need root, as the engine does"
-)
-def test_diff_dir_tar_converts_overlay_whiteouts_and_opaque_dirs(tmp_path: Path) -> None:
+def test_diff_dir_tar_converts_overlay_whiteouts_and_opaque_dirs(
+    tmp_path: Path, require: Callable[[bool, str], None]
+) -> None:
+    require(os.geteuid() == 0, "whiteout devices and trusted.* xattrs need root, as the engine does")
     diff = tmp_path / "diff"
     (diff / "opaque").mkdir(parents=True)
     os.setxattr(diff / "opaque", "trusted.overlay.opaque", b"y")
