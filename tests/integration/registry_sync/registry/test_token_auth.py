@@ -17,9 +17,9 @@ import pytest
 from conftest import ADMIN, ALICE, BOB, FAST
 from token_auth import RecordingProxy, SigningKey, TokenRegistry, User, decode_jwt_unverified, libtrust_kid
 
+from builder.oci.media_types import DOCKER_MANIFEST_V2
 from registry_sync.registry.auth import Credentials
 from registry_sync.registry.client import (
-    DOCKER_MANIFEST_V2,
     RegistryAccessDenied,
     RegistryAuthError,
     RegistryClient,

@@ -16,8 +16,9 @@ import pytest
 from conftest import ADMIN, ALICE, FAST
 from token_auth import RecordingProxy, TokenRegistry, free_port
 
+from builder.oci.media_types import DOCKER_MANIFEST_V2
 from registry_sync.registry.auth import Credentials
-from registry_sync.registry.client import DOCKER_MANIFEST_V2, RegistryClient
+from registry_sync.registry.client import RegistryClient
 from registry_sync.registry.server import ServerLayout, ServerSettings, start_registry, stop_registry
 
 pytestmark = pytest.mark.engine
