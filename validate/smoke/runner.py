@@ -141,9 +141,14 @@ def check_spec(image_id: str, ctx: SmokeContext, timeout_s: float) -> ContainerS
 # ---------------------------------------------------------------- engine
 
 
+# The secret scan streams `docker save` of the whole image through this client: on a busy engine the first
+# bytes of a multi-GB image take minutes, and a read timeout there fails every secret check.
+ENGINE_READ_TIMEOUT_S = 900
+
+
 def connect(settings: Settings) -> docker.DockerClient:
     """A client for the engine, or a one-line HostError."""
-    return engine_client(settings, timeout=60, what="smoke: the Docker engine")
+    return engine_client(settings, timeout=ENGINE_READ_TIMEOUT_S, what="smoke: the Docker engine")
 
 
 def run_checks_in_container(
