@@ -13,6 +13,7 @@ Pure pieces (device requests, the timeout rule, the wait's status) sit at the to
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from validate.container.payload import Payload, file_from_archive, payload_archi
 
 # What `container.wait(timeout=...)` raises when the container outlives the timeout.
 WAIT_TIMEOUTS = (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError)
+REMOVE_ATTEMPTS = 5
+REMOVE_BACKOFF_S = 1.0
 
 
 class ContainerError(StrataError):
@@ -185,10 +188,19 @@ def _read_file(container: Any, path: str) -> bytes | None:
 
 
 def _remove(container: Any) -> None:
-    try:
-        container.remove(force=True)
-    except docker.errors.APIError:
-        pass  # already gone; nothing of ours is left behind
+    """Force-remove the container; a removal the engine refuses for a moment (a kill still in flight) is retried."""
+    for attempt in range(REMOVE_ATTEMPTS):
+        try:
+            container.remove(force=True)
+            return
+        except docker.errors.NotFound:
+            return  # already gone; nothing of ours is left behind
+        except (docker.errors.APIError, *WAIT_TIMEOUTS):
+            if attempt == REMOVE_ATTEMPTS - 1:
+                raise ContainerError(
+                    "remove a container", f"container {container.id[:12]} is still there"
+                ) from None
+            time.sleep(REMOVE_BACKOFF_S * (attempt + 1))
 
 
 def _explained(exc: docker.errors.APIError) -> str:

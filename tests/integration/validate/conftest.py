@@ -17,6 +17,8 @@ import docker
 import docker.errors
 import pytest
 
+from validate.smoke.runner import ENGINE_READ_TIMEOUT_S
+
 FAULT_REPO = "strata-smoke-test/fault"
 REPO = Path(__file__).resolve().parents[3]
 
@@ -39,8 +41,12 @@ def _build(client: docker.DockerClient, context: Path, tag: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_client(connect_engine: Callable[[float], docker.DockerClient]) -> docker.DockerClient:
-    """The local Docker engine (a missing one fails under CI and skips elsewhere: tests/conftest.py)."""
-    return connect_engine(60)
+    """The local Docker engine (a missing one fails under CI and skips elsewhere: tests/conftest.py).
+
+    Its read timeout is the one `strata smoke` uses: the secret scan streams `docker save` of a whole image through
+    this client, and on a busy engine the first bytes take longer than a minute.
+    """
+    return connect_engine(ENGINE_READ_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
+import docker.errors
 import pytest
 
 from builder.errors import StrataError
+from validate.container import runner
 from validate.container.runner import (
     ContainerError,
     ContainerSpec,
@@ -55,3 +57,34 @@ def test_a_refusal_names_the_step_and_keeps_the_engine_answer() -> None:
     error = ContainerError("start a container", "no such image")
     assert str(error) == "cannot start a container: no such image"
     assert error.explanation == "no such image" and isinstance(error, StrataError)
+
+
+class _StubbornContainer:
+    """A container whose removal the engine refuses `refusals` times (a kill still in flight), then accepts."""
+
+    id = "0123456789abcdef"
+
+    def __init__(self, refusals: int) -> None:
+        self.refusals = refusals
+        self.attempts = 0
+
+    def remove(self, force: bool) -> None:
+        assert force
+        self.attempts += 1
+        if self.attempts <= self.refusals:
+            raise docker.errors.APIError("409 Conflict: removal of container is already in progress")
+
+
+def test_a_refused_removal_is_retried_until_the_container_is_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "REMOVE_BACKOFF_S", 0.0)
+    container = _StubbornContainer(refusals=2)
+    runner._remove(container)
+    assert container.attempts == 3
+
+
+def test_a_container_that_cannot_be_removed_is_an_error_not_a_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "REMOVE_BACKOFF_S", 0.0)
+    container = _StubbornContainer(refusals=runner.REMOVE_ATTEMPTS)
+    with pytest.raises(ContainerError, match="container 0123456789ab is still there"):
+        runner._remove(container)
+    assert container.attempts == runner.REMOVE_ATTEMPTS
