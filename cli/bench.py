@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
+from typing import Any
 
 from builder.engine.client import engine_client
 from builder.errors import StrataError
 from builder.settings import Settings
 from cli.common import settings_for
-from validate.bench.ledger import Ledger
+from cli.output import add_format_arg, add_progress_arg, print_json, progress_mode, wants_json
+from cli.progress import Lines
+from validate.bench.ledger import HistoryPoint, Ledger
 from validate.bench.metrics import STEP_STATISTICS
-from validate.bench.report import compare_images, worst_verdict, write_report
+from validate.bench.report import WorkloadComparison, compare_images, worst_verdict, write_report
 from validate.bench.runner import DEFAULT_TIMEOUT_S, run_benchmarks
 from validate.bench.stats import Verdict
 from validate.bench.workloads import SIZES, WORKLOADS
@@ -79,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="results directory (default <state root>/results/bench)"
     )
     run.add_argument("--ledger", type=Path, default=None, help="SQLite ledger (default OUT/ledger.sqlite)")
+    add_progress_arg(run)
     run.set_defaults(func=run_command)
 
     cmp_ = sub.add_parser(
@@ -93,6 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_stats(cmp_)
     _add_ledger(cmp_)
+    add_format_arg(cmp_, choices=("text", "json"), default="text")
     cmp_.set_defaults(func=compare_command)
 
     hist = sub.add_parser(
@@ -102,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     hist.add_argument("tag", metavar="TAG", help="tag or digest")
     _add_ledger(hist)
+    add_format_arg(hist, choices=("text", "json"), default="text")
     hist.set_defaults(func=history_command)
 
     rep = sub.add_parser(
@@ -137,7 +142,7 @@ def run_command(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         ledger_path=_ledger(args, settings),
         threads=args.threads,
-        progress=lambda line: print(line, file=sys.stderr),
+        progress=Lines(progress_mode(args)),
     )
     print(f"run {result.info.run_id} (seed {seed}): {len(result.repetitions)} repetitions")
     print(f"results: {result.run_dir}  ledger: {result.ledger_path}")
@@ -165,10 +170,21 @@ def compare_command(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise StrataError(f"bench compare {args.reference} {args.candidate}: {exc}") from None
-    for wc in comparisons:
-        print(f"{wc.workload:16} {wc.comparison.summary()} ({wc.source})")
     verdict = worst_verdict(comparisons)
-    print(f"overall: {verdict.value}")
+    if wants_json(args):
+        print_json(
+            "bench-compare",
+            {
+                "reference": args.reference,
+                "candidate": args.candidate,
+                "verdict": verdict.value,
+                "workloads": [_comparison_json(wc) for wc in comparisons],
+            },
+        )
+    else:
+        for wc in comparisons:
+            print(f"{wc.workload:16} {wc.comparison.summary()} ({wc.source})")
+        print(f"overall: {verdict.value}")
     if verdict.fails:
         return EXIT_FAILED
     return EXIT_INCONCLUSIVE if verdict is Verdict.INCONCLUSIVE else EXIT_OK
@@ -179,6 +195,9 @@ def history_command(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     with Ledger.open(_ledger(args, settings), create=False) as ledger:
         points = ledger.history(args.tag)
+    if wants_json(args):
+        print_json("bench-history", {"tag": args.tag, "points": [_point_json(p) for p in points]})
+        return 0
     print(
         f"{'time':25} {'image id':19} {'workload':16} {'device':24} {'samples/s':>12} {'eff/hour':>12} reps"
     )
@@ -188,6 +207,43 @@ def history_command(args: argparse.Namespace) -> int:
             f"{p.median_samples_per_s:12.4g} {p.median_effective_gpu_hour:12.4g} {p.repetitions}"
         )
     return 0
+
+
+def _comparison_json(wc: WorkloadComparison) -> dict[str, Any]:
+    c = wc.comparison
+    return {
+        "workload": wc.workload,
+        "reference": wc.reference,
+        "candidate": wc.candidate,
+        "source": wc.source,
+        "verdict": c.verdict.value,
+        "ratio": c.ratio,
+        "ci_low": c.ci_low,
+        "ci_high": c.ci_high,
+        "margin": c.margin,
+        "confidence": c.confidence,
+        "reference_n": c.reference_n,
+        "candidate_n": c.candidate_n,
+        "reference_cv": c.reference_cv,
+        "candidate_cv": c.candidate_cv,
+        "cv_bound": c.cv_bound,
+        "repetitions_needed": c.repetitions_needed,
+        "reason": c.reason,
+    }
+
+
+def _point_json(p: HistoryPoint) -> dict[str, Any]:
+    return {
+        "run_id": p.run_id,
+        "time": p.time,
+        "image_id": p.image_id,
+        "image_ref": p.image_ref,
+        "workload": p.workload,
+        "device": {"device": p.device.device, "model": p.device.model, "driver": p.device.driver},
+        "median_samples_per_s": p.median_samples_per_s,
+        "median_effective_gpu_hour": p.median_effective_gpu_hour,
+        "repetitions": p.repetitions,
+    }
 
 
 def report_command(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import getpass
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from builder.errors import StrataError
 from builder.plan.graph import LayerNode, Plan
 from builder.settings import SIGNING_PASSPHRASE_ENV, Settings
 from cli.common import settings_for
+from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.attest import (
     SignatureInvalid,
     SigningError,
@@ -109,6 +111,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="check each SBOM against the CycloneDX schema (offline; about 0.1 s per wheel)",
     )
+    add_format_arg(p, choices=("cyclonedx", "json"), default="cyclonedx")
     add_lock_options(p)
     p.set_defaults(func=cmd_sbom)
 
@@ -273,22 +276,40 @@ def cmd_sbom(args: argparse.Namespace) -> int:
     sources, plans = plan_sources(args, settings, lock)
     out = args.out or (None if args.image else settings.evidence_dir)
     invalid = 0
+    reported: list[dict[str, Any]] = []
     for entry in entries:
         document = sbom_bytes(entry, chain_of(entry, sources[entry.reference]), _epoch(plans, entry))
+        errors: list[str] = []
         if args.validate:
-            errors = validation_errors(document)
+            errors = [str(e) for e in validation_errors(document)]
             for error in errors[:10]:
                 print(
                     f"strata: {entry.reference}: SBOM does not follow CycloneDX 1.6: {error}", file=sys.stderr
                 )
             invalid += bool(errors)
+        item: dict[str, Any] = {
+            "reference": entry.reference,
+            "digest": entry.digest,
+            "path": None,
+            "components": len(json.loads(document).get("components", [])),
+            "valid": (not errors) if args.validate else None,
+            "errors": errors[:10],
+        }
+        reported.append(item)
         if out is None:
-            sys.stdout.write(document.decode())
+            if wants_json(args):
+                item["sbom"] = json.loads(document)
+            else:
+                sys.stdout.write(document.decode())
             continue
         path = evidence_dir(out, entry.reference) / SBOM_FILE
         write_file(path, document)
-        checked = ", valid CycloneDX 1.6" if args.validate and not invalid else ""
-        print(f"{path}: {entry.reference}@{entry.digest[:19]}…{checked}")
+        item["path"] = str(path)
+        if not wants_json(args):
+            checked = ", valid CycloneDX 1.6" if args.validate and not errors else ""
+            print(f"{path}: {entry.reference}@{entry.digest[:19]}…{checked}")
+    if wants_json(args):
+        print_json("sbom", {"images": reported})
     return 1 if invalid else 0
 
 

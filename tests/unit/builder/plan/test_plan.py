@@ -244,7 +244,9 @@ def test_plan_json_format(capsys: pytest.CaptureFixture[str]) -> None:
         main(["plan", "--matrix", str(REPO / "matrix.yaml"), "--only", "tf2.10.1-cpu", "--format", "json"])
         == 0
     )
-    nodes = json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "strata.plan/1" and doc["profile"] == "hermetic"
+    nodes = doc["nodes"]
     assert [n["id"] for n in nodes] == [
         "base-bullseye",
         "tf2.10.1-cpu-py3.9",
