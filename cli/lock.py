@@ -122,7 +122,10 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
         for s in bad:
             print(s.describe(), file=sys.stderr)
         if wants_json(args):
-            print_json("lock", {"check": True, "ok": not bad, "locks": [_lock_json(s) for s in states]})
+            print_json(
+                "lock",
+                {"check": True, "ok": not bad, "locks": [_lock_json(s) for s in states], "release": None},
+            )
         elif bad:
             print(f"{len(bad)} of {len(states)} locks are not current: run `strata lock`", file=sys.stderr)
         else:

@@ -64,7 +64,7 @@ def cpu_cells_built(engine: docker.DockerClient, default_plan: Plan) -> dict[str
     """Build the cpu cells with `strata build` and return {cell id: final image reference}."""
     proc = strata("build", "--only", CPU_CELLS, "--format", "json")
     assert proc.returncode == 0, f"strata build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    outcomes = json.loads(proc.stdout)
+    outcomes = json.loads(proc.stdout)["nodes"]
     assert {o["status"] for o in outcomes} <= {"built", "cached", "pulled"}, outcomes
     plan = default_plan.select([CPU_CELLS])
     return {cell: plan.final_node(cell).tags[0] for cell in plan.cell_ids()}

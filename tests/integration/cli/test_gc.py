@@ -128,7 +128,7 @@ def test_gc_removes_exactly_the_unreachable_node(
 
     built = run("build", "--matrix", matrix, "--only", USER_NODE, "--format", "json", home=home)
     assert built.returncode == 0, built.stderr[-3000:]
-    statuses = {o["node"]: o["status"] for o in json.loads(built.stdout)}
+    statuses = {o["node"]: o["status"] for o in json.loads(built.stdout)["nodes"]}
     assert statuses[USER_NODE] == "built" and set(statuses.values()) == {"built", "cached"}, statuses
     old = engine.images.get(plan.node(USER_NODE).cache_ref)
     # BuildKit ran the probe step, and the build took its records with it (stage and all).
