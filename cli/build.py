@@ -115,10 +115,8 @@ def _build(args: argparse.Namespace, record: EventSink) -> int:
         reports = smoke_fresh_cells(plan, client, settings, outcomes, args.expect_gpu, quiet=wants_json(args))
         failed = any(r.status == "fail" for r in reports)
     if wants_json(args):
-        body: dict[str, Any] = {"ok": not failed, "nodes": [o.to_json() for o in outcomes]}
-        if reports is not None:
-            body["smoke"] = [r.to_dict() for r in reports]
-        print_json("build", body)
+        smoked = None if reports is None else [r.to_dict() for r in reports]
+        print_json("build", {"ok": not failed, "nodes": [o.to_json() for o in outcomes], "smoke": smoked})
     write_step_summary(build_summary(outcomes, reports))
     return 1 if failed else 0
 

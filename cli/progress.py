@@ -22,12 +22,15 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from builder.events import (
     BuilderChosen,
@@ -165,7 +168,7 @@ class Reporter:
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(bar_width=24),
-                TextColumn("{task.fields[extra]}"),
+                _ExtraColumn(self),
                 console=Console(file=self.stream, highlight=False),
                 transient=False,
             )
@@ -174,14 +177,12 @@ class Reporter:
             self._overall = self._progress.add_task(
                 f"strata {self.title}", total=self.total or None, extra=""
             )
-            self._refresh()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._progress is not None:
-            self._refresh()
             self._progress.stop()
             self._progress = None
 
@@ -241,12 +242,9 @@ class Reporter:
         ):
             line = f"{node} {text}" if node else text
             progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        self._refresh()
 
-    def _refresh(self) -> None:
-        """The overall line: nodes done of all, bytes transferred, time spent and left."""
-        if self._progress is None or self._overall is None:
-            return
+    def overall(self) -> str:
+        """The overall line: nodes done of all, bytes transferred, time spent and left (computed when drawn)."""
         elapsed = time.monotonic() - self._started
         parts = [f"{self._done}/{self.total or '?'} {self.title_unit}"]
         moved = self._fetched + self._pushed
@@ -255,7 +253,20 @@ class Reporter:
         parts.append(f"{_clock(elapsed)} elapsed")
         if self._done and self.total > self._done:
             parts.append(f"~{_clock(elapsed / self._done * (self.total - self._done))} left")
-        self._progress.update(self._overall, extra=", ".join(parts))
+        return ", ".join(parts)
+
+
+class _ExtraColumn(ProgressColumn):
+    """The overall task's line from its reporter, each node's current step from its `extra` field."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+
+    def render(self, task: Task) -> Text:
+        if task.id == self.reporter._overall:
+            return Text(self.reporter.overall())
+        return Text(str(task.fields.get("extra", "")))
 
 
 def _clock(seconds: float) -> str:

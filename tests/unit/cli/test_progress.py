@@ -106,9 +106,8 @@ def test_live_view_counts_nodes_bytes_and_time_left() -> None:
         reporter.event(PushFinished("base", PushStatus.PUSHED, 3.0, "r:t", bytes_uploaded=120_000_000))
         overall = reporter._progress.tasks[0] if reporter._progress else None
         assert overall is not None and overall.completed == 1
-        assert "1/2 nodes done" in overall.fields["extra"]
-        assert "120.0 MB transferred" in overall.fields["extra"]
-        assert "left" in overall.fields["extra"]
+        line = reporter.overall()
+        assert "1/2 nodes done" in line and "120.0 MB transferred" in line and "left" in line
     assert "base pushed in 3.0s, 120.0 MB uploaded" in out.getvalue()
 
 
