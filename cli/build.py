@@ -144,7 +144,8 @@ def _verify(args: argparse.Namespace, record: EventSink) -> int:
     settings = settings_for(args)
     plan = load_plan(args, settings)
     ensure_engine(settings, auto_start=True).close()
-    reporter = BuildReporter(progress_mode(args), total=len(plan.select(args.only).nodes))
+    targets = verify_targets(plan, args.only)
+    reporter = BuildReporter(progress_mode(args), total=len(targets or plan.nodes), verify=True)
     with reporter:
         results = verify_nodes(
             plan,
@@ -152,7 +153,7 @@ def _verify(args: argparse.Namespace, record: EventSink) -> int:
             settings,
             on_event=tee(reporter.event, record),
             rebuilds=args.rebuilds,
-            targets=verify_targets(plan, args.only),
+            targets=targets,
             keep=Path(args.keep).absolute() if args.keep else None,
             caches=[lambda: open_registry_cache(plan.matrix, settings)],
         )

@@ -128,8 +128,7 @@ def lock_message(event: Event) -> str | None:
     return build_message(event)
 
 
-def _finishes_node(event: Event) -> bool:
-    return isinstance(event, NodeFinished | PushFinished | LockFinished | NodeVerified)
+FINISHING: tuple[type[Event], ...] = (NodeFinished, PushFinished, LockFinished)
 
 
 class Reporter:
@@ -144,8 +143,10 @@ class Reporter:
         message: Callable[[Event], str | None] = build_message,
         title: str = "nodes",
         stream: IO[str] | None = None,
+        finishing: tuple[type[Event], ...] = FINISHING,
     ) -> None:
         self.mode = mode
+        self.finishing = finishing  # the events that count a node done in the live view
         self.total = total
         self.message = message
         self.title = title
@@ -223,7 +224,7 @@ class Reporter:
             self._fetched = event.bytes_fetched
         if isinstance(event, PushFinished):
             self._pushed += event.bytes_uploaded
-        if node is not None and _finishes_node(event):
+        if node is not None and isinstance(event, self.finishing):
             row = self._rows.pop(node, None)
             if row is not None:
                 progress.remove_task(row)
@@ -237,7 +238,7 @@ class Reporter:
                 progress.update(self._rows[node], extra=short)
         if (
             text is not None
-            and (node is None or _finishes_node(event))
+            and (node is None or isinstance(event, self.finishing))
             and not isinstance(event, FetchProgress)
         ):
             line = f"{node} {text}" if node else text
@@ -283,9 +284,15 @@ class BuildReporter(Reporter):
         verbose: bool = False,
         total: int = 0,
         stream: IO[str] | None = None,
+        verify: bool = False,
     ) -> None:
         super().__init__(
-            mode, total=total, message=lambda e: build_message(e, verbose), title="build", stream=stream
+            mode,
+            total=total,
+            message=lambda e: build_message(e, verbose),
+            title="verify" if verify else "build",
+            stream=stream,
+            finishing=(NodeVerified,) if verify else FINISHING,
         )
 
     def summary(self, outcomes: Sequence[Any]) -> None:

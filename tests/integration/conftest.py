@@ -30,7 +30,8 @@ def strata(
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        # A test's runs are not the job's builds: they stay out of GitHub's job summary unless a test asks.
+        env={**os.environ, "GITHUB_STEP_SUMMARY": "", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -39,7 +39,12 @@ def run(*args: str, home: Path, timeout: int = 1800) -> subprocess.CompletedProc
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=REPO,
-        env={**os.environ, "STRATA_HOME": str(home), "STRATA_REGISTRY_CACHE": "off"},
+        env={
+            **os.environ,
+            "STRATA_HOME": str(home),
+            "STRATA_REGISTRY_CACHE": "off",
+            "GITHUB_STEP_SUMMARY": "",
+        },
         capture_output=True,
         text=True,
         timeout=timeout,

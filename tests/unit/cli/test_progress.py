@@ -19,6 +19,7 @@ from builder.events import (
     NodeStarted,
     NodeStatus,
     NodeStep,
+    NodeVerified,
     PushFinished,
     PushMismatch,
     PushReading,
@@ -127,3 +128,12 @@ def test_fetch_meter_names_each_file_and_its_bytes() -> None:
         "strata fetched b.whl 30 B",
     ]
     assert meter.files == {"a.whl": 120, "b.whl": 30}
+
+
+def test_verify_live_view_counts_a_node_done_when_it_is_verified_not_when_its_build_ends() -> None:
+    reporter = BuildReporter("tty", total=1, stream=io.StringIO(), verify=True)
+    with reporter:
+        reporter.event(NodeFinished("base", NodeStatus.CACHED))
+        assert reporter.overall().startswith("0/1 nodes done")
+        reporter.event(NodeVerified("base", True, ("sha256:a", "sha256:a")))
+        assert reporter.overall().startswith("1/1 nodes done")
