@@ -167,6 +167,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="embedded registry state (default: <state root>/registry)"
     )
+    add_format_arg(p, choices=("text", "json"), default="text")
     add_lock_options(p)
     p.set_defaults(func=cmd_verify_signature)
 
@@ -385,6 +386,19 @@ def cmd_verify_signature(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if target.suffix == ".json" or target.is_file():
         checked = verify_lock_file(target, [key], args.signature)
+        if wants_json(args):
+            print_json(
+                "verify-signature",
+                {
+                    "kind": "lock",
+                    "valid": True,
+                    "path": str(checked.path),
+                    "signature": str(checked.signature),
+                    "keyid": checked.keyid,
+                    "images": checked.images,
+                },
+            )
+            return 0
         print(
             f"{checked.path}: signature valid (key {checked.keyid[:16]}; {checked.images} images; "
             f"{checked.signature.name})"
@@ -439,5 +453,23 @@ def cmd_verify_signature(args: argparse.Namespace) -> int:
                 source=f"registry {ref.registry}",
                 recorded=recorded,
             )
+    if wants_json(args):
+        print_json(
+            "verify-signature",
+            {
+                "kind": "image",
+                "valid": True,
+                "reference": result.reference,
+                "digest": result.digest,
+                "digest_from": result.digest_from,
+                "keyid": result.keyid,
+                "sbom_digest": result.sbom_digest,
+                "sbom_components": result.sbom_components,
+                "provenance_digest": result.provenance_digest,
+                "matrix_commit": result.matrix_commit,
+                "source": result.source,
+            },
+        )
+        return 0
     print("\n".join(result.lines()))
     return 0

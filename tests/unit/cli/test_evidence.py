@@ -101,3 +101,13 @@ def test_verify_signature_and_pin_require_signature(lock, keys, tmp_path, capsys
     assert "changed after signing" in capsys.readouterr().err
     assert main(pin) == 1
     assert dockerfile.read_text() == f"FROM {entry.reference}@{DIGEST}\n"
+
+
+def test_verify_signature_of_the_lock_as_json(lock, keys, capsys, json_contract):
+    path, _ = lock
+    private, public = keys
+    sign_lock_file(path, load_signer(private, b"s3cret"))
+    assert main(["verify-signature", str(path), "--key", str(public), "--format", "json"]) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert doc["kind"] == "lock" and doc["valid"] is True and doc["images"] == 1
+    assert doc["signature"] == f"{path}.sig"
