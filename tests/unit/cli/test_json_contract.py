@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,29 @@ def test_diff_takes_format_json(capsys: pytest.CaptureFixture[str]) -> None:
 
     args = build_parser("diff").parse_args(["diff", "--format", "json", "a", "b"])
     assert args.format == "json"
+
+
+def test_lock_with_every_lock_current_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    json_contract: Contract,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A copy of the checkout (its own run lock); every lock of the cell is current, so nothing resolves.
+    root = tmp_path / "repo"
+    for name in ("layers", "locks"):
+        shutil.copytree(REPO / name, root / name)
+    shutil.copy(REPO / "matrix.yaml", root / "matrix.yaml")
+    monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
+    argv = ["lock", "--matrix", str(root / "matrix.yaml"), "--only", "tf2.13.1-cpu", "--format", "json"]
+    assert main([*argv, "--progress", "plain"]) == 0
+    out = capsys.readouterr()
+    doc = json_contract(out.out)
+    assert doc["check"] is False and doc["release"] is None
+    assert [(lock["node"], lock["state"]) for lock in doc["locks"]] == [
+        ("base-bookworm", "unchanged"),
+        ("tf2.13.1-cpu-py3.11", "unchanged"),
+        ("tools-tf2.13.1-cpu", "unchanged"),
+        ("user-example-tf2.13.1-cpu", "unchanged"),
+    ]
+    assert "0 lock(s) written, 4 unchanged" in out.err
