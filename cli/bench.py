@@ -41,7 +41,7 @@ def _add_stats(parser: argparse.ArgumentParser) -> None:
         "--statistic",
         choices=sorted(STEP_STATISTICS),
         default="median",
-        help="per-repetition step time: median (default) or best-window (steadier on shared hosts)",
+        help="per-repetition step time: median (default), best-window or best-step (steadier on shared hosts)",
     )
 
 
@@ -72,6 +72,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="TF threads in the container (default TF's; 1 on shared hosts)",
+    )
+    run.add_argument(
+        "--cpuset",
+        default=None,
+        metavar="CPUS",
+        help="pin every container to these engine CPUs, e.g. 1 or 0-3 (default: any; pinning steadies shared hosts)",
     )
     run.add_argument("--seed", type=int, default=None, help="order seed (default random, recorded)")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per container")
@@ -138,6 +144,7 @@ def run_command(args: argparse.Namespace) -> int:
         ledger_path=_ledger(args, settings),
         threads=args.threads,
         progress=lambda line: print(line, file=sys.stderr),
+        cpuset=args.cpuset,
     )
     print(f"run {result.info.run_id} (seed {seed}): {len(result.repetitions)} repetitions")
     print(f"results: {result.run_dir}  ledger: {result.ledger_path}")
