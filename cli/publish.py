@@ -34,6 +34,7 @@ from cli.progress import print_push_event
 from registry_sync.publish.attest import load_public_key, verify_lock_file
 from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
 from registry_sync.publish.images_lock import read_images_lock
+from registry_sync.publish.lock_channel import publish_channel
 from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
 from registry_sync.publish.promote import promote_cell_alias
 from registry_sync.publish.push_plan import (
@@ -237,10 +238,16 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
         results = publish_plan(plan, engine, client, options)
         failed = [r for r in results if r.status is PushStatus.FAILED]
         outcome = None
+        channel = None
         if not failed:
             outcome = finish_lock(
                 lock_path, whole, results, client, options, push_artifact=not args.no_lock_artifact
             )
+            if outcome.artifact:
+                digest = outcome.artifact.rpartition("@")[2]
+                channel = publish_channel(
+                    client, whole.matrix.model.registry.namespace, digest, options.audit
+                )
     seconds = time.monotonic() - start
     if args.format == "json":
         doc: dict[str, Any] = {"nodes": [r.to_json() for r in results], "seconds": round(seconds, 2)}
@@ -249,6 +256,7 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
                 "path": str(outcome.path),
                 "written": outcome.written,
                 "artifact": outcome.artifact,
+                "channel": list(channel.tags) if channel else [],
             }
         json.dump(doc, sys.stdout, indent=2)
         print()
@@ -259,6 +267,8 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
             print(f"{outcome.path}: {state}")
             if outcome.artifact:
                 print(f"lock artifact: {outcome.artifact}")
+            if channel:
+                print(channel.describe(registry, whole.matrix.model.registry.namespace))
     if failed:
         first = failed[0]
         raise PublishError(
