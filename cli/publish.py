@@ -21,6 +21,7 @@ from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
 from builder.errors import StrataError
 from builder.events import EventSink, PushStatus, ignore_events, tee
 from builder.settings import Settings
+from cli.catalog_site import cmd_catalog_html
 from cli.common import (
     add_events_arg,
     add_matrix_args,
@@ -127,8 +128,10 @@ def register(subparsers: Any) -> None:
         "catalog",
         help="write a Markdown page describing every published tag",
         description="Describe every tag of images.lock.json: cells, versions, sizes, digest, pull line, and the\n"
-        "Python and Debian packages from the node's locks and its ancestors'.\n\n"
-        "example: strata catalog --out docs/catalog.md",
+        "Python and Debian packages from the node's locks and its ancestors'. --format html writes a site instead:\n"
+        "an index of every tag and alias with verdicts, signature and vulnerability status, a page per tag with\n"
+        "its layers and the packages of its stored SBOM, and the release history with package diffs.\n\n"
+        "example: strata catalog --format html --out site/",
         formatter_class=_formatter(),
     )
     p.add_argument(
@@ -137,7 +140,30 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--lock", type=Path, default=None, help="lock file (default: images.lock.json next to the matrix)"
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_CATALOG, help=f"output (default: {DEFAULT_CATALOG})")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output (default: {DEFAULT_CATALOG}; with --format html: site/)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["markdown", "html"],
+        default="markdown",
+        help="markdown: one page from the locks; html: a site from the registry (tags, SBOM packages, releases)",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        type=Path,
+        metavar="KEY.pub",
+        help="html: check each image's signature (repeatable)",
+    )
+    p.add_argument("--registry", metavar="HOST:PORT", help="html: default: matrix.yaml's registry.address")
+    p.add_argument(
+        "--evidence", type=Path, default=None, help="html: strata audit's reports (default: build/evidence)"
+    )
+    _data_dir_option(p)
     p.set_defaults(func=cmd_catalog)
 
     p = subparsers.add_parser(
@@ -321,6 +347,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
+    if args.format == "html":
+        return cmd_catalog_html(args)
+    args.out = args.out or DEFAULT_CATALOG
     settings = settings_for(args)
     matrix_path = Path(args.matrix)
     lock_path = args.lock or matrix_path.resolve().parent / "images.lock.json"
