@@ -116,7 +116,7 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
     assert lock["release"] == 2 and len(tags) == 2 and all(t.endswith("-r2") for t in tags)
 
     started = time.monotonic()
-    strata(
+    catalog = strata(
         "catalog",
         "--format",
         "html",
@@ -128,6 +128,8 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
         "keys/strata-signing.pub",
     )
     render_seconds = time.monotonic() - started
+    phases = re.search(r"\(read ([0-9.]+)s, rendered ([0-9.]+)s\)", catalog.stdout)
+    assert phases, catalog.stdout
     site = checkout / "site"
 
     index = Page()
@@ -156,7 +158,7 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1600,900",
+            "--window-size=1900,1000",
             f"--screenshot={screenshot}",
             (site / "index.html").as_uri(),
         ],
@@ -170,6 +172,8 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
         "first_push_seconds": round(push_seconds, 1),
         "second_release_push_seconds": round(second_push_seconds, 1),
         "catalog_html_seconds": round(render_seconds, 2),
+        "catalog_registry_read_seconds": float(phases.group(1)),
+        "catalog_render_seconds": float(phases.group(2)),
         "tags": tags,
     }
     (ARTIFACTS / "catalog-site-timings.json").write_text(json.dumps(timings, indent=2) + "\n")
