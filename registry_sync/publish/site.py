@@ -536,4 +536,3 @@ def write_site(out: Path, files: Mapping[str, str | bytes]) -> tuple[int, int]:
                 page.unlink()
                 removed += 1
     return changed, removed
-

@@ -66,7 +66,11 @@ def hand_node(
 
 
 def hand_plan(
-    nodes: list[LayerNode], registry: str, namespace: str, aliases: list[tuple[str, str]] = (), release: int = 1
+    nodes: list[LayerNode],
+    registry: str,
+    namespace: str,
+    aliases: list[tuple[str, str]] = (),
+    release: int = 1,
 ) -> Plan:  # type: ignore[assignment]
     model = SimpleNamespace(
         registry=SimpleNamespace(address=registry, namespace=namespace),
