@@ -168,6 +168,23 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
         check=False,
     )
     assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+    tag_shot = ARTIFACTS / "catalog-site-tag.png"
+    shot = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1400,2000",
+            f"--screenshot={tag_shot}",
+            (site / tag_page).as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shot.returncode == 0 and tag_shot.stat().st_size > 10_000, shot.stderr[-2000:]
     timings = {
         "first_push_seconds": round(push_seconds, 1),
         "second_release_push_seconds": round(second_push_seconds, 1),
