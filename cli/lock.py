@@ -29,6 +29,7 @@ from cli.common import (
     settings_for,
     with_run_lock,
 )
+from cli.lock_channel import register_pull
 from cli.progress import print_lock_event
 from registry_sync.publish.cache import open_registry_cache
 
@@ -59,6 +60,8 @@ def register(sub: Any) -> None:
     add_events_arg(p)
     add_wait_args(p)
     p.set_defaults(func=with_run_lock(cmd_lock, unless=lambda args: args.check))
+    # `strata lock pull` (cli/lock_channel.py); without it, `strata lock` pins inputs as above.
+    register_pull(p.add_subparsers(dest="lock_action", metavar="{pull}"))
 
     p = sub.add_parser(
         "fetch",
