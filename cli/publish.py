@@ -24,6 +24,7 @@ from builder.settings import Settings
 from cli.common import (
     add_events_arg,
     add_matrix_args,
+    add_matrix_file_arg,
     add_wait_args,
     full_plan,
     open_events,
@@ -130,9 +131,7 @@ def register(subparsers: Any) -> None:
         "example: strata catalog --out docs/catalog.md",
         formatter_class=_formatter(),
     )
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument(
         "--lock", type=Path, default=None, help="lock file (default: images.lock.json next to the matrix)"
     )
@@ -171,9 +170,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("alias", metavar="ALIAS")
     p.add_argument("--cell", required=True, help="the cell whose image the alias should name")
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument("--profile", default="hermetic", help="profile (default: hermetic)")
     p.add_argument(
         "--registry", metavar="HOST:PORT", help="registry (default: matrix.yaml's registry.address)"
