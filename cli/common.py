@@ -24,7 +24,9 @@ from builder.settings import DEFAULT_MATRIX, MATRIX_ENV, Settings, matrix_file, 
 from builder.state_lock import LockHolder, lock_paths, run_lock
 
 
-def add_matrix_file_arg(p: argparse.ArgumentParser, whole_matrix: bool = False, optional: bool = False) -> None:
+def add_matrix_file_arg(
+    p: argparse.ArgumentParser, whole_matrix: bool = False, optional: bool = False
+) -> None:
     """-f/--file PATH: the matrix file, for every command that reads the matrix (resolved by `resolve_matrix_arg`).
 
     The bare `--matrix` the README's build line uses is accepted everywhere (on build it is the "whole matrix"
@@ -45,7 +47,9 @@ def add_matrix_file_arg(p: argparse.ArgumentParser, whole_matrix: bool = False, 
         "--matrix",
         dest="whole_matrix",
         action="store_true",
-        help="build the whole matrix (as without --only; not with --only)" if whole_matrix else argparse.SUPPRESS,
+        help="build the whole matrix (as without --only; not with --only)"
+        if whole_matrix
+        else argparse.SUPPRESS,
     )
     p.set_defaults(matrix_optional=optional)
 

@@ -94,7 +94,9 @@ def exit_code_for(error: StrataError) -> ExitCode:
 def exit_codes_help() -> str:
     """The table `strata --help` ends with (and README.md repeats)."""
     lines = [
-        textwrap.fill(EXIT_CODE_MEANINGS[code], 110, initial_indent=f"  {int(code):<4} ", subsequent_indent=" " * 7)
+        textwrap.fill(
+            EXIT_CODE_MEANINGS[code], 110, initial_indent=f"  {int(code):<4} ", subsequent_indent=" " * 7
+        )
         for code in ExitCode
     ]
     return "exit codes:\n" + "\n".join(lines)

@@ -73,7 +73,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Build, prove and publish reproducible TensorFlow images from one matrix.yaml.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action=_VersionAction, help="print the version and git commit, then exit")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version and git commit, then exit"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     owner = COMMAND_OWNERS.get(command or "")
     for name in [owner] if owner else COMMAND_MODULES:
@@ -92,7 +94,7 @@ def _register_completion(sub: argparse._SubParsersAction, parser: argparse.Argum
         help="print a shell completion script (bash or zsh)",
         description="Print a completion script for every command and option of strata.\n\n"
         "example: strata completion bash > /etc/bash_completion.d/strata\n"
-        "         strata completion zsh > \"${fpath[1]}/_strata\"",
+        '         strata completion zsh > "${fpath[1]}/_strata"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("shell", choices=SHELLS)
@@ -108,8 +110,12 @@ def _print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
 class _VersionAction(argparse.Action):
     """`--version`: computed only when asked (it may run git)."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=str(kwargs.get("help")))
+    def __init__(
+        self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object
+    ) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=str(kwargs.get("help"))
+        )
 
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
         print(version_line())

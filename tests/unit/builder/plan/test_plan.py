@@ -240,10 +240,7 @@ def test_github_matrix_has_one_entry_per_cell() -> None:
 
 
 def test_plan_json_format(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["plan", "-f", str(REPO / "matrix.yaml"), "--only", "tf2.10.1-cpu", "--format", "json"])
-        == 0
-    )
+    assert main(["plan", "-f", str(REPO / "matrix.yaml"), "--only", "tf2.10.1-cpu", "--format", "json"]) == 0
     nodes = json.loads(capsys.readouterr().out)
     assert [n["id"] for n in nodes] == [
         "base-bullseye",
