@@ -27,8 +27,8 @@ class ExitCode(IntEnum):
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
-    ExitCode.FAILED: "what was checked failed: a build, a stale or tampered lock, a benchmark regression, "
-    "an image that is not reproducible, a smoke check, a signature",
+    ExitCode.FAILED: "what was checked failed: a build, a stale or tampered lock, requirements pip cannot "
+    "resolve, a benchmark regression, an image that is not reproducible, a smoke check, a signature",
     ExitCode.USAGE: "usage: a bad option or argument, or an input it names (matrix.yaml, a lock, an archive, "
     "a key) is missing or malformed",
     ExitCode.INCONCLUSIVE: "inconclusive (a benchmark that cannot decide) or refused by policy (moving an "
@@ -47,6 +47,7 @@ ERROR_EXIT_CODES: dict[str, ExitCode] = {
     "builder.state_lock.RunLockBusy": ExitCode.BUSY,
     "builder.plan.lockfile.LockError": ExitCode.FAILED,
     "builder.lock.fetch.WheelhouseError": ExitCode.FAILED,
+    "builder.lock.pip_resolver.ResolutionFailed": ExitCode.FAILED,
     "builder.oci.store.ImageMismatch": ExitCode.FAILED,
     "builder.engine.store.PullFailed": ExitCode.INFRASTRUCTURE,
     "builder.engine.transfer.MissingBaseLayers": ExitCode.INFRASTRUCTURE,

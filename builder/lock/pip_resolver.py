@@ -32,6 +32,10 @@ from builder.plan.lockfile import PinnedWheel
 from builder.settings import Settings
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+class ResolutionFailed(StrataError):
+    """pip could not resolve a node's requirements (conflicting pins, no such release); names pip's full output."""
+
+
 # How many of pip's "X depends on Y" lines a resolution error shows (the requests of the node and its parents' pins
 # are always shown); the rest are counted, and in the log.
 CONFLICT_LINES = 4
@@ -168,7 +172,7 @@ def _pinned(item: dict, what: str) -> PinnedWheel:
     return PinnedWheel(name=meta["name"], version=meta["version"], sha256=sha, url=info["url"])
 
 
-def resolution_error(what: str, image: str, logs: str, status: object, log: Path | None) -> StrataError:
+def resolution_error(what: str, image: str, logs: str, status: object, log: Path | None) -> ResolutionFailed:
     """The error of a failed resolution (pure): pip's conflict explanation when it gave one, else its last error,
     and where its full output is.
 
@@ -183,7 +187,7 @@ def resolution_error(what: str, image: str, logs: str, status: object, log: Path
         else _last_error(logs) or f"pip exited {status}"
     )
     where = f"\n  pip's full output: {log}" if log else ""
-    return StrataError(f"cannot resolve requirements for {what} (in {image}): {reason}{where}")
+    return ResolutionFailed(f"cannot resolve requirements for {what} (in {image}): {reason}{where}")
 
 
 def _keep_log(log_dir: Path | None, what: str, logs: str) -> Path | None:

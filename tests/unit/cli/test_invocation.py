@@ -15,6 +15,7 @@ import pytest
 
 from builder.errors import BuildError, ErrorList, HostError, Location, MatrixError, StrataError
 from builder.lock.fetch import WheelhouseError
+from builder.lock.pip_resolver import ResolutionFailed
 from builder.plan.lockfile import LockError
 from builder.state_lock import RunLockBusy
 from cli import main as main_module
@@ -74,6 +75,7 @@ def test_the_readme_and_help_list_the_same_exit_codes(capsys: pytest.CaptureFixt
         (BuildError("base-bookworm failed; log build/logs/base-bookworm.log"), ExitCode.FAILED),
         (LockError("locks/x.lock:1: digest mismatch"), ExitCode.FAILED),
         (WheelhouseError("numpy: sha256 mismatch"), ExitCode.FAILED),
+        (ResolutionFailed("cannot resolve requirements for x: conflicting requirements"), ExitCode.FAILED),
         (SignatureInvalid("signed by another key"), ExitCode.FAILED),
         (PublishError("push failed for 1 of 3 nodes"), ExitCode.FAILED),
         (BenchError("img matmul rep 1: exited 1"), ExitCode.FAILED),
