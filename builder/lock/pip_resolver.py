@@ -32,6 +32,8 @@ from builder.plan.lockfile import PinnedWheel
 from builder.settings import Settings
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
 class ResolutionFailed(StrataError):
     """pip could not resolve a node's requirements (conflicting pins, no such release); names pip's full output."""
 
@@ -222,7 +224,9 @@ def conflict_explanation(log: str, limit: int = CONFLICT_LINES) -> list[str]:
         causes.append(re.sub(r"\s+", " ", line.strip()))
     requested = [c for c in causes if c.startswith("The user requested")]
     depends = [c for c in causes if not c.startswith("The user requested")]
-    shown = depends[:limit] + ([f"... and {len(depends) - limit} more (see the log)"] if len(depends) > limit else [])
+    shown = depends[:limit] + (
+        [f"... and {len(depends) - limit} more (see the log)"] if len(depends) > limit else []
+    )
     return shown + requested
 
 

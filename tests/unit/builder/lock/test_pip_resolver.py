@@ -86,7 +86,10 @@ def test_other_pip_failures_keep_pips_last_error() -> None:
         "ERROR: No matching distribution found for nope==9\n"
     )
     error = resolution_error("tools-x", "img", output, 1, None)
-    assert str(error) == "cannot resolve requirements for tools-x (in img): No matching distribution found for nope==9"
+    assert (
+        str(error)
+        == "cannot resolve requirements for tools-x (in img): No matching distribution found for nope==9"
+    )
     assert str(resolution_error("tools-x", "img", "", 137, None)).endswith(": pip exited 137")
 
 
