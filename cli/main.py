@@ -19,10 +19,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.errors import ErrorList, Location, StrataError
+from builder.errors import ErrorList, StrataError
 from cli.common import resolve_matrix_arg
-from cli.environment import GITHUB_ACTIONS_ENV, environment_help
+from cli.environment import environment_help
 from cli.exit_codes import ExitCode, exit_code_for, exit_codes_help
+from cli.github import github_error, under_github_actions
 
 # Each module registers one or more subcommands; order is the order `strata --help` lists them.
 COMMAND_MODULES = [
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.USAGE
     if getattr(args, "whole_matrix", False) and getattr(args, "only", None):
         parser.error(f"{args.command}: --matrix (the whole matrix) cannot be combined with --only")
-    annotate = os.environ.get(GITHUB_ACTIONS_ENV, "").strip().lower() == "true"
+    annotate = under_github_actions()
     try:
         resolve_matrix_arg(args)
         return int(args.func(args) or 0)
@@ -236,25 +237,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("strata: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
-
-
-def github_error(location: Location, message: str) -> str:
-    """A GitHub Actions `::error` workflow command for `message` at `location`, escaped as the runner expects.
-
-    Example: `::error file=matrix.yaml,line=14,col=7::tf 2.10 needs Python <=3.10`.
-    """
-    path = Path(location.file)
-    if path.is_absolute() and path.is_relative_to(Path.cwd()):
-        path = path.relative_to(Path.cwd())  # annotations attach to paths relative to the checkout
-    props = [f"file={_escape(str(path), prop=True)}", f"line={location.line}"]
-    if location.column is not None:
-        props.append(f"col={location.column}")
-    return f"::error {','.join(props)}::{_escape(message)}"
-
-
-def _escape(text: str, prop: bool = False) -> str:
-    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from builder.state_lock import RunLockBusy
 from cli import main as main_module
 from cli.environment import ENVIRONMENT
 from cli.exit_codes import ERROR_EXIT_CODES, EXIT_CODE_MEANINGS, ExitCode, exit_code_for, kind_of
-from cli.main import github_error, main, rewrite_matrix_path, version_line
+from cli.github import github_error
+from cli.main import main, rewrite_matrix_path, version_line
 from registry_sync.publish.attest import SignatureInvalid, SigningError
 from registry_sync.publish.images_lock import LockFileError
 from registry_sync.publish.promote import PromotionRefused

@@ -269,3 +269,16 @@ def test_cli_check_names_each_file_and_exits_1(workspace: Path, capsys: pytest.C
     path.write_text(parse_lock(path.read_text().replace("0.8.0", "0.7.0"), "x").render())
     assert main(["lock", "--check", "-f", str(workspace / "matrix.yaml")]) == 0
     assert capsys.readouterr().out.strip() == "all 16 locks are current"
+
+
+def test_cli_check_annotates_each_file_under_github_actions(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = lock_file(workspace, USER)
+    path.write_text(path.read_text().replace("einops==0.7.0", "einops==0.8.0"))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert main(["lock", "--check", "-f", str(workspace / "matrix.yaml")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[1].startswith(
+        f"::error file=locks/hermetic/{USER}.lock,line=3::tampered: the file does not match"
+    )
