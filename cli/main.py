@@ -218,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return ExitCode.USAGE
-    if getattr(args, "whole_matrix", False) and getattr(args, "only", None):
-        parser.error(f"{args.command}: --matrix (the whole matrix) cannot be combined with --only")
+    if args.command == "build" and args.whole_matrix and args.only:
+        parser.error("build: --matrix (the whole matrix) cannot be combined with --only")
     annotate = under_github_actions()
     try:
         resolve_matrix_arg(args)

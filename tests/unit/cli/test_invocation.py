@@ -219,6 +219,9 @@ def test_build_matrix_is_the_whole_matrix_switch_and_refuses_only(capsys: pytest
     assert done.value.code == 2
     assert "--matrix (the whole matrix) cannot be combined with --only" in capsys.readouterr().err
     assert "--matrix " in help_text(capsys, "build")
+    # Elsewhere a bare --matrix is the old "default matrix file" form: accepted, hidden, and it changes nothing.
+    assert main(["plan", "--matrix", "--only", "tf2.13.1-cpu", "--format", "json"]) == 0
+    assert "--matrix" not in help_text(capsys, "plan")
 
 
 def test_every_matrix_command_takes_f(capsys: pytest.CaptureFixture[str]) -> None:
