@@ -51,11 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="benchmark images and decide whether they are equivalent per GPU-hour",
         description="Benchmark TensorFlow images in fresh containers and compare them statistically.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
 
     run = sub.add_parser(
         "run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="run workloads in images, interleaved; record every repetition",
         epilog="example: strata bench run img:2.13.1-cpu img:2.13.1-cpu-rebuild --workload matmul --repeats 5",
     )
@@ -89,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     cmp_ = sub.add_parser(
         "compare",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="is CANDIDATE equivalent to REFERENCE? exit 1 on regression or invalid, 3 if inconclusive",
         epilog="example: strata bench compare img:2.13.1-cpu img:2.13.1-cpu-rebuild --margin 0.03",
     )
@@ -103,6 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     hist = sub.add_parser(
         "history",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="a tag's throughput over time, one line per run, digest and workload",
         epilog="example: strata bench history 127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm",
     )
@@ -112,6 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rep = sub.add_parser(
         "report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write Markdown + HTML with plots for a run (default: the latest)",
         epilog="example: strata bench report --out build/bench-report",
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.build.orchestrate import ensure_base_image
-from builder.errors import StrataError
+from builder.errors import Location, StrataError
 from builder.events import EventSink, LockChecked, LockState, tee
 from builder.lock.fetch import fetch_wheels
 from builder.lock.indexes import read_pip_indexes
@@ -29,6 +29,7 @@ from cli.common import (
     settings_for,
     with_run_lock,
 )
+from cli.github import github_error, under_github_actions
 from cli.lock_channel import register_pull
 from cli.progress import print_lock_event
 from registry_sync.publish.cache import open_registry_cache
@@ -119,6 +120,8 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
         bad = [s for s in states if s.state is not LockState.OK]
         for s in bad:
             print(s.describe(), file=sys.stderr)
+            if under_github_actions():
+                print(github_error(Location(s.path, s.line or 1), f"{s.state}: {s.reason}"), file=sys.stderr)
         if bad:
             print(f"{len(bad)} of {len(states)} locks are not current: run `strata lock`", file=sys.stderr)
         else:

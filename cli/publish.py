@@ -25,6 +25,7 @@ from cli.catalog_site import cmd_catalog_html
 from cli.common import (
     add_events_arg,
     add_matrix_args,
+    add_matrix_file_arg,
     add_wait_args,
     full_plan,
     open_events,
@@ -134,9 +135,7 @@ def register(subparsers: Any) -> None:
         "example: strata catalog --format html --out site/",
         formatter_class=_formatter(),
     )
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument(
         "--lock", type=Path, default=None, help="lock file (default: images.lock.json next to the matrix)"
     )
@@ -198,9 +197,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("alias", metavar="ALIAS")
     p.add_argument("--cell", required=True, help="the cell whose image the alias should name")
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument("--profile", default="hermetic", help="profile (default: hermetic)")
     p.add_argument(
         "--registry", metavar="HOST:PORT", help="registry (default: matrix.yaml's registry.address)"

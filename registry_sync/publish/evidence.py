@@ -90,8 +90,6 @@ EventCallback = Callable[[str, str], None]
 class EvidenceError(StrataError):
     """Evidence cannot be made or found for an image; the message names the image."""
 
-    exit_code = 1
-
 
 @dataclass(frozen=True)
 class Checkout:

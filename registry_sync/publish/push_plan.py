@@ -72,8 +72,6 @@ LOCK_CONFIG = b"{}"
 class PublishError(StrataError):
     """A push or promotion failed; the message names the node, tag or digest."""
 
-    exit_code = 1
-
 
 def matrix_tag_policy(matrix: Matrix) -> TagPolicy:
     """The default alias patterns plus every alias matrix.yaml declares; every other tag is immutable."""

@@ -42,8 +42,6 @@ LOG_TAIL_LINES = 5
 class BenchError(StrataError):
     """A benchmark repetition could not run or produced no result; names image, workload and repetition."""
 
-    exit_code = 1
-
 
 @dataclass(frozen=True)
 class BenchImage:
