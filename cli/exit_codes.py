@@ -63,6 +63,7 @@ ERROR_EXIT_CODES: dict[str, ExitCode] = {
     "registry_sync.publish.evidence.EvidenceError": ExitCode.FAILED,
     "registry_sync.publish.sbom.SbomError": ExitCode.FAILED,
     "registry_sync.publish.referrers.ReferrerError": ExitCode.FAILED,
+    "registry_sync.publish.lock_channel.LockChannelError": ExitCode.FAILED,
     "registry_sync.publish.attest.SigningError": ExitCode.USAGE,
     "registry_sync.publish.attest.SignatureInvalid": ExitCode.FAILED,
     "validate.container.runner.ContainerError": ExitCode.INFRASTRUCTURE,

@@ -51,8 +51,6 @@ RELEASE_TAG = re.compile(r"r(0|[1-9][0-9]{0,8})")
 class LockChannelError(StrataError):
     """The lock channel in the registry is missing or holds something that is not an images lock."""
 
-    exit_code = 1
-
 
 def release_tag(release: int) -> str:
     """`r3` for release 3."""
