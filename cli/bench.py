@@ -43,7 +43,7 @@ def _add_stats(parser: argparse.ArgumentParser) -> None:
         "--statistic",
         choices=sorted(STEP_STATISTICS),
         default="median",
-        help="per-repetition step time: median (default) or best-window (steadier on shared hosts)",
+        help="per-repetition step time: median (default), best-window or best-step (steadier on shared hosts)",
     )
 
 
@@ -53,11 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="benchmark images and decide whether they are equivalent per GPU-hour",
         description="Benchmark TensorFlow images in fresh containers and compare them statistically.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = bench.add_subparsers(dest="bench_command", metavar="SUBCOMMAND", required=True)
 
     run = sub.add_parser(
         "run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="run workloads in images, interleaved; record every repetition",
         epilog="example: strata bench run img:2.13.1-cpu img:2.13.1-cpu-rebuild --workload matmul --repeats 5",
     )
@@ -75,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="TF threads in the container (default TF's; 1 on shared hosts)",
     )
+    run.add_argument(
+        "--cpuset",
+        default=None,
+        metavar="CPUS",
+        help="pin every container to these engine CPUs, e.g. 1 or 0-3 (default: any; pinning steadies shared hosts)",
+    )
     run.add_argument("--seed", type=int, default=None, help="order seed (default random, recorded)")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per container")
     run.add_argument(
@@ -86,6 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     cmp_ = sub.add_parser(
         "compare",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="is CANDIDATE equivalent to REFERENCE? exit 1 on regression or invalid, 3 if inconclusive",
         epilog="example: strata bench compare img:2.13.1-cpu img:2.13.1-cpu-rebuild --margin 0.03",
     )
@@ -101,6 +110,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     hist = sub.add_parser(
         "history",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="a tag's throughput over time, one line per run, digest and workload",
         epilog="example: strata bench history 127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm",
     )
@@ -111,6 +121,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rep = sub.add_parser(
         "report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write Markdown + HTML with plots for a run (default: the latest)",
         epilog="example: strata bench report --out build/bench-report",
     )
@@ -143,6 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
         ledger_path=_ledger(args, settings),
         threads=args.threads,
         progress=Lines(progress_mode(args)),
+        cpuset=args.cpuset,
     )
     print(f"run {result.info.run_id} (seed {seed}): {len(result.repetitions)} repetitions")
     print(f"results: {result.run_dir}  ledger: {result.ledger_path}")

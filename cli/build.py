@@ -39,10 +39,10 @@ def register(sub: Any) -> None:
         "build",
         help="build the plan's images on the local Docker engine",
         description="Build every node of the plan that the engine does not already have, parents first;\n"
-        "sets up the host (engine, mmdebstrap) when missing.\n\nexample: strata build --matrix --only 'tf2.13.1-*'",
+        "sets up the host (engine, mmdebstrap) when missing.\n\nexample: strata build --only 'tf2.13.1-*'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_matrix_args(p)
+    add_matrix_args(p, whole_matrix=True)
     p.add_argument(
         "--jobs",
         type=int,

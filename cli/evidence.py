@@ -18,7 +18,7 @@ from typing import Any
 from builder.errors import StrataError
 from builder.plan.graph import LayerNode, Plan
 from builder.settings import SIGNING_PASSPHRASE_ENV, Settings
-from cli.common import settings_for
+from cli.common import add_matrix_file_arg, settings_for
 from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.attest import (
     SignatureInvalid,
@@ -63,10 +63,8 @@ def help_formatter() -> type[argparse.RawDescriptionHelpFormatter]:
     return argparse.RawDescriptionHelpFormatter
 
 
-def add_lock_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+def add_lock_options(p: argparse.ArgumentParser, matrix_optional: bool = False) -> None:
+    add_matrix_file_arg(p, optional=matrix_optional)
     p.add_argument(
         "--lock", type=Path, default=None, help="images lock (default: images.lock.json next to the matrix)"
     )
@@ -168,7 +166,7 @@ def register(subparsers: Any) -> None:
         "--data-dir", type=Path, default=None, help="embedded registry state (default: <state root>/registry)"
     )
     add_format_arg(p, choices=("text", "json"), default="text")
-    add_lock_options(p)
+    add_lock_options(p, matrix_optional=True)  # a user checking a lock may have no matrix
     p.set_defaults(func=cmd_verify_signature)
 
 

@@ -36,8 +36,7 @@ from builder.plan.retention import (
     plan_gc,
     plans_of_every_profile,
 )
-from builder.settings import DEFAULT_MATRIX
-from cli.common import add_wait_args, settings_for, with_run_lock
+from cli.common import add_matrix_file_arg, add_wait_args, settings_for, with_run_lock
 from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.compress import list_compressed_layers
 
@@ -53,9 +52,7 @@ def register(sub: Any) -> None:
         "example: strata gc --keep-releases 2 --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--matrix", default=DEFAULT_MATRIX, metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument(
         "--keep-releases",
         type=int,

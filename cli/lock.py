@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.build.orchestrate import ensure_base_image
-from builder.errors import StrataError
+from builder.errors import Location, StrataError
 from builder.events import EventSink, LockChecked, LockState, tee
 from builder.lock.fetch import fetch_wheels
 from builder.lock.indexes import read_pip_indexes
@@ -29,6 +29,8 @@ from cli.common import (
     settings_for,
     with_run_lock,
 )
+from cli.github import github_error, under_github_actions
+from cli.lock_channel import register_pull
 from cli.output import add_format_arg, add_progress_arg, print_json, progress_mode, wants_json
 from cli.progress import FetchMeter, Reporter, lock_message
 from registry_sync.publish.cache import open_registry_cache
@@ -62,6 +64,8 @@ def register(sub: Any) -> None:
     add_events_arg(p)
     add_wait_args(p)
     p.set_defaults(func=with_run_lock(cmd_lock, unless=lambda args: args.check))
+    # `strata lock pull` (cli/lock_channel.py); without it, `strata lock` pins inputs as above.
+    register_pull(p.add_subparsers(dest="lock_action", metavar="{pull}"))
 
     p = sub.add_parser(
         "fetch",
@@ -121,6 +125,8 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
         bad = [s for s in states if s.state is not LockState.OK]
         for s in bad:
             print(s.describe(), file=sys.stderr)
+            if under_github_actions():
+                print(github_error(Location(s.path, s.line or 1), f"{s.state}: {s.reason}"), file=sys.stderr)
         if wants_json(args):
             print_json(
                 "lock",

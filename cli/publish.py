@@ -20,9 +20,11 @@ from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
 from builder.errors import StrataError
 from builder.events import EventSink, PushStatus, tee
 from builder.settings import Settings
+from cli.catalog_site import cmd_catalog_html
 from cli.common import (
     add_events_arg,
     add_matrix_args,
+    add_matrix_file_arg,
     add_wait_args,
     full_plan,
     open_events,
@@ -35,6 +37,7 @@ from cli.summary import push_summary, write_step_summary
 from registry_sync.publish.attest import load_public_key, verify_lock_file
 from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
 from registry_sync.publish.images_lock import read_images_lock
+from registry_sync.publish.lock_channel import publish_channel
 from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
 from registry_sync.publish.promote import promote_cell_alias
 from registry_sync.publish.push_plan import (
@@ -129,18 +132,41 @@ def register(subparsers: Any) -> None:
         "catalog",
         help="write a Markdown page describing every published tag",
         description="Describe every tag of images.lock.json: cells, versions, sizes, digest, pull line, and the\n"
-        "Python and Debian packages from the node's locks and its ancestors'.\n\n"
-        "example: strata catalog --out docs/catalog.md",
+        "Python and Debian packages from the node's locks and its ancestors'. --format html writes a site instead:\n"
+        "an index of every tag and alias with verdicts, signature and vulnerability status, a page per tag with\n"
+        "its layers and the packages of its stored SBOM, and the release history with package diffs.\n\n"
+        "example: strata catalog --format html --out site/",
         formatter_class=_formatter(),
     )
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument(
         "--lock", type=Path, default=None, help="lock file (default: images.lock.json next to the matrix)"
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_CATALOG, help=f"output (default: {DEFAULT_CATALOG})")
-    add_format_arg(p, choices=("text", "json"), default="text")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output (default: {DEFAULT_CATALOG}; with --format html: site/)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["markdown", "html", "json"],
+        default="markdown",
+        help="markdown: one page from the locks; html: a site from the registry (tags, SBOM packages, releases); "
+        "json: the markdown page, and a strata.catalog/1 document on stdout (docs/cli-json.md)",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        type=Path,
+        metavar="KEY.pub",
+        help="html: check each image's signature (repeatable)",
+    )
+    p.add_argument("--registry", metavar="HOST:PORT", help="html: default: matrix.yaml's registry.address")
+    p.add_argument(
+        "--evidence", type=Path, default=None, help="html: strata audit's reports (default: build/evidence)"
+    )
+    _data_dir_option(p)
     p.set_defaults(func=cmd_catalog)
 
     p = subparsers.add_parser(
@@ -177,9 +203,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("alias", metavar="ALIAS")
     p.add_argument("--cell", required=True, help="the cell whose image the alias should name")
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument("--profile", default="hermetic", help="profile (default: hermetic)")
     p.add_argument(
         "--registry", metavar="HOST:PORT", help="registry (default: matrix.yaml's registry.address)"
@@ -245,10 +269,16 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
             results = publish_plan(plan, engine, client, options)
         failed = [r for r in results if r.status is PushStatus.FAILED]
         outcome = None
+        channel = None
         if not failed:
             outcome = finish_lock(
                 lock_path, whole, results, client, options, push_artifact=not args.no_lock_artifact
             )
+            if outcome.artifact:
+                digest = outcome.artifact.rpartition("@")[2]
+                channel = publish_channel(
+                    client, whole.matrix.model.registry.namespace, digest, options.audit
+                )
     seconds = time.monotonic() - start
     if wants_json(args):
         doc: dict[str, Any] = {
@@ -263,6 +293,7 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
                 "path": str(outcome.path),
                 "written": outcome.written,
                 "artifact": outcome.artifact,
+                "channel": list(channel.tags) if channel else [],
             }
         print_json("push", doc)
     else:
@@ -272,6 +303,8 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
             print(f"{outcome.path}: {state}")
             if outcome.artifact:
                 print(f"lock artifact: {outcome.artifact}")
+            if channel:
+                print(channel.describe(registry, whole.matrix.model.registry.namespace))
     write_step_summary(push_summary(results, seconds))
     if failed:
         first = failed[0]
@@ -355,6 +388,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
+    if args.format == "html":
+        return cmd_catalog_html(args)
+    args.out = args.out or DEFAULT_CATALOG
     settings = settings_for(args)
     matrix_path = Path(args.matrix)
     lock_path = args.lock or matrix_path.resolve().parent / "images.lock.json"

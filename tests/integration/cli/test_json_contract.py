@@ -128,7 +128,7 @@ def test_build_of_cached_nodes_and_its_step_summary(
 ) -> None:
     summary = tmp_path / "summary.md"
     done = throwaway.run(
-        "build", "--matrix", throwaway.matrix, "--only", CELL, "--format", "json",
+        "build", "-f", throwaway.matrix, "--only", CELL, "--format", "json",
         env={"GITHUB_STEP_SUMMARY": str(summary)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -146,7 +146,7 @@ def test_build_of_cached_nodes_and_its_step_summary(
 def test_fetch_reports_each_file_it_downloads(throwaway: Throwaway, json_contract: Contract) -> None:
     wanted = {w.filename for w in (throwaway.plan.node(USER_NODE).lock.wheels or ())}  # type: ignore[union-attr]
     done = throwaway.run(
-        "fetch", "--matrix", throwaway.matrix, "--only", USER_NODE, "--format", "json", timeout=900
+        "fetch", "-f", throwaway.matrix, "--only", USER_NODE, "--format", "json", timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json_contract(done.stdout)
@@ -154,14 +154,14 @@ def test_fetch_reports_each_file_it_downloads(throwaway: Throwaway, json_contrac
     assert doc["bytes_downloaded"] == sum(f["bytes"] for f in doc["files"]) > 0
     for name in wanted:
         assert f"strata fetching {name}" in done.stderr and f"strata fetched {name} " in done.stderr
-    again = throwaway.run("fetch", "--matrix", throwaway.matrix, "--only", USER_NODE, "--format", "json")
+    again = throwaway.run("fetch", "-f", throwaway.matrix, "--only", USER_NODE, "--format", "json")
     assert json_contract(again.stdout)["downloaded"] == 0
 
 
 def test_verify_of_the_base_node(throwaway: Throwaway, json_contract: Contract) -> None:
     done = throwaway.run(
         "verify",
-        "--matrix",
+        "-f",
         throwaway.matrix,
         "--only",
         BASE,
@@ -228,7 +228,7 @@ def layout_config_digest(layout: Path) -> str:
 def test_push_sync_and_promote(throwaway: Throwaway, json_contract: Contract, tmp_path: Path) -> None:
     summary = tmp_path / "summary.md"
     push = throwaway.run(
-        "push", "--matrix", throwaway.matrix, "--only", BASE, "--format", "json",
+        "push", "-f", throwaway.matrix, "--only", BASE, "--format", "json",
         env={"GITHUB_STEP_SUMMARY": str(summary)},
     )  # fmt: skip
     assert push.returncode == 0, push.stderr[-3000:]
@@ -245,9 +245,7 @@ def test_push_sync_and_promote(throwaway: Throwaway, json_contract: Contract, tm
     (copy,) = json_contract(sync.stdout)["images"]
     assert copy["manifest_digest"] == node["manifest_digest"] and copy["status"] in ("copied", "tagged")
 
-    promote = throwaway.run(
-        "promote", "2.13-cpu", "--cell", CELL, "--matrix", throwaway.matrix, "--format", "json"
-    )
+    promote = throwaway.run("promote", "2.13-cpu", "--cell", CELL, "-f", throwaway.matrix, "--format", "json")
     assert promote.returncode == 0, promote.stderr[-3000:]
     doc = json_contract(promote.stdout)
     assert doc["digest"] == node["manifest_digest"] and doc["changed"] is True and doc["previous"] is None
@@ -273,7 +271,7 @@ def test_registry_status_of_a_running_embedded_registry(
 
 
 def test_gc_dry_run_says_in_json_what_its_text_says(throwaway: Throwaway, json_contract: Contract) -> None:
-    argv = ("gc", "--matrix", throwaway.matrix, "--dry-run", "--keep-build-cache")
+    argv = ("gc", "-f", throwaway.matrix, "--dry-run", "--keep-build-cache")
     done = throwaway.run(*argv, "--format", "json")
     assert done.returncode == 0, done.stderr[-3000:]
     doc = json_contract(done.stdout)

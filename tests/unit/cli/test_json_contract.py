@@ -52,13 +52,13 @@ def test_every_schema_is_a_valid_json_schema_named_after_its_command_and_documen
 
 
 def test_plan(json_contract: Contract, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", "--matrix", MATRIX, "--only", "tf2.13.1-cpu", "--format", "json"]) == 0
+    assert main(["plan", "-f", MATRIX, "--only", "tf2.13.1-cpu", "--format", "json"]) == 0
     doc = json_contract(capsys.readouterr().out)
     assert doc["profile"] == "hermetic" and doc["nodes"][0]["id"] == "base-bookworm"
 
 
 def test_lock_check(json_contract: Contract, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["lock", "--check", "--matrix", MATRIX, "--format", "json"])
+    code = main(["lock", "--check", "-f", MATRIX, "--format", "json"])
     out = capsys.readouterr()
     doc = json_contract(out.out)
     assert doc["check"] is True and code == (0 if doc["ok"] else 1)
@@ -81,7 +81,7 @@ def test_pin_and_catalog(
     assert [r["outcome"] for r in doc["files"][0]["references"]] == ["pinned", "unknown"]
     assert doc["files"][0]["references"][0]["pinned"] == f"{entry.reference}@{DIGEST}"
     out = tmp_path / "catalog.md"
-    argv = ["catalog", "--matrix", MATRIX, "--lock", str(path), "--out", str(out), "--format", "json"]
+    argv = ["catalog", "-f", MATRIX, "--lock", str(path), "--out", str(out), "--format", "json"]
     assert main(argv) == 0
     doc = json_contract(capsys.readouterr().out)
     assert doc["written"] is True and doc["tags"] == [entry.reference] and out.is_file()
@@ -94,12 +94,12 @@ def test_sbom(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     path, entry = images_lock
-    argv = ["sbom", entry.reference, "--lock", str(path), "--matrix", MATRIX, "--format", "json"]
+    argv = ["sbom", entry.reference, "--lock", str(path), "-f", MATRIX, "--format", "json"]
     assert main(argv) == 0
     doc = json_contract(capsys.readouterr().out)
     (image,) = doc["images"]
     assert image["path"] is None and image["sbom"]["bomFormat"] == "CycloneDX" and image["components"] > 0
-    argv = ["sbom", "--only", "base-*", "--lock", str(path), "--matrix", MATRIX, "--out", str(tmp_path / "e")]
+    argv = ["sbom", "--only", "base-*", "--lock", str(path), "-f", MATRIX, "--out", str(tmp_path / "e")]
     assert main([*argv, "--validate", "--format", "json"]) == 0
     (image,) = json_contract(capsys.readouterr().out)["images"]
     assert image["valid"] is True and Path(image["path"]).is_file() and "sbom" not in image
@@ -114,7 +114,7 @@ def test_audit_offline(
     path, entry = images_lock
     advisories = tmp_path / "osv.json"
     advisories.write_text("[]")
-    argv = ["audit", "--lock", str(path), "--matrix", MATRIX, "--advisories", str(advisories), "--no-debian"]
+    argv = ["audit", "--lock", str(path), "-f", MATRIX, "--advisories", str(advisories), "--no-debian"]
     code = main([*argv, "--out", str(tmp_path / "e"), "--format", "json", "--fail-on", "never"])
     assert code == 0
     doc = json_contract(capsys.readouterr().out)
@@ -164,7 +164,7 @@ def test_lock_with_every_lock_current_writes_nothing(
         shutil.copytree(REPO / name, root / name)
     shutil.copy(REPO / "matrix.yaml", root / "matrix.yaml")
     monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
-    argv = ["lock", "--matrix", str(root / "matrix.yaml"), "--only", "tf2.13.1-cpu", "--format", "json"]
+    argv = ["lock", "-f", str(root / "matrix.yaml"), "--only", "tf2.13.1-cpu", "--format", "json"]
     assert main([*argv, "--progress", "plain"]) == 0
     out = capsys.readouterr()
     doc = json_contract(out.out)

@@ -178,7 +178,7 @@ def test_failing_run_step_names_node_and_log(strata, tmp_path: Path, cpu_cells_b
     template.write_text(template.read_text() + "RUN echo planted failure && exit 3\n")
     proc = strata(
         "build",
-        "--matrix",
+        "-f",
         str(tmp_path / "matrix.yaml"),
         "--only",
         "user-example-tf2.13.1-cpu",
