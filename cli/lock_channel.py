@@ -12,7 +12,8 @@ from typing import Any
 
 from builder.errors import StrataError
 from builder.matrix.load import load_matrix
-from cli.common import settings_for
+from cli.common import add_matrix_file_arg, settings_for
+from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.attest import load_public_key
 from registry_sync.publish.lock_channel import pull_lock, verify_pulled, write_pulled
 from registry_sync.registry.connect import open_registry
@@ -42,9 +43,8 @@ def register_pull(actions: Any) -> None:
     )
     p.add_argument("--registry", metavar="HOST:PORT", help="default: matrix.yaml's registry.address")
     p.add_argument("--namespace", help="default: matrix.yaml's registry.namespace")
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p, optional=True)
+    add_format_arg(p, choices=("text", "json"), default="text")
     p.add_argument(
         "--data-dir", type=Path, default=None, help="embedded registry state (default: <state root>/registry)"
     )
@@ -54,11 +54,11 @@ def register_pull(actions: Any) -> None:
 def cmd_lock_pull(args: argparse.Namespace) -> int:
     if args.release is not None and args.release < 0:
         raise StrataError(f"--release {args.release}: a release is a number from 0")
-    settings = settings_for(args)
+    settings = settings_for(args)  # resolves args.matrix (-f, $STRATA_MATRIX, found upward, or matrix.yaml)
     registry, namespace = args.registry, args.namespace
     if registry is None or namespace is None:
         if not Path(args.matrix).is_file():
-            raise StrataError(f"{args.matrix}: no matrix here; name --registry and --namespace")
+            raise StrataError(f"{args.matrix}: no matrix here; name --registry and --namespace (or -f)")
         model = load_matrix(args.matrix, registry_override=settings.registry_override).model
         registry = registry or model.registry.address
         namespace = namespace or model.registry.namespace
@@ -68,6 +68,21 @@ def cmd_lock_pull(args: argparse.Namespace) -> int:
     verified = verify_pulled(pulled, [key]) if key is not None else None
     written = write_pulled(args.out, pulled)
     lock = pulled.lock
+    if wants_json(args):
+        print_json(
+            "lock-pull",
+            {
+                "reference": pulled.reference,
+                "manifest_digest": pulled.manifest_digest,
+                "release": lock.release,
+                "images": len(lock.images),
+                "aliases": len(lock.aliases),
+                "written": [str(path) for path in written],
+                "signed": pulled.signature is not None,
+                "signature": ({"valid": True, "keyid": verified.keyid} if verified is not None else None),
+            },
+        )
+        return 0
     print(
         f"{args.out}: release {lock.release if lock.release is not None else '?'}, {len(lock.images)} images, "
         f"{len(lock.aliases)} aliases from {pulled.pinned}"

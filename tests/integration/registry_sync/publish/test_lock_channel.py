@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from builder.oci.digest import sha256_digest
@@ -33,6 +35,8 @@ from registry_sync.publish.push_plan import PushOptions, finish_lock, publish_pl
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy
 
 from .conftest import hand_plan
+
+SCHEMAS = Path(__file__).resolve().parents[4] / "docs" / "schemas"
 
 pytestmark = pytest.mark.engine
 EPOCH = 1700000000
@@ -148,6 +152,15 @@ def test_the_signed_lock_is_pulled_with_its_signature_and_checked(
     )
     assert pull.returncode == 0, pull.stderr
     assert "signature valid" in pull.stdout and out.read_bytes() == lock_path.read_bytes()
+    as_json = run_strata(
+        *("lock", "pull", "--registry", chain.registry, "--namespace", chain.namespace, "--out", str(out)),
+        *("--require-signature", str(public), "--format", "json"),
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    jsonschema.validate(document, json.loads((SCHEMAS / "strata.lock-pull.json").read_text()))
+    assert document["signature"] == {"valid": True, "keyid": load_public_key(public).keyid}
+    assert document["written"] == [str(out), f"{out}.sig"] and document["release"] == 1
     check = run_strata("verify-signature", str(out), "--key", str(public))
     assert check.returncode == 0, check.stderr
     dockerfile = out.parent / "Dockerfile"
