@@ -42,7 +42,11 @@ def test_an_unresolvable_framework_layer_shows_pips_conflict(
 
     log = state / "logs" / "lock" / f"{NODE}.log"
     assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    # Progress lines (`#1 12:00:00 base-bookworm unchanged ...`) come first on stderr; the error ends it.
+    stderr = proc.stderr.strip().splitlines()
+    [start] = [i for i, line in enumerate(stderr) if line.startswith("strata: ")]
+    lines = stderr[start:]
+    assert all(line.startswith("#") for line in stderr[:start]), proc.stderr
     assert lines[0].startswith(f"strata: cannot resolve requirements for {NODE} (in ")
     assert lines[0].endswith("): conflicting requirements:")
     assert lines[1:] == [
