@@ -10,6 +10,7 @@ of it (a stand-in image under the cell's tools tag: promotion reads digests, not
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -284,3 +285,43 @@ def test_gc_dry_run_says_in_json_what_its_text_says(throwaway: Throwaway, json_c
     }
     assert counts == {**{k: v["count"] for k, v in doc["categories"].items()}, "total": doc["total"]["count"]}
     assert f"kept: {doc['kept']['plan']} image(s) the matrix needs" in text.stdout
+
+
+def test_keygen_and_sign_of_the_pushed_base_node(
+    throwaway: Throwaway, json_contract: Contract, tmp_path: Path
+) -> None:
+    # push is idempotent: the base node pushed (or pushed again by test_push_sync_and_promote), its lock written
+    push = throwaway.run("push", "-f", throwaway.matrix, "--only", BASE, "--format", "json")
+    assert push.returncode == 0, push.stderr[-3000:]
+    pushed = json_contract(push.stdout)
+    keygen = throwaway.run("keygen", "--out", str(tmp_path / "keys"), "--no-passphrase", "--format", "json")
+    assert keygen.returncode == 0, keygen.stderr[-3000:]
+    keys = json_contract(keygen.stdout)
+    assert keys["encrypted"] is False and Path(keys["private_key"]).is_file()
+
+    evidence = tmp_path / "evidence"
+    sign = throwaway.run(
+        "sign", "--key", keys["private_key"], "-f", throwaway.matrix, "--only", BASE, "--out", str(evidence),
+        "--format", "json",
+    )  # fmt: skip
+    assert sign.returncode == 0, sign.stderr[-3000:]
+    doc = json_contract(sign.stdout)
+    (image,) = doc["images"]
+    (node,) = pushed["nodes"]
+    assert doc["keyid"] == keys["keyid"] and image["node"] == BASE
+    assert image["reference"] == node["reference"] and image["digest"] == node["manifest_digest"]
+    assert set(image["registry"]) == {"sbom", "provenance", "signature"} and Path(image["dir"]).is_dir()
+    lock = json.loads((throwaway.root / "images.lock.json").read_text())
+    assert lock["images"][node["reference"]]["evidence"] == image["evidence"]
+    assert doc["lock"]["path"] == str(throwaway.root / "images.lock.json")
+    # the signed lock replaced the pushed one under the same images-lock:<plan digest> tag
+    signed_at, _, signed_digest = doc["lock"]["artifact"].rpartition("@")
+    pushed_at, _, pushed_digest = pushed["lock"]["artifact"].rpartition("@")
+    assert signed_at == pushed_at and signed_digest != pushed_digest
+    assert "latest" in doc["lock"]["channel"] and "signed; sbom, provenance, signature pushed" in sign.stderr
+
+    check = throwaway.run(
+        "verify-signature", image["reference"], "--key", keys["public_key"], "--format", "json"
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert json_contract(check.stdout)["sbom_digest"] == image["evidence"]["sbom"]

@@ -17,6 +17,7 @@ import pytest
 from builder.matrix.load import load_matrix
 from builder.plan.graph import build_plan
 from cli.main import main
+from registry_sync.publish.attest import load_public_key
 from registry_sync.publish.images_lock import ImagesLock, LockedImage, write_images_lock
 
 REPO = Path(__file__).resolve().parents[3]
@@ -176,3 +177,10 @@ def test_lock_with_every_lock_current_writes_nothing(
         ("user-example-tf2.13.1-cpu", "unchanged"),
     ]
     assert "0 lock(s) written, 4 unchanged" in out.err
+
+
+def test_keygen(tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "--out", str(tmp_path), "--no-passphrase", "--format", "json"]) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert doc["private_key"] == str(tmp_path / "strata-signing.key") and doc["encrypted"] is False
+    assert doc["keyid"] == load_public_key(Path(doc["public_key"])).keyid
