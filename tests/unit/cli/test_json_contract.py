@@ -184,3 +184,17 @@ def test_keygen(tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureF
     doc = json_contract(capsys.readouterr().out)
     assert doc["private_key"] == str(tmp_path / "strata-signing.key") and doc["encrypted"] is False
     assert doc["keyid"] == load_public_key(Path(doc["public_key"])).keyid
+
+
+def test_render(tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "dockerfiles"
+    argv = ["render", "-f", MATRIX, "--only", "tf2.13.1-cpu", "--out", str(out), "--format", "json"]
+    assert main(argv) == 0
+    doc = json_contract(capsys.readouterr().out)
+    plan = build_plan(load_matrix(MATRIX)).select(["tf2.13.1-cpu"])
+    assert [f["node"] for f in doc["files"]] == [n.id for n in plan.nodes] and doc["out"] == str(out)
+    for item, node in zip(doc["files"], plan.nodes, strict=True):
+        assert Path(item["path"]) == out / node.id / "Dockerfile"
+        assert Path(item["path"]).read_text() == node.dockerfile
+    assert main(argv[:-2]) == 0
+    assert capsys.readouterr().out == f"rendered {len(plan.nodes)} Dockerfiles under {out}/\n"
