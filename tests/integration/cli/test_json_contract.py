@@ -271,6 +271,36 @@ def test_registry_status_of_a_running_embedded_registry(
     assert stopped.returncode == 1 and json_contract(stopped.stdout)["running"] is False
 
 
+def test_registry_up_and_down_of_an_embedded_registry(
+    throwaway: Throwaway, json_contract: Contract, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data_dir = tmp_path / "registry"
+    up = ("registry", "up", "--data-dir", str(data_dir), "--port", str(port), "--no-engine-trust")
+    try:
+        started = throwaway.run(*up, "--format", "json", timeout=120)
+        assert started.returncode == 0, started.stderr[-3000:]
+        doc = json_contract(started.stdout)
+        assert doc["started"] is True and doc["address"] == f"127.0.0.1:{port}"
+        assert doc["url"] == f"http://127.0.0.1:{port}" and doc["tls"] is False and doc["auth"] is False
+        status = throwaway.run("registry", "status", "--data-dir", str(data_dir), "--format", "json")
+        assert json_contract(status.stdout)["pid"] == doc["pid"]
+        again = throwaway.run(*up, "--format", "json", timeout=120)
+        assert again.returncode == 0 and json_contract(again.stdout)["started"] is False
+        assert json_contract(again.stdout)["pid"] == doc["pid"]
+        down = throwaway.run("registry", "down", "--data-dir", str(data_dir), "--format", "json")
+        assert down.returncode == 0, down.stderr[-3000:]
+        assert json_contract(down.stdout) == {
+            "schema": "strata.registry-down/1", "stopped": True, "data_dir": str(data_dir)
+        }  # fmt: skip
+    finally:
+        stop_registry(data_dir)
+    stopped = throwaway.run("registry", "status", "--data-dir", str(data_dir), "--format", "json")
+    assert stopped.returncode == 1 and json_contract(stopped.stdout)["running"] is False
+
+
 def test_gc_dry_run_says_in_json_what_its_text_says(throwaway: Throwaway, json_contract: Contract) -> None:
     argv = ("gc", "-f", throwaway.matrix, "--dry-run", "--keep-build-cache")
     done = throwaway.run(*argv, "--format", "json")

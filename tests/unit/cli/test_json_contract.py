@@ -133,6 +133,16 @@ def test_registry_status_of_a_registry_that_is_not_running(
     assert doc["running"] is False and doc["url"] is None and doc["data_dir"] == str(tmp_path)
 
 
+def test_registry_down_of_a_registry_that_is_not_running(
+    tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["registry", "down", "--data-dir", str(tmp_path), "--format", "json"]) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert doc == {"schema": "strata.registry-down/1", "stopped": False, "data_dir": str(tmp_path)}
+    assert main(["registry", "down", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"registry from {tmp_path} was not running\n"
+
+
 def test_retired_json_flag_means_format_json_and_says_so(
     tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]
 ) -> None:
