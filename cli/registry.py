@@ -105,6 +105,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--ca-file", type=Path, default=None, help=f"CA of the registry (or ${REGISTRY_CA_ENV})"
     )
     add_wait_args(push)
+    add_format_arg(push, choices=("text", "json"), default="text")
     push.set_defaults(func=with_run_lock(run_push_archive, checkout=False))
 
 
@@ -205,6 +206,30 @@ def run_push_archive(args: argparse.Namespace) -> int:
             mount_from=args.mount_from,
             cache_dir=settings.compressed_layers_dir,
         )
+    if wants_json(args):
+        print_json(
+            "registry-push-archive",
+            {
+                "reference": result.reference,
+                "registry": result.registry,
+                "repository": result.repository,
+                "manifest_digest": result.manifest_digest,
+                "config_digest": result.config_digest,
+                "layers": [
+                    {"digest": d, "size": n}
+                    for d, n in zip(result.layer_digests, result.layer_sizes, strict=True)
+                ],
+                "tags": list(result.tags),
+                "forced_tags": list(result.forced_tags),
+                "bytes_uploaded": result.bytes_uploaded,
+                "blobs": {
+                    "uploaded": len(result.blobs_uploaded),
+                    "skipped": len(result.blobs_skipped),
+                    "mounted": len(result.blobs_mounted),
+                },
+            },
+        )
+        return 0
     print(result.reference)
     print(
         f"uploaded {len(result.blobs_uploaded)} blobs ({result.bytes_uploaded} bytes), "

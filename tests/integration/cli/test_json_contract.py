@@ -10,12 +10,15 @@ of it (a stand-in image under the cell's tools tag: promotion reads digests, not
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -299,6 +302,54 @@ def test_registry_up_and_down_of_an_embedded_registry(
         stop_registry(data_dir)
     stopped = throwaway.run("registry", "status", "--data-dir", str(data_dir), "--format", "json")
     assert stopped.returncode == 1 and json_contract(stopped.stdout)["running"] is False
+
+
+def test_registry_push_archive_of_a_small_image(
+    throwaway: Throwaway, json_contract: Contract, tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    # A one-file image of its own (no base image, no network): 300 kB of random bytes, so what is uploaded counts.
+    payload = os.urandom(300_000)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("payload")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    namespace = throwaway.plan.node(BASE).tags[0].split("/")[1]
+    source = f"{REGISTRY}/{namespace}/archive-source"
+    engine.api.import_image_from_data(layer.getvalue(), repository=source, tag="1")
+    archive = tmp_path / "image.tar"
+    with archive.open("wb") as f:
+        for chunk in engine.images.get(f"{source}:1").save(named=True):
+            f.write(chunk)
+    engine.images.remove(f"{source}:1", noprune=True)
+    destination = f"{REGISTRY}/{namespace}/archive"
+
+    push = throwaway.run(
+        "registry", "push-archive", str(archive), destination, "--tag", "1", "--format", "json"
+    )
+    assert push.returncode == 0, push.stderr[-3000:]
+    doc = json_contract(push.stdout)
+    assert doc["reference"] == f"{destination}@{doc['manifest_digest']}" and doc["tags"] == ["1"]
+    assert doc["blobs"] == {"uploaded": 2, "skipped": 0, "mounted": 0}  # the layer and the config
+    assert doc["bytes_uploaded"] >= len(payload) and len(doc["layers"]) == 1
+    request = urllib.request.Request(
+        f"http://{REGISTRY}/v2/{namespace}/archive/manifests/1",
+        method="HEAD",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                 "application/vnd.docker.distribution.manifest.v2+json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Docker-Content-Digest"] == doc["manifest_digest"]
+
+    again = throwaway.run(
+        "registry", "push-archive", str(archive), destination, "--tag", "1", "--format", "json"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    doc_again = json_contract(again.stdout)
+    assert doc_again["manifest_digest"] == doc["manifest_digest"] and doc_again["bytes_uploaded"] == 0
+    assert doc_again["blobs"] == {"uploaded": 0, "skipped": 2, "mounted": 0}
+    text = throwaway.run("registry", "push-archive", str(archive), destination, "--tag", "1")
+    assert text.returncode == 0 and text.stdout.splitlines()[0] == doc["reference"], text.stderr[-3000:]
 
 
 def test_gc_dry_run_says_in_json_what_its_text_says(throwaway: Throwaway, json_contract: Contract) -> None:
