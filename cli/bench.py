@@ -132,6 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rep.add_argument("--reference", default=None, help="reference image of the run (default its first)")
     _add_stats(rep)
     _add_ledger(rep)
+    add_format_arg(rep, choices=("text", "json"), default="text")
     rep.set_defaults(func=report_command)
 
 
@@ -261,16 +262,30 @@ def _point_json(p: HistoryPoint) -> dict[str, Any]:
 def report_command(args: argparse.Namespace) -> int:
     """`strata bench report`."""
     settings = settings_for(args)
+    out = args.out or settings.bench_dir / "report"
     with Ledger.open(_ledger(args, settings), create=False) as ledger:
+        run_id = args.run_id or ledger.latest_run_id()
         files = write_report(
             ledger,
-            args.out or settings.bench_dir / "report",
-            run_id=args.run_id,
+            out,
+            run_id=run_id,
             reference=args.reference,
             margin=args.margin,
             confidence=args.confidence,
             seed=args.seed,
             statistic=args.statistic,
         )
+    if wants_json(args):
+        print_json(
+            "bench-report",
+            {
+                "run_id": run_id,
+                "out": str(out),
+                "markdown": str(files.markdown),
+                "html": str(files.html),
+                "plots": [str(p) for p in files.plots],
+            },
+        )
+        return 0
     print(f"wrote {files.markdown} {files.html} " + " ".join(str(p) for p in files.plots))
     return 0

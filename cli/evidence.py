@@ -83,6 +83,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="directory for the two key files")
     p.add_argument("--no-passphrase", action="store_true", help="leave the private key unencrypted")
+    add_format_arg(p, choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_keygen)
 
     p = subparsers.add_parser(
@@ -133,6 +134,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="embedded registry state (default: <state root>/registry)"
     )
+    add_format_arg(p, choices=("text", "json"), default="text")
     add_lock_options(p)
     p.set_defaults(func=cmd_sign)
 
@@ -260,6 +262,15 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         raise SigningError("empty passphrase; pass --no-passphrase to leave the key unencrypted")
     private, public = generate_keypair(args.out, passphrase)
     keyid = load_public_key(public).keyid
+    if wants_json(args):
+        body = {
+            "private_key": str(private),
+            "public_key": str(public),
+            "keyid": keyid,
+            "encrypted": bool(passphrase),
+        }
+        print_json("keygen", body)
+        return 0
     state = "encrypted" if passphrase else "NOT encrypted"
     print(f"{private}: private key ({state}); keep it offline")
     print(f"{public}: public key, key id {keyid}")
@@ -314,6 +325,7 @@ def cmd_sbom(args: argparse.Namespace) -> int:
 
 def cmd_sign(args: argparse.Namespace) -> int:
     settings = settings_for(args)
+    text = sys.stderr if wants_json(args) else sys.stdout  # with --format json stdout holds the document only
     lock_path = images_lock_path(args)
     lock = read_images_lock(lock_path)
     entries = select_entries(lock, None, args.only)
@@ -341,7 +353,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
                 print(f"strata: {exc}", file=sys.stderr)
                 continue
             signed.append(evidence)
-            print(f"{entry.reference}@{entry.digest[:19]}…: signed; sbom, provenance, signature pushed")
+            print(
+                f"{entry.reference}@{entry.digest[:19]}…: signed; sbom, provenance, signature pushed",
+                file=text,
+            )
     finally:
         for client in clients.values():
             client.close()
@@ -349,17 +364,18 @@ def cmd_sign(args: argparse.Namespace) -> int:
         raise SignatureInvalid(
             f"sign failed for {len(failures)} of {len(entries)} images; {lock_path.name} and {out} not changed"
         )
-    for evidence in signed:
-        write_evidence(out, evidence)
+    directories = {e.entry.reference: write_evidence(out, e) for e in signed}
     lock = lock.with_evidence({e.entry.reference: e.digests for e in signed})
     write_images_lock(lock_path, lock)
     signature = sign_lock_file(lock_path, signer)
     index = write_index(out, lock)
     print(
-        f"{lock_path}: evidence digests recorded; signed into {signature.name} (key {signer.public_key.keyid[:16]})"
+        f"{lock_path}: evidence digests recorded; signed into {signature.name} (key {signer.public_key.keyid[:16]})",
+        file=text,
     )
-    print(f"{index.parent}: evidence of {len(signed)} images ({index.name} lists them)")
+    print(f"{index.parent}: evidence of {len(signed)} images ({index.name} lists them)", file=text)
     hosts = {e.ref.registry for e in lock.entries()}
+    artifact = None
     if len(hosts) == 1 and signed:
         plan = plans[signed[0].entry.profile]
         plan_digest = lock_plan_digest(lock, [n.id for n in plan.nodes])
@@ -374,8 +390,47 @@ def cmd_sign(args: argparse.Namespace) -> int:
                 plan.matrix.model.source_date_epoch,
             )
         if artifact:
-            print(f"lock artifact: {artifact} (signature next to it)")
+            print(f"lock artifact: {artifact} (signature next to it)", file=text)
+    if wants_json(args):
+        print_json(
+            "sign",
+            {
+                "keyid": signer.public_key.keyid,
+                "images": [_signed_json(e, directories[e.entry.reference]) for e in signed],
+                "evidence_dir": str(out),
+                "index": str(index),
+                "lock": {
+                    "path": str(lock_path),
+                    "signature": str(signature),
+                    **_lock_artifact_json(artifact),
+                },
+            },
+        )
     return 0
+
+
+def _signed_json(evidence: ImageEvidence, directory: Path) -> dict[str, Any]:
+    """One signed image in `strata.sign/1`: its reference and digest, the evidence digests and where they went."""
+    summary = evidence.summary(evidence.entry.ref.name)
+    return {
+        "reference": evidence.entry.reference,
+        "digest": evidence.entry.digest,
+        "node": evidence.entry.node,
+        "evidence": evidence.digests,
+        "registry": summary["registry"],
+        "dir": str(directory),
+    }
+
+
+def _lock_artifact_json(artifact: str | None) -> dict[str, Any]:
+    """`host/ns/images-lock:<plan digest>,r<N>,latest@<digest>` (update_lock_artifact) as push reports it: the
+    artifact `host/ns/images-lock:<plan digest>@<digest>` and the channel tags; None and [] when not updated."""
+    if not artifact:
+        return {"artifact": None, "channel": []}
+    name_tags, _, digest = artifact.rpartition("@")
+    name, _, tags = name_tags.rpartition(":")
+    first, *channel = tags.split(",")
+    return {"artifact": f"{name}:{first}@{digest}", "channel": channel}
 
 
 def cmd_verify_signature(args: argparse.Namespace) -> int:

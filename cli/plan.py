@@ -15,7 +15,7 @@ from builder.plan.github import github_matrix
 from builder.plan.graph import Plan
 from builder.plan.write import write_dockerfiles
 from cli.common import add_matrix_args, load_plan, settings_for
-from cli.output import add_format_arg, console, print_json
+from cli.output import add_format_arg, console, print_json, wants_json
 
 
 def register(sub: Any) -> None:
@@ -27,6 +27,7 @@ def register(sub: Any) -> None:
     )
     add_matrix_args(p)
     p.add_argument("--out", default="build/dockerfiles", help="output directory (default: build/dockerfiles)")
+    add_format_arg(p, choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser(
@@ -45,6 +46,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     plan = load_plan(args, settings_for(args))
     out = Path(args.out)
     written = write_dockerfiles(plan, out)
+    if wants_json(args):
+        # write_dockerfiles writes <out>/<node id>/Dockerfile in plan order, one per node
+        files = [{"node": n.id, "path": str(p)} for n, p in zip(plan.nodes, written, strict=True)]
+        print_json("render", {"profile": plan.matrix.profile, "out": str(out), "files": files})
+        return 0
     print(f"rendered {len(written)} Dockerfiles under {out}/")
     return 0
 

@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="do not install the CA in /etc/docker/certs.d/<host:port>/ for the local engine",
     )
+    add_format_arg(up, choices=("text", "json"), default="text")
     up.set_defaults(func=run_up)
 
     down = actions.add_parser(
@@ -72,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data_dir_option(down)
+    add_format_arg(down, choices=("text", "json"), default="text")
     down.set_defaults(func=run_down)
 
     status = actions.add_parser(
@@ -103,6 +105,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--ca-file", type=Path, default=None, help=f"CA of the registry (or ${REGISTRY_CA_ENV})"
     )
     add_wait_args(push)
+    add_format_arg(push, choices=("text", "json"), default="text")
     push.set_defaults(func=with_run_lock(run_push_archive, checkout=False))
 
 
@@ -121,6 +124,23 @@ def run_up(args: argparse.Namespace) -> int:
     )
     status = start_registry(settings)
     layout = ServerLayout(status.data_dir)
+    if wants_json(args):
+        print_json(
+            "registry-up",
+            {
+                "started": not status.was_running,
+                "url": status.url,
+                "address": status.address,
+                "pid": status.pid,
+                "tls": status.tls,
+                "ca_cert": str(layout.ca_cert) if status.tls else None,
+                "auth": status.username is not None,
+                "username": status.username,
+                "password_file": str(layout.password_file) if status.username else None,
+                "data_dir": str(status.data_dir),
+            },
+        )
+        return 0
     verb = "already up" if status.was_running else "up"
     print(f"registry {verb} at {status.url} (pid {status.pid}, data in {status.data_dir})")
     if status.tls:
@@ -133,6 +153,9 @@ def run_up(args: argparse.Namespace) -> int:
 def run_down(args: argparse.Namespace) -> int:
     """Handler of `strata registry down`."""
     data_dir = _data_dir(args)
+    if wants_json(args):
+        print_json("registry-down", {"stopped": stop_registry(data_dir), "data_dir": str(data_dir)})
+        return 0
     if stop_registry(data_dir):
         print(f"registry from {data_dir} stopped")
     else:
@@ -183,6 +206,30 @@ def run_push_archive(args: argparse.Namespace) -> int:
             mount_from=args.mount_from,
             cache_dir=settings.compressed_layers_dir,
         )
+    if wants_json(args):
+        print_json(
+            "registry-push-archive",
+            {
+                "reference": result.reference,
+                "registry": result.registry,
+                "repository": result.repository,
+                "manifest_digest": result.manifest_digest,
+                "config_digest": result.config_digest,
+                "layers": [
+                    {"digest": d, "size": n}
+                    for d, n in zip(result.layer_digests, result.layer_sizes, strict=True)
+                ],
+                "tags": list(result.tags),
+                "forced_tags": list(result.forced_tags),
+                "bytes_uploaded": result.bytes_uploaded,
+                "blobs": {
+                    "uploaded": len(result.blobs_uploaded),
+                    "skipped": len(result.blobs_skipped),
+                    "mounted": len(result.blobs_mounted),
+                },
+            },
+        )
+        return 0
     print(result.reference)
     print(
         f"uploaded {len(result.blobs_uploaded)} blobs ({result.bytes_uploaded} bytes), "

@@ -10,11 +10,15 @@ of it (a stand-in image under the cell's tools tag: promotion reads digests, not
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -270,6 +274,84 @@ def test_registry_status_of_a_running_embedded_registry(
     assert stopped.returncode == 1 and json_contract(stopped.stdout)["running"] is False
 
 
+def test_registry_up_and_down_of_an_embedded_registry(
+    throwaway: Throwaway, json_contract: Contract, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data_dir = tmp_path / "registry"
+    up = ("registry", "up", "--data-dir", str(data_dir), "--port", str(port), "--no-engine-trust")
+    try:
+        started = throwaway.run(*up, "--format", "json", timeout=120)
+        assert started.returncode == 0, started.stderr[-3000:]
+        doc = json_contract(started.stdout)
+        assert doc["started"] is True and doc["address"] == f"127.0.0.1:{port}"
+        assert doc["url"] == f"http://127.0.0.1:{port}" and doc["tls"] is False and doc["auth"] is False
+        status = throwaway.run("registry", "status", "--data-dir", str(data_dir), "--format", "json")
+        assert json_contract(status.stdout)["pid"] == doc["pid"]
+        again = throwaway.run(*up, "--format", "json", timeout=120)
+        assert again.returncode == 0 and json_contract(again.stdout)["started"] is False
+        assert json_contract(again.stdout)["pid"] == doc["pid"]
+        down = throwaway.run("registry", "down", "--data-dir", str(data_dir), "--format", "json")
+        assert down.returncode == 0, down.stderr[-3000:]
+        assert json_contract(down.stdout) == {
+            "schema": "strata.registry-down/1", "stopped": True, "data_dir": str(data_dir)
+        }  # fmt: skip
+    finally:
+        stop_registry(data_dir)
+    stopped = throwaway.run("registry", "status", "--data-dir", str(data_dir), "--format", "json")
+    assert stopped.returncode == 1 and json_contract(stopped.stdout)["running"] is False
+
+
+def test_registry_push_archive_of_a_small_image(
+    throwaway: Throwaway, json_contract: Contract, tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    # A one-file image of its own (no base image, no network): 300 kB of random bytes, so what is uploaded counts.
+    payload = os.urandom(300_000)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("payload")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    namespace = throwaway.plan.node(BASE).tags[0].split("/")[1]
+    source = f"{REGISTRY}/{namespace}/archive-source"
+    engine.api.import_image_from_data(layer.getvalue(), repository=source, tag="1")
+    archive = tmp_path / "image.tar"
+    with archive.open("wb") as f:
+        for chunk in engine.images.get(f"{source}:1").save(named=True):
+            f.write(chunk)
+    engine.images.remove(f"{source}:1", noprune=True)
+    destination = f"{REGISTRY}/{namespace}/archive"
+
+    push = throwaway.run(
+        "registry", "push-archive", str(archive), destination, "--tag", "1", "--format", "json"
+    )
+    assert push.returncode == 0, push.stderr[-3000:]
+    doc = json_contract(push.stdout)
+    assert doc["reference"] == f"{destination}@{doc['manifest_digest']}" and doc["tags"] == ["1"]
+    assert doc["blobs"] == {"uploaded": 2, "skipped": 0, "mounted": 0}  # the layer and the config
+    assert doc["bytes_uploaded"] >= len(payload) and len(doc["layers"]) == 1
+    request = urllib.request.Request(
+        f"http://{REGISTRY}/v2/{namespace}/archive/manifests/1",
+        method="HEAD",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                 "application/vnd.docker.distribution.manifest.v2+json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Docker-Content-Digest"] == doc["manifest_digest"]
+
+    again = throwaway.run(
+        "registry", "push-archive", str(archive), destination, "--tag", "1", "--format", "json"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    doc_again = json_contract(again.stdout)
+    assert doc_again["manifest_digest"] == doc["manifest_digest"] and doc_again["bytes_uploaded"] == 0
+    assert doc_again["blobs"] == {"uploaded": 0, "skipped": 2, "mounted": 0}
+    text = throwaway.run("registry", "push-archive", str(archive), destination, "--tag", "1")
+    assert text.returncode == 0 and text.stdout.splitlines()[0] == doc["reference"], text.stderr[-3000:]
+
+
 def test_gc_dry_run_says_in_json_what_its_text_says(throwaway: Throwaway, json_contract: Contract) -> None:
     argv = ("gc", "-f", throwaway.matrix, "--dry-run", "--keep-build-cache")
     done = throwaway.run(*argv, "--format", "json")
@@ -284,3 +366,43 @@ def test_gc_dry_run_says_in_json_what_its_text_says(throwaway: Throwaway, json_c
     }
     assert counts == {**{k: v["count"] for k, v in doc["categories"].items()}, "total": doc["total"]["count"]}
     assert f"kept: {doc['kept']['plan']} image(s) the matrix needs" in text.stdout
+
+
+def test_keygen_and_sign_of_the_pushed_base_node(
+    throwaway: Throwaway, json_contract: Contract, tmp_path: Path
+) -> None:
+    # push is idempotent: the base node pushed (or pushed again by test_push_sync_and_promote), its lock written
+    push = throwaway.run("push", "-f", throwaway.matrix, "--only", BASE, "--format", "json")
+    assert push.returncode == 0, push.stderr[-3000:]
+    pushed = json_contract(push.stdout)
+    keygen = throwaway.run("keygen", "--out", str(tmp_path / "keys"), "--no-passphrase", "--format", "json")
+    assert keygen.returncode == 0, keygen.stderr[-3000:]
+    keys = json_contract(keygen.stdout)
+    assert keys["encrypted"] is False and Path(keys["private_key"]).is_file()
+
+    evidence = tmp_path / "evidence"
+    sign = throwaway.run(
+        "sign", "--key", keys["private_key"], "-f", throwaway.matrix, "--only", BASE, "--out", str(evidence),
+        "--format", "json",
+    )  # fmt: skip
+    assert sign.returncode == 0, sign.stderr[-3000:]
+    doc = json_contract(sign.stdout)
+    (image,) = doc["images"]
+    (node,) = pushed["nodes"]
+    assert doc["keyid"] == keys["keyid"] and image["node"] == BASE
+    assert image["reference"] == node["reference"] and image["digest"] == node["manifest_digest"]
+    assert set(image["registry"]) == {"sbom", "provenance", "signature"} and Path(image["dir"]).is_dir()
+    lock = json.loads((throwaway.root / "images.lock.json").read_text())
+    assert lock["images"][node["reference"]]["evidence"] == image["evidence"]
+    assert doc["lock"]["path"] == str(throwaway.root / "images.lock.json")
+    # the signed lock replaced the pushed one under the same images-lock:<plan digest> tag
+    signed_at, _, signed_digest = doc["lock"]["artifact"].rpartition("@")
+    pushed_at, _, pushed_digest = pushed["lock"]["artifact"].rpartition("@")
+    assert signed_at == pushed_at and signed_digest != pushed_digest
+    assert "latest" in doc["lock"]["channel"] and "signed; sbom, provenance, signature pushed" in sign.stderr
+
+    check = throwaway.run(
+        "verify-signature", image["reference"], "--key", keys["public_key"], "--format", "json"
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    assert json_contract(check.stdout)["sbom_digest"] == image["evidence"]["sbom"]

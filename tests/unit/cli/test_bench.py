@@ -113,3 +113,25 @@ def test_compare_and_history_json_follow_their_schemas(
     assert args.func(args) == 0
     doc = json_contract(capsys.readouterr().out)
     assert [(pt["workload"], pt["repetitions"]) for pt in doc["points"]] == [("matmul", 5)]
+
+
+def test_report_json_names_the_run_and_the_files_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_contract: Any
+) -> None:
+    ledger = tmp_path / "l.sqlite"
+    seed_ledger(ledger, {"ref": 100.0, "fast": 104.0})
+    out = tmp_path / "report"
+    argv = ["bench", "report", "--ledger", str(ledger), "--out", str(out)]
+    args = parser().parse_args([*argv, "--format", "json"])
+    assert args.func(args) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert doc["run_id"] == "run1" and doc["out"] == str(out)
+    assert doc["markdown"] == str(out / "report.md") and doc["html"] == str(out / "report.html")
+    assert [Path(p).name for p in doc["plots"]] == ["throughput.png", "repetitions.png"]
+    assert all(Path(p).is_file() for p in (doc["markdown"], doc["html"], *doc["plots"]))
+    args = parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert (
+        capsys.readouterr().out
+        == f"wrote {out / 'report.md'} {out / 'report.html'} " + " ".join(doc["plots"]) + "\n"
+    )

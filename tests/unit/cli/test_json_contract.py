@@ -17,6 +17,7 @@ import pytest
 from builder.matrix.load import load_matrix
 from builder.plan.graph import build_plan
 from cli.main import main
+from registry_sync.publish.attest import load_public_key
 from registry_sync.publish.images_lock import ImagesLock, LockedImage, write_images_lock
 
 REPO = Path(__file__).resolve().parents[3]
@@ -132,6 +133,16 @@ def test_registry_status_of_a_registry_that_is_not_running(
     assert doc["running"] is False and doc["url"] is None and doc["data_dir"] == str(tmp_path)
 
 
+def test_registry_down_of_a_registry_that_is_not_running(
+    tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["registry", "down", "--data-dir", str(tmp_path), "--format", "json"]) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert doc == {"schema": "strata.registry-down/1", "stopped": False, "data_dir": str(tmp_path)}
+    assert main(["registry", "down", "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"registry from {tmp_path} was not running\n"
+
+
 def test_retired_json_flag_means_format_json_and_says_so(
     tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -176,3 +187,24 @@ def test_lock_with_every_lock_current_writes_nothing(
         ("user-example-tf2.13.1-cpu", "unchanged"),
     ]
     assert "0 lock(s) written, 4 unchanged" in out.err
+
+
+def test_keygen(tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "--out", str(tmp_path), "--no-passphrase", "--format", "json"]) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert doc["private_key"] == str(tmp_path / "strata-signing.key") and doc["encrypted"] is False
+    assert doc["keyid"] == load_public_key(Path(doc["public_key"])).keyid
+
+
+def test_render(tmp_path: Path, json_contract: Contract, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "dockerfiles"
+    argv = ["render", "-f", MATRIX, "--only", "tf2.13.1-cpu", "--out", str(out), "--format", "json"]
+    assert main(argv) == 0
+    doc = json_contract(capsys.readouterr().out)
+    plan = build_plan(load_matrix(MATRIX)).select(["tf2.13.1-cpu"])
+    assert [f["node"] for f in doc["files"]] == [n.id for n in plan.nodes] and doc["out"] == str(out)
+    for item, node in zip(doc["files"], plan.nodes, strict=True):
+        assert Path(item["path"]) == out / node.id / "Dockerfile"
+        assert Path(item["path"]).read_text() == node.dockerfile
+    assert main(argv[:-2]) == 0
+    assert capsys.readouterr().out == f"rendered {len(plan.nodes)} Dockerfiles under {out}/\n"
