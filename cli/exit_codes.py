@@ -30,7 +30,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.FAILED: "what was checked failed: a build, a stale or tampered lock, requirements pip cannot "
     "resolve, a benchmark regression, an image that is not reproducible, a smoke check, a signature",
     ExitCode.USAGE: "usage: a bad option or argument, or an input it names (matrix.yaml, a lock, an archive, "
-    "a key) is missing or malformed",
+    "a key, an image to copy) is missing or malformed, or a registry refuses the credentials given (or none)",
     ExitCode.INCONCLUSIVE: "inconclusive (a benchmark that cannot decide) or refused by policy (moving an "
     "immutable tag, promoting without the required evidence)",
     ExitCode.INFRASTRUCTURE: "infrastructure: the Docker engine, a registry, the network or the host failed",
@@ -52,12 +52,13 @@ ERROR_EXIT_CODES: dict[str, ExitCode] = {
     "builder.engine.store.PullFailed": ExitCode.INFRASTRUCTURE,
     "builder.engine.transfer.MissingBaseLayers": ExitCode.INFRASTRUCTURE,
     "registry_sync.registry.client.RegistryError": ExitCode.INFRASTRUCTURE,
+    "registry_sync.registry.client.RegistryAuthError": ExitCode.USAGE,
     "registry_sync.registry.server.RegistryServerError": ExitCode.INFRASTRUCTURE,
     "registry_sync.registry.auth.CredentialsError": ExitCode.USAGE,
     "registry_sync.publish.tag_policy.TagPolicyError": ExitCode.INCONCLUSIVE,
     "registry_sync.publish.promote.PromotionRefused": ExitCode.INCONCLUSIVE,
     "registry_sync.publish.push_plan.PublishError": ExitCode.FAILED,
-    "registry_sync.publish.sync.SyncError": ExitCode.FAILED,
+    "registry_sync.publish.sync.SyncError": ExitCode.USAGE,
     "registry_sync.publish.images_lock.LockFileError": ExitCode.USAGE,
     "registry_sync.publish.pin.PinError": ExitCode.USAGE,
     "registry_sync.publish.evidence.EvidenceError": ExitCode.FAILED,

@@ -85,7 +85,7 @@ def test_the_readme_and_help_list_the_same_exit_codes(capsys: pytest.CaptureFixt
         (HostError("no Docker engine"), ExitCode.INFRASTRUCTURE),
         (RegistryError("127.0.0.1:5000: 500 on PUT"), ExitCode.INFRASTRUCTURE),
         (RegistryUnreachable("127.0.0.1:5000: connection refused"), ExitCode.INFRASTRUCTURE),
-        (RegistryAccessDenied("127.0.0.1:5000: 403"), ExitCode.INFRASTRUCTURE),
+        (RegistryAccessDenied("127.0.0.1:5000: 403"), ExitCode.USAGE),
         (RegistryServerError("registry did not start"), ExitCode.INFRASTRUCTURE),
         (ContainerError("start", "no such image"), ExitCode.INFRASTRUCTURE),
         (SecurityIndexUnavailable("bookworm-security: 503"), ExitCode.INFRASTRUCTURE),

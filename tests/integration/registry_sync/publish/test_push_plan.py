@@ -230,7 +230,8 @@ def test_cli_push_to_a_registry_that_is_down_is_one_line(repo, unused_address, t
         "--registry",
         unused_address,
     ]
-    assert main([*args, "--lock", str(tmp_path / "lock.json"), "--data-dir", str(tmp_path / "reg")]) == 2
+    # exit 4: infrastructure (cli/exit_codes.py)
+    assert main([*args, "--lock", str(tmp_path / "lock.json"), "--data-dir", str(tmp_path / "reg")]) == 4
     err = capsys.readouterr().err
     assert err == (
         f"strata: registry {unused_address} unreachable (connection refused) while pinging; "
