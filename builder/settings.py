@@ -65,6 +65,8 @@ class Settings:
     # Locks may name wheels on their hosts; fetching falls back to them, the sha256 being the identity.
     package_index: str | None = None
     extra_package_indexes: tuple[str, ...] = ()
+    # Layers `strata push` compresses at once (STRATA_PUSH_WORKERS, read by cli/publish.py): one per usable core.
+    push_workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) or 1)
     # The environment the CLI started with (read-only by convention; a plain dict so Settings pickles for workers).
     environ: Mapping[str, str] = field(default_factory=dict)
 

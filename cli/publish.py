@@ -7,6 +7,7 @@ one-line errors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 import time
@@ -54,6 +55,7 @@ from registry_sync.registry.connect import open_registry
 from registry_sync.registry.server import registry_status
 
 DEFAULT_CATALOG = Path("docs/catalog.md")
+PUSH_WORKERS_ENV = "STRATA_PUSH_WORKERS"  # layers compressed at once by `strata push` (default: one per core)
 
 
 def _formatter() -> type[argparse.RawDescriptionHelpFormatter]:
@@ -241,8 +243,18 @@ def cmd_push(args: argparse.Namespace) -> int:
         return _push(args, record)
 
 
+def _with_push_workers(settings: Settings) -> Settings:
+    """`settings` with push_workers from $STRATA_PUSH_WORKERS when it is set (a whole number >= 1)."""
+    raw = settings.environ.get(PUSH_WORKERS_ENV, "").strip()
+    if not raw:
+        return settings
+    if not raw.isdigit() or int(raw) < 1:
+        raise StrataError(f"{PUSH_WORKERS_ENV}={raw!r}: give a whole number of workers, at least 1")
+    return dataclasses.replace(settings, push_workers=int(raw))
+
+
 def _push(args: argparse.Namespace, record: EventSink) -> int:
-    settings = settings_for(args)
+    settings = _with_push_workers(settings_for(args))
     whole = full_plan(args, settings)
     plan = whole.select(args.only)
     registry = args.registry or whole.matrix.model.registry.address
@@ -263,6 +275,7 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
             force=args.force,
             work_dir=work,
             layer_read=settings.layer_read,
+            workers=settings.push_workers,
             on_event=event,
         )
         with reporter:

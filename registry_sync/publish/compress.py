@@ -3,15 +3,21 @@
 The same uncompressed layer always gives the same compressed bytes (and so the same blob digest) as long as
 the zlib version and level are the same; `COMPRESSION` names both and is recorded in the manifest as the
 annotation `io.strata.compression`, so a reader can tell why two pushes of one layer differ if zlib changed.
+
+A layer is always one deflate stream fed the same chunks, so running several layers at once (threads: zlib,
+crc32 and sha256 release the GIL) or reading a layer on another thread (`read_ahead`) changes no byte.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import struct
 import tempfile
+import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -49,10 +55,14 @@ class GzipSummary:
     size: int
 
 
-def gzip_stream(source: IO[bytes], sink: IO[bytes], chunk_size: int = CHUNK_SIZE) -> GzipSummary:
+def gzip_stream(
+    source: IO[bytes], sink: IO[bytes], chunk_size: int = CHUNK_SIZE, *, read_ahead: bool = False
+) -> GzipSummary:
     """Compress `source` into `sink` deterministically, hashing both sides in the same pass.
 
-    Example: `gzip_stream(open("layer.tar", "rb"), open("layer.tar.gz", "wb")).digest` -> `"sha256:..."`.
+    With `read_ahead`, another thread reads `source` and hashes it while this one compresses (at most
+    `READ_AHEAD_CHUNKS` chunks in between): the same bytes, sooner when reading costs CPU (a layer rebuilt from
+    the engine's tar-split). Example: `gzip_stream(open("layer.tar", "rb"), open("layer.tar.gz", "wb")).digest`.
     """
     raw, gz = StreamDigest(), StreamDigest()
     crc = 0
@@ -62,17 +72,69 @@ def gzip_stream(source: IO[bytes], sink: IO[bytes], chunk_size: int = CHUNK_SIZE
             gz.update(data)
             sink.write(data)
 
+    def hashed_chunks() -> Iterator[bytes]:
+        nonlocal crc
+        while chunk := source.read(chunk_size):
+            raw.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            yield chunk
+
     compressor = zlib.compressobj(
         COMPRESSION_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 8, zlib.Z_DEFAULT_STRATEGY
     )
     emit(GZIP_HEADER)
-    while chunk := source.read(chunk_size):
-        raw.update(chunk)
-        crc = zlib.crc32(chunk, crc)
-        emit(compressor.compress(chunk))
+    chunks = _read_ahead(hashed_chunks()) if read_ahead else hashed_chunks()
+    try:
+        for chunk in chunks:
+            emit(compressor.compress(chunk))
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
     emit(compressor.flush(zlib.Z_FINISH))
     emit(struct.pack("<II", crc & 0xFFFFFFFF, raw.size & 0xFFFFFFFF))
     return GzipSummary(raw.digest, raw.size, gz.digest, gz.size)
+
+
+READ_AHEAD_CHUNKS = 4  # bounds the memory a read-ahead layer holds: 4 chunks of CHUNK_SIZE
+
+
+def _read_ahead(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """`chunks`, produced on a thread of their own; an error there is raised here; closing stops the thread."""
+    handoff: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(READ_AHEAD_CHUNKS)
+    stop = threading.Event()
+
+    def put(item: tuple[bytes | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not put((chunk, None)):
+                    return
+            put((None, None))
+        except BaseException as exc:  # noqa: BLE001 -- handed to the consuming thread, which raises it
+            put((None, exc))
+
+    reader = threading.Thread(target=produce, name="strata-layer-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            chunk, error = handoff.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        reader.join()
 
 
 def compression_variant() -> str:
@@ -108,18 +170,20 @@ class CompressedLayerCache:
             return None
         return CompressedLayer(diff_id, int(meta["uncompressed_size"]), str(meta["digest"]), size, blob_path)
 
-    def add(self, source: IO[bytes], expected_diff_id: str | None = None) -> CompressedLayer:
-        """Compress `source` into the cache and return the entry.
+    def add(
+        self, source: IO[bytes], expected_diff_id: str | None = None, *, read_ahead: bool = False
+    ) -> CompressedLayer:
+        """Compress `source` into the cache and return the entry (`read_ahead`: see `gzip_stream`).
 
         When `expected_diff_id` is given and the uncompressed bytes hash differently, nothing is cached and
-        ValueError names both digests.
+        ValueError names both digests; on any error nothing is left behind (not even a partial file).
         """
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".partial-")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as sink:
-                summary = gzip_stream(source, sink)
+                summary = gzip_stream(source, sink, read_ahead=read_ahead)
             if expected_diff_id is not None and summary.diff_id != expected_diff_id:
                 raise ValueError(f"layer content hashes to {summary.diff_id}, expected {expected_diff_id}")
             blob_path, meta_path = self._paths(summary.diff_id)
@@ -133,9 +197,14 @@ class CompressedLayerCache:
             "size": summary.size,
             "compression": COMPRESSION,
         }
-        meta_tmp = meta_path.with_suffix(".json.partial")
-        meta_tmp.write_text(json.dumps(meta, sort_keys=True))
-        os.replace(meta_tmp, meta_path)
+        # A name of its own: two pushes (or threads) adding the same layer at once must not share it.
+        fd, meta_tmp = tempfile.mkstemp(dir=self.root, prefix=".partial-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps(meta, sort_keys=True))
+            os.replace(meta_tmp, meta_path)
+        finally:
+            Path(meta_tmp).unlink(missing_ok=True)
         return CompressedLayer(
             summary.diff_id, summary.uncompressed_size, summary.digest, summary.size, blob_path
         )

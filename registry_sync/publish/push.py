@@ -10,10 +10,12 @@ manifest or blob the registry does not have.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from builder.errors import StrataError
 from builder.oci.archive import read_image
@@ -68,20 +70,91 @@ class _BlobTally:
     bytes_uploaded: int = 0
 
 
-def compress_layers(image: Image, cache: CompressedLayerCache) -> list[CompressedLayer]:
+def compress_layers(image: Image, cache: CompressedLayerCache, workers: int = 1) -> list[CompressedLayer]:
     """The compressed form of every layer: from the cache (the layer is not read), else by compressing its tar
-    as the image's storage streams it, checked against its diff_id on the way."""
-    layers: list[CompressedLayer] = []
-    for index, layer in enumerate(image.layers):
-        cached = cache.get(layer.diff_id)
-        if cached is None:
-            with image.open_layer_tar(index) as stream:
-                try:
-                    cached = cache.add(stream, expected_diff_id=layer.diff_id)
-                except ValueError as exc:
-                    raise StrataError(f"{image.label}: layer {index}: {exc}") from None
-        layers.append(cached)
-    return layers
+    as the image's storage streams it, checked against its diff_id on the way.
+
+    Up to `workers` layers are compressed at once, on threads (zlib and sha256 release the GIL), each layer
+    still one deterministic gzip stream: the bytes and digests are those of `workers=1`. With more than one
+    worker, a layer's reading and hashing also run beside its compression (`gzip_stream(read_ahead=True)`).
+    A failing layer stops the others; the first failure is raised as one StrataError line and the cache keeps
+    only complete entries. Example: `compress_layers(image, CompressedLayerCache(dir), workers=2)[0].digest`.
+    """
+    found = {layer.diff_id: cache.get(layer.diff_id) for layer in image.layers}
+    # One job per missing diff_id (an image may repeat a layer), largest known size first: it bounds the time.
+    first_index = {layer.diff_id: i for i, layer in reversed(list(enumerate(image.layers)))}
+    missing = sorted(
+        (i for diff_id, i in first_index.items() if found[diff_id] is None),
+        key=lambda i: -(image.layers[i].size or 0),
+    )
+    if workers <= 1 or not missing:
+        for index in missing:
+            found[image.layers[index].diff_id] = _compress_layer(image, index, cache, None, False)
+    else:
+        found.update(_compress_concurrently(image, missing, cache, workers))
+    return [_present(found[layer.diff_id]) for layer in image.layers]
+
+
+def _present(layer: CompressedLayer | None) -> CompressedLayer:
+    assert layer is not None  # every missing diff_id was compressed, or compress_layers raised
+    return layer
+
+
+def _compress_concurrently(
+    image: Image, indexes: Sequence[int], cache: CompressedLayerCache, workers: int
+) -> dict[str, CompressedLayer | None]:
+    stop = threading.Event()
+    done: dict[str, CompressedLayer | None] = {}
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=min(workers, len(indexes)), thread_name_prefix="strata-gzip") as pool:
+        jobs = {pool.submit(_compress_layer, image, i, cache, stop, True): i for i in indexes}
+        try:
+            for job in as_completed(jobs):
+                error = None if job.cancelled() else job.exception()
+                if job.cancelled() or isinstance(error, _Stopped):
+                    continue
+                if error is not None:
+                    errors.append(error)
+                    stop.set()  # running layers stop at their next chunk and remove their partial files
+                    for other in jobs:
+                        other.cancel()  # and queued ones never start
+                else:
+                    done[image.layers[jobs[job]].diff_id] = job.result()
+        finally:
+            stop.set()  # also when this thread is interrupted: the pool's exit waits for the workers
+    if errors:
+        raise errors[0]  # the first failure, already one line naming the image and layer
+    return done
+
+
+class _Stopped(Exception):
+    """Raised inside a layer's read when another layer failed: that layer stops and caches nothing."""
+
+
+class _StoppableReader:
+    """`source`, whose next read raises _Stopped once `stop` is set."""
+
+    def __init__(self, source: IO[bytes], stop: threading.Event) -> None:
+        self._source, self._stop = source, stop
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stop.is_set():
+            raise _Stopped()
+        return self._source.read(size)
+
+
+def _compress_layer(
+    image: Image, index: int, cache: CompressedLayerCache, stop: threading.Event | None, read_ahead: bool
+) -> CompressedLayer:
+    layer = image.layers[index]
+    with image.open_layer_tar(index) as stream:
+        source = cast(IO[bytes], _StoppableReader(stream, stop)) if stop is not None else stream
+        try:
+            return cache.add(source, expected_diff_id=layer.diff_id, read_ahead=read_ahead)
+        except ValueError as exc:
+            raise StrataError(f"{image.label}: layer {index}: {exc}") from None
+        except OSError as exc:  # reading the layer or writing the cache (a full disk)
+            raise StrataError(f"{image.label}: layer {index}: {exc}") from None
 
 
 def build_manifest(
@@ -137,8 +210,10 @@ def push_archive(
     cache_dir: Path,
     on_progress: ProgressCallback | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int = 1,
 ) -> PushResult:
-    """Push the image stored in `archive` (docker save, OCI archive or layout) like `push_image`.
+    """Push the image stored in `archive` (docker save, OCI archive or layout) like `push_image`, compressing
+    up to `workers` layers at once (`compress_layers`).
 
     Example: push_archive(client, Path("tf.tar"), "strata/tensorflow", ["2.15.0-gpu"]).manifest_digest.
     """
@@ -154,7 +229,7 @@ def push_archive(
         force=force,
         audit_log=audit_log,
         mount_from=mount_from,
-        layers=compress_layers(image, CompressedLayerCache(cache_dir)),
+        layers=compress_layers(image, CompressedLayerCache(cache_dir), workers),
         on_progress=on_progress,
         chunk_size=chunk_size,
     )

@@ -158,6 +158,7 @@ class PushOptions:
     work_dir: Path | None = None  # where `docker save` archives go when the engine's storage cannot be read
     layer_read: str = ""  # settings.layer_read: "save" reads every image through `docker save`
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    workers: int = 1  # layers compressed at once (settings.push_workers)
     on_event: EventSink = ignore_events
 
 
@@ -174,6 +175,7 @@ def publish_plan(plan: Plan, engine: Any, client: RegistryClient, options: PushO
         audit_log=options.audit,
         force=options.force,
         chunk_size=options.chunk_size,
+        workers=options.workers,
     )
     results: list[NodeResult] = []
     with EngineStore(engine, options.layer_read, options.work_dir) as engine_store:

@@ -70,7 +70,8 @@ class RegistryLayers:
 
 class RegistryStore:
     """One registry (the client's) as a store. `cache_dir` (settings.compressed_layers_dir) is needed to push;
-    `policy`, `audit_log` and `force` decide tags as `push_image` does. `name` says which in messages."""
+    `policy`, `audit_log` and `force` decide tags as `push_image` does; `workers` layers are compressed at once
+    (settings.push_workers). `name` says which in messages."""
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class RegistryStore:
         force: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         on_progress: ProgressCallback | None = None,
+        workers: int = 1,
     ) -> None:
         self.client = client
         self.name = name
@@ -92,6 +94,7 @@ class RegistryStore:
         self.force = force
         self.chunk_size = chunk_size
         self.on_progress = on_progress
+        self.workers = workers
 
     def find(self, content_ref: str) -> str | None:
         """`host/repository@digest` of the complete image tagged `content_ref` here, else None."""
@@ -136,7 +139,7 @@ class RegistryStore:
             raise StrataError(
                 f"registry {self.client.host}: pushing needs a compressed-layer cache directory"
             )
-        return compress_layers(image, CompressedLayerCache(self.cache_dir))
+        return compress_layers(image, CompressedLayerCache(self.cache_dir), self.workers)
 
     def push(
         self,

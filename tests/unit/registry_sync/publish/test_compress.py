@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import os
+import threading
 
 import pytest
 
@@ -82,3 +83,43 @@ def test_gc_lists_entries_by_diff_id_and_strays_without_a_key(tmp_path):
     assert [e.key for e in list_compressed_layers(tmp_path)] == [kept.diff_id]
     assert cache.get(kept.diff_id) is not None and cache.get(other.diff_id) is None
     assert list_compressed_layers(tmp_path / "missing") == []
+
+
+def test_read_ahead_gives_the_same_bytes(tmp_path):
+    data = os.urandom(300_000) + b"b" * 3_000_000 + os.urandom(100_000)
+    plain, ahead = io.BytesIO(), io.BytesIO()
+    summary = gzip_stream(io.BytesIO(data), plain, chunk_size=65536)
+    assert gzip_stream(io.BytesIO(data), ahead, chunk_size=65536, read_ahead=True) == summary
+    assert ahead.getvalue() == plain.getvalue()
+
+
+class _BrokenSource:
+    def __init__(self, good_reads: int) -> None:
+        self.reads = 0
+        self.good_reads = good_reads
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads > self.good_reads:
+            raise OSError(5, "Input/output error")
+        return b"x" * 1000
+
+
+def test_a_read_ahead_error_is_raised_to_the_caller_and_nothing_is_cached(tmp_path):
+    cache = CompressedLayerCache(tmp_path)
+    with pytest.raises(OSError, match="Input/output error"):
+        cache.add(_BrokenSource(good_reads=3), read_ahead=True)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name == "strata-layer-read"]
+
+
+def test_a_failing_sink_stops_the_read_ahead_thread(tmp_path):
+    class FullDisk(io.BytesIO):
+        def write(self, data):  # type: ignore[no-untyped-def, override]
+            if self.tell() > 100_000:  # the reading thread is running by then
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    with pytest.raises(OSError, match="No space left"):
+        gzip_stream(io.BytesIO(os.urandom(1 << 22)), FullDisk(), chunk_size=4096, read_ahead=True)
+    assert not [t for t in threading.enumerate() if t.name == "strata-layer-read"]
