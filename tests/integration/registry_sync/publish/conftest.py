@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sysconfig
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -188,3 +189,59 @@ def make_chain(engine: docker.DockerClient, busybox_rootfs: bytes, tmp_path: Pat
             engine.images.remove(ref, noprune=False)
         except docker.errors.DockerException:
             pass
+
+
+# Directories of this Python's standard library, one image layer each: real files of uneven sizes.
+LAYER_SOURCES = (
+    ("json",),
+    ("email", "asyncio"),
+    ("encodings", "xml", "unittest"),
+    ("ctypes", "logging", "http"),
+)
+
+
+@pytest.fixture
+def layered_plan(
+    engine: docker.DockerClient, busybox_rootfs: bytes, plain_registry: str, tmp_path: Path
+) -> Iterator[Plan]:
+    """A one-node plan whose image (busybox plus four COPY layers of real files) the engine holds as built."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    content_hash = hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+    node = hand_node(
+        "multi",
+        "base",
+        plain_registry,
+        f"workers-{uuid.uuid4().hex[:10]}/multi",
+        "1.0.0",
+        content_hash,
+        parent=None,
+        cells=("c-cpu",),
+        facts={"os": "bookworm"},
+    )
+    root = f"strata-test/push-workers-root:{content_hash[:12]}"
+    _run("import", "-", root, input_bytes=busybox_rootfs)
+    context = tmp_path / "context"
+    lines = [f"FROM {root}", f"LABEL {LABEL_HASH}={content_hash}"]
+    for i, names in enumerate(LAYER_SOURCES):
+        for name in names:
+            _copy_sources(stdlib / name, context / f"l{i}" / name)
+        lines.append(f"COPY l{i} /data/l{i}")
+    (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+    image_id = _run("build", "-q", "-t", node.cache_ref, str(context))
+    engine.images.get(image_id).tag(*node.tags[0].rsplit(":", 1))
+    yield hand_plan([node], plain_registry, "workers")
+    for ref in (node.tags[0], node.cache_ref, root):
+        try:
+            engine.images.remove(ref, noprune=False)
+        except docker.errors.DockerException:
+            pass
+
+
+def _copy_sources(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.rglob("*")):
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(path.read_bytes())
