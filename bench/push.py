@@ -45,14 +45,17 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from registry_sync.registry.server import ServerSettings, start_registry, stop_registry  # noqa: E402
 
 GENERATED = "strata-bench/push-small:1"
+PINNED = (
+    "strata-bench/push-image:{}"  # the --image, by ID: a build retagging it meanwhile changes nothing here
+)
 VARIANT = "strata-bench/push-variant:{}"
 REPOSITORY = "bench/app"
 SCENARIOS = ("first push", "no-op push", "one file changed")
 
 
 def find_docker() -> str:
-    """The first docker CLI that talks to the engine and can push: `docker` on PATH, else /usr/bin/docker."""
-    for candidate in dict.fromkeys(filter(None, (shutil.which("docker"), "/usr/bin/docker"))):
+    """The first docker CLI that talks to the engine and can push: /usr/bin/docker, else `docker` on PATH."""
+    for candidate in dict.fromkeys(filter(None, ("/usr/bin/docker", shutil.which("docker")))):
         probe = subprocess.run(
             [candidate, "version", "--format", "{{.Server.Version}}"],
             capture_output=True,
@@ -313,9 +316,12 @@ def bench(args: argparse.Namespace) -> int:
     results: dict[tuple[str, str], list[Run]] = {(s, side): [] for s in SCENARIOS for side in sides}
     digests: dict[str, set[str]] = {side: set() for side in sides[:2]}
     try:
-        image = args.image or build_small(work, args.payload_mb)
-        if not args.image:
-            created.append(GENERATED)
+        if args.image:
+            image = PINNED.format(os.getpid())
+            docker("tag", docker("image", "inspect", "--format", "{{.Id}}", args.image), image)
+        else:
+            image = build_small(work, args.payload_mb)
+        created.append(image)
         variant = build_variant(work, image, str(os.getpid()))
         created.append(variant)
         print(f"bench: {image} (+ {variant}), docker CLI {DOCKER}, {args.reps} repetitions", flush=True)
