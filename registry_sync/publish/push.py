@@ -105,25 +105,23 @@ def _compress_concurrently(
 ) -> dict[str, CompressedLayer | None]:
     stop = threading.Event()
     done: dict[str, CompressedLayer | None] = {}
-    errors: list[BaseException] = []
+    failure: BaseException | None = None
     with ThreadPoolExecutor(max_workers=min(workers, len(indexes)), thread_name_prefix="strata-gzip") as pool:
         jobs = {pool.submit(_compress_layer, image, i, cache, stop, True): i for i in indexes}
         try:
             for job in as_completed(jobs):
-                error = None if job.cancelled() else job.exception()
-                if job.cancelled() or isinstance(error, _Stopped):
-                    continue
-                if error is not None:
-                    errors.append(error)
-                    stop.set()  # running layers stop at their next chunk and remove their partial files
-                    for other in jobs:
-                        other.cancel()  # and queued ones never start
-                else:
-                    done[image.layers[jobs[job]].diff_id] = job.result()
+                failure = job.exception()
+                if failure is not None:
+                    break
+                done[image.layers[jobs[job]].diff_id] = job.result()
         finally:
-            stop.set()  # also when this thread is interrupted: the pool's exit waits for the workers
-    if errors:
-        raise errors[0]  # the first failure, already one line naming the image and layer
+            # On a failure (or an interrupt here) running layers stop at their next chunk and remove their
+            # partial files, queued ones never start, and the pool's exit waits for them all.
+            stop.set()
+            for job in jobs:
+                job.cancel()
+    if failure is not None:
+        raise failure  # the first one, already one line naming the image and the layer
     return done
 
 
