@@ -193,6 +193,7 @@ def child_push(args: argparse.Namespace) -> int:
         "compress_seconds": compressed,
         "in_process_seconds": time.perf_counter() - begun,  # without starting Python and importing
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "cpu_seconds": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),  # user + system, every thread
     }
     print(json.dumps(summary))
     return 0
@@ -284,12 +285,19 @@ def median_of(runs: Sequence[Run], key: str) -> str:
     return f"{statistics.median(values):.2f}" if values else "-"
 
 
+def cores(runs: Sequence[Run]) -> str:
+    """Median CPU seconds over wall seconds of Strata's child: how many cores its push kept busy."""
+    used = [float(str(r.info["cpu_seconds"])) / r.seconds for r in runs if "cpu_seconds" in r.info]
+    return f"{statistics.median(used):.2f}" if used else "-"
+
+
 def report(results: dict[tuple[str, str], list[Run]], sides: Sequence[str]) -> None:
-    """One line per scenario and side; "in-proc s" is Strata's time after Python started and imported."""
+    """One line per scenario and side; "in-proc s" is Strata's time after Python started and imported, "cores"
+    its CPU time over its wall time."""
     print()
     print(
         f"{'scenario':<18}{'side':<18}{'median s':>9}{'spread s':>13}{'x docker':>9}{'wire':>10}"
-        f"{'in-proc s':>10}{'compress s':>11}{'peak RSS':>10}"
+        f"{'in-proc s':>10}{'compress s':>11}{'cores':>6}{'peak RSS':>10}"
     )
     for scenario in SCENARIOS:
         base = statistics.median(r.seconds for r in results[(scenario, "docker push")])
@@ -301,7 +309,7 @@ def report(results: dict[tuple[str, str], list[Run]], sides: Sequence[str]) -> N
                 f"{scenario:<18}{side:<18}{median:>9.2f}{spread([r.seconds for r in runs]):>13}"
                 f"{median / base:>9.2f}{human(statistics.median(r.wire_bytes for r in runs)):>10}"
                 f"{median_of(runs, 'in_process_seconds'):>10}{median_of(runs, 'compress_seconds'):>11}"
-                f"{(human(rss) if rss else '-'):>10}"
+                f"{cores(runs):>6}{(human(rss) if rss else '-'):>10}"
             )
 
 
