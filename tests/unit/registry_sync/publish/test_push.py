@@ -106,7 +106,13 @@ def test_manifest_bytes_are_deterministic_and_schema2(tmp_path):
 def real_layers() -> list[bytes]:
     """Layer tars of real files (this Python's standard library and extension modules), of uneven sizes."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    groups = [["json"], ["email", "asyncio"], ["ctypes", "logging", "http", "multiprocessing"], ["encodings", "xml", "unittest"], ["json"]]
+    groups = [
+        ["json"],
+        ["email", "asyncio"],
+        ["ctypes", "logging", "http", "multiprocessing"],
+        ["encodings", "xml", "unittest"],
+        ["json"],
+    ]
     layers = []
     for names in groups:
         out = io.BytesIO()
