@@ -33,6 +33,7 @@ ENVIRONMENT: dict[str, str] = {
     REGISTRY_CACHE_ENV: "off: never pull a node from the registry instead of building it",
     BUILDER_ENV: "legacy|buildkit: force a way of building (default: BuildKit where it works)",
     LAYER_READ_ENV: "save: read engine images through `docker save` even from local overlay2 storage",
+    "STRATA_PUSH_WORKERS": "layers `strata push` compresses at once, same bytes whatever the count (default: one per core)",
     SIGNING_PASSPHRASE_ENV: "passphrase of the key of `strata sign` / `strata keygen` (default: asked)",
     "DOCKER_HOST": "the Docker engine (default: the local socket)",
     "SSL_CERT_FILE": "CA bundle for downloads from PyPI and mirrors (default: the system's)",
