@@ -66,7 +66,11 @@ class Settings:
     package_index: str | None = None
     extra_package_indexes: tuple[str, ...] = ()
     # Layers `strata push` compresses at once (STRATA_PUSH_WORKERS, read by cli/publish.py): one per usable core.
-    push_workers: int = field(default_factory=lambda: len(os.sched_getaffinity(0)) or 1)
+    push_workers: int = field(
+        default_factory=lambda: (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
+    )
     # The environment the CLI started with (read-only by convention; a plain dict so Settings pickles for workers).
     environ: Mapping[str, str] = field(default_factory=dict)
 
