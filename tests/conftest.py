@@ -13,14 +13,16 @@ ask for it through the `require` fixture (conftest modules cannot be imported un
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import docker
 import docker.errors
+import jsonschema
 import pytest
 
 _BIN = str(Path(sys.executable).parent)
@@ -79,3 +81,22 @@ def connect_engine() -> Iterator[EngineConnector]:
     yield connect
     for client in clients:
         client.close()
+
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "docs" / "schemas"
+
+
+def validate_document(text: str) -> dict[str, Any]:
+    """The one JSON document `text` holds, validated against docs/schemas/strata.<command>.json."""
+    doc = json.loads(text)
+    name = doc["schema"]  # strata.<command>/1
+    schema = json.loads((SCHEMAS / (name.rsplit("/", 1)[0] + ".json")).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    return dict(doc)
+
+
+@pytest.fixture
+def json_contract() -> Callable[[str], dict[str, Any]]:
+    """Parse a command's `--format json` stdout and validate it against its schema (docs/cli-json.md)."""
+    return validate_document

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
-import jsonschema
 import pytest
 
 from builder.oci.digest import sha256_digest
@@ -35,8 +33,6 @@ from registry_sync.publish.push_plan import PushOptions, finish_lock, publish_pl
 from registry_sync.publish.tag_policy import AuditLog, TagPolicy
 
 from .conftest import hand_plan
-
-SCHEMAS = Path(__file__).resolve().parents[4] / "docs" / "schemas"
 
 pytestmark = pytest.mark.engine
 EPOCH = 1700000000
@@ -120,7 +116,7 @@ def test_skopeo_reads_the_channel_as_an_oci_artifact(published, plain_client, tm
 
 
 def test_the_signed_lock_is_pulled_with_its_signature_and_checked(
-    published, plain_client, tmp_path, run_strata
+    published, plain_client, tmp_path, run_strata, json_contract
 ):
     chain, results, options = published
     lock_path = tmp_path / "images.lock.json"
@@ -157,8 +153,8 @@ def test_the_signed_lock_is_pulled_with_its_signature_and_checked(
         *("--require-signature", str(public), "--format", "json"),
     )
     assert as_json.returncode == 0, as_json.stderr
-    document = json.loads(as_json.stdout)
-    jsonschema.validate(document, json.loads((SCHEMAS / "strata.lock-pull.json").read_text()))
+    document = json_contract(as_json.stdout)
+    assert document["schema"] == "strata.lock-pull/1"
     assert document["signature"] == {"valid": True, "keyid": load_public_key(public).keyid}
     assert document["written"] == [str(out), f"{out}.sig"] and document["release"] == 1
     check = run_strata("verify-signature", str(out), "--key", str(public))
