@@ -126,7 +126,11 @@ def test_each_layer_kind_adds_its_own_labels() -> None:
     assert _labels(base, CellLayer(matrix, cpu)) == {}
     cuda_labels = _labels(cuda, CellLayer(matrix, gpu))
     assert cuda_labels.pop("io.strata.pruned.cuda").startswith('["nvidia/nccl/lib/libnccl.so.2",')
-    assert cuda_labels == {"io.strata.cuda": "11.8", "io.strata.cudnn": "8.6", "io.strata.min-driver": "450.80.02"}
+    assert cuda_labels == {
+        "io.strata.cuda": "11.8",
+        "io.strata.cudnn": "8.6",
+        "io.strata.min-driver": "450.80.02",
+    }
     fw = _labels(framework, CellLayer(matrix, cpu))
     assert fw["io.strata.pruned.framework"] == '["tensorflow/include"]'
     assert fw["io.strata.cell"] == "tf2.13.1-cpu" and fw["io.strata.xla-gpu"] == "false"
