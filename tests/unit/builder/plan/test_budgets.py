@@ -74,11 +74,11 @@ def test_over_budget_is_one_line_naming_node_size_and_budget() -> None:
     ("old", "new", "message"),
     [
         (
-            "max_bytes: 180000000}",
-            "max_bytes: 12}",
+            "max_bytes: 180000000,",
+            "max_bytes: 12,",
             "must be a size in bytes from 1000000 to 1000000000000, got 12",
         ),
-        ("max_bytes: 180000000}", 'max_bytes: "180000000"}', "must be integer, got str"),
+        ("max_bytes: 180000000,", 'max_bytes: "180000000",', "must be integer, got str"),
         ('{nodes: "base-*"', '{nodes: "base-*; rm -rf /"', "must be a glob over node ids"),
         ("      - nvidia/*/include", "      - nvidia/$(touch /x)/include", "must be a relative path glob"),
         ("      - nvidia/*/include", "      - ../../etc", "must be a relative path glob"),
