@@ -381,7 +381,7 @@ def failure_line(output: str) -> str:
 
 @dataclass(frozen=True)
 class PlanNode:
-    """One node of `strata plan --format json`."""
+    """One node of `strata plan --format json` (the `nodes` of its strata.plan/1 document)."""
 
     id: str
     layer: str
@@ -497,7 +497,7 @@ def plan_nodes(only: str | None) -> list[PlanNode]:
         PlanNode(
             n["id"], n["layer"], n["parent"], n["content_hash"], n["cache_ref"], tuple(n["tags"]), n["locked"]
         )
-        for n in json.loads(done.stdout)
+        for n in json.loads(done.stdout)["nodes"]
     ]
 
 

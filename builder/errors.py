@@ -26,10 +26,9 @@ class StrataError(Exception):
     """An error the CLI prints as one line (`strata: <message>`) and exits non-zero on.
 
     Raise it (or a subclass) for anything caused by input, the host or a remote service;
-    let programming errors stay ordinary exceptions so they keep their traceback.
+    let programming errors stay ordinary exceptions so they keep their traceback. The exit code is the CLI's
+    business: cli/exit_codes.py maps each kind (this class or a subclass) to one code in one table.
     """
-
-    exit_code = 2
 
     def __init__(self, message: str, location: Location | None = None) -> None:
         self.message = message
@@ -50,8 +49,6 @@ class HostError(StrataError):
 
 class BuildError(StrataError):
     """A node failed to build; the message names the node and its log."""
-
-    exit_code = 1
 
 
 class ErrorList(StrataError):

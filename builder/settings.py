@@ -9,19 +9,26 @@ ledger, audit log and the embedded registry's data:
     <state root>/results/smoke/  <state root>/results/bench/     smoke reports, benchmark ledger and reports
     <state root>/audit/tags.jsonl                               forced tag moves and promotions
     <state root>/tmp/                                           scratch space of pushes and syncs
+    <state root>/logs/lock/<node>.log                           pip's full output of the node's last resolution
 
-The state root is $STRATA_HOME, else `.strata/` next to the matrix file. Build logs and rendered contexts go to
+The matrix file is the one named with `-f`, else $STRATA_MATRIX, else the nearest matrix.yaml from the current
+directory up to the repository root (`find_matrix`). The state root is $STRATA_HOME, else `.strata/` next to the
+matrix file. Build logs and rendered contexts go to
 `build/` next to the matrix file (the checkout's own working files), and so do the SBOMs, signatures and
 vulnerability reports of the published images (`build/evidence/`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.errors import MatrixError
+
 HOME_ENV = "STRATA_HOME"
+MATRIX_ENV = "STRATA_MATRIX"  # the matrix file when the command line names none
 REGISTRY_ENV = "STRATA_REGISTRY"  # overrides registry.address (e.g. CI's private registry)
 BUILDER_ENV = "STRATA_BUILDER"  # legacy | buildkit: force a way of building
 LAYER_READ_ENV = (
@@ -95,6 +102,11 @@ class Settings:
         return self.state_root / "results" / "bench"
 
     @property
+    def lock_logs_dir(self) -> Path:
+        """pip's full output of each node's last resolution by `strata lock` (<node>.log)."""
+        return self.state_root / "logs" / "lock"
+
+    @property
     def ledger_path(self) -> Path:
         return self.bench_dir / "ledger.sqlite"
 
@@ -150,3 +162,38 @@ def resolve_settings(environ: Mapping[str, str], matrix_file: str | Path | None 
         ),
         environ=dict(environ),
     )
+
+
+def find_matrix(start: Path) -> Path | None:
+    """matrix.yaml in `start` or its nearest parent that has one, looking no higher than the repository `start` is
+    in (the first directory holding .git) or the filesystem root; None when there is none.
+
+    Example: from `<checkout>/layers/base`, `find_matrix(Path.cwd())` is `<checkout>/matrix.yaml`.
+    """
+    here = start.absolute()
+    for directory in (here, *here.parents):
+        candidate = directory / DEFAULT_MATRIX
+        if candidate.is_file():
+            return candidate
+        if (directory / ".git").exists():
+            return None
+    return None
+
+
+def matrix_file(named: str | Path | None, environ: Mapping[str, str], cwd: Path) -> Path:
+    """The run's matrix file: `named` (-f), else $STRATA_MATRIX, else `find_matrix(cwd)` (relative to `cwd`).
+
+    Raises MatrixError naming where it looked when none is named and none is found.
+    """
+    if named:
+        return Path(named)
+    from_env = environ.get(MATRIX_ENV, "").strip()
+    if from_env:
+        return Path(from_env)
+    found = find_matrix(cwd)
+    if found is None:
+        raise MatrixError(
+            f"no {DEFAULT_MATRIX} in {cwd.absolute()} or a parent directory (up to the repository root); "
+            f"name one with -f PATH or ${MATRIX_ENV}"
+        )
+    return Path(os.path.relpath(found, cwd.absolute()))

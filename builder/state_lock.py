@@ -36,8 +36,6 @@ POLL_SECONDS = 0.2
 class RunLockBusy(StrataError):
     """Another Strata run holds the lock and this one was told not to wait (or waited past its deadline)."""
 
-    exit_code = 75  # EX_TEMPFAIL: try again later
-
 
 @dataclass(frozen=True)
 class LockHolder:

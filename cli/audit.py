@@ -23,6 +23,7 @@ from cli.evidence import (
     plan_sources,
     select_entries,
 )
+from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.attest import write_file
 from registry_sync.publish.evidence import VULNERABILITIES_FILE, evidence_dir
 from registry_sync.publish.images_lock import read_images_lock
@@ -69,7 +70,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--out", type=Path, default=None, metavar="DIR", help="evidence directory (default: build/evidence)"
     )
-    p.add_argument("--format", choices=["table", "json"], default="table", help="what to print")
+    add_format_arg(p)
     p.add_argument(
         "--fail-on",
         choices=["incomplete", "findings", "never"],
@@ -134,9 +135,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(f"{entry.reference}: {path.name} written")
             for line in report.lines():
                 print(f"  {line}")
-    if args.format == "json":
-        json.dump([r.to_json() for r in reports], sys.stdout, indent=2, sort_keys=True)
-        print()
+    if wants_json(args):
+        print_json(
+            "audit",
+            {
+                "complete": all(r.complete for r in reports),
+                "images": [r.to_json() for r in reports],
+            },
+        )
     incomplete = [r for r in reports if not r.complete]
     found = [r for r in reports if r.findings or any(s.updates for s in r.debian)]
     if incomplete and args.fail_on != "never":

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from builder.build.orchestrate import BuildOptions, NodeOutcome, build_images, check_buildable
@@ -27,9 +25,12 @@ from cli.common import (
     settings_for,
     with_run_lock,
 )
+from cli.output import add_format_arg, add_progress_arg, console, print_json, progress_mode, wants_json
 from cli.progress import BuildReporter
+from cli.summary import build_summary, write_step_summary
 from registry_sync.publish.cache import open_registry_cache
 from validate.smoke.report import render
+from validate.smoke.results import ImageReport
 from validate.smoke.runner import smoke_images
 
 
@@ -38,10 +39,10 @@ def register(sub: Any) -> None:
         "build",
         help="build the plan's images on the local Docker engine",
         description="Build every node of the plan that the engine does not already have, parents first;\n"
-        "sets up the host (engine, mmdebstrap) when missing.\n\nexample: strata build --matrix --only 'tf2.13.1-*'",
+        "sets up the host (engine, mmdebstrap) when missing.\n\nexample: strata build --only 'tf2.13.1-*'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_matrix_args(p)
+    add_matrix_args(p, whole_matrix=True)
     p.add_argument(
         "--jobs",
         type=int,
@@ -51,7 +52,8 @@ def register(sub: Any) -> None:
     p.add_argument("--keep-going", action="store_true", help="after a failure, still build independent nodes")
     p.add_argument("--quiet", action="store_true", help="no progress, only the summary")
     p.add_argument("--verbose", action="store_true", help="stream every build log line")
-    p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
+    add_format_arg(p)
+    add_progress_arg(p)
     p.add_argument(
         "--smoke", action="store_true", help="run `strata smoke` on every freshly built cell's final image"
     )
@@ -69,8 +71,9 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_matrix_args(p)
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_format_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress lines (same as --progress quiet)")
+    add_progress_arg(p)
     p.add_argument(
         "--rebuilds",
         type=int,
@@ -93,7 +96,7 @@ def _build(args: argparse.Namespace, record: EventSink) -> int:
     settings = settings_for(args)
     plan = load_plan(args, settings)
     check_buildable(plan)
-    reporter = BuildReporter(quiet=args.quiet or args.format == "json", verbose=args.verbose)
+    reporter = BuildReporter(progress_mode(args), verbose=args.verbose, total=len(plan.nodes))
     ensure_engine(settings, auto_start=True).close()
     client = engine_client(settings, BUILD_TIMEOUT_SECONDS)
     options = BuildOptions(
@@ -102,32 +105,34 @@ def _build(args: argparse.Namespace, record: EventSink) -> int:
         on_event=tee(reporter.event, record),
         caches=[lambda: open_registry_cache(plan.matrix, settings)],
     )
-    outcomes = build_images(plan, client, settings, options)
-    if args.format == "json":
-        json.dump([o.to_json() for o in outcomes], sys.stdout, indent=2)
-        print()
-    else:
+    with reporter:
+        outcomes = build_images(plan, client, settings, options)
+    if not wants_json(args):
         reporter.summary(outcomes)
     failed = any(not o.status.ok for o in outcomes)
+    reports: list[ImageReport] | None = None
     if args.smoke and not failed:
-        failed = not smoke_fresh_cells(
-            plan, client, settings, outcomes, args.expect_gpu, quiet=args.format == "json"
-        )
+        reports = smoke_fresh_cells(plan, client, settings, outcomes, args.expect_gpu, quiet=wants_json(args))
+        failed = any(r.status == "fail" for r in reports)
+    if wants_json(args):
+        smoked = None if reports is None else [r.to_dict() for r in reports]
+        print_json("build", {"ok": not failed, "nodes": [o.to_json() for o in outcomes], "smoke": smoked})
+    write_step_summary(build_summary(outcomes, reports))
     return 1 if failed else 0
 
 
 def smoke_fresh_cells(
     plan: Plan, client: Any, settings: Settings, outcomes: list[NodeOutcome], expect_gpu: bool, quiet: bool
-) -> bool:
-    """Smoke-test the final image of every cell whose final node this run built; True when nothing failed."""
+) -> list[ImageReport]:
+    """Smoke-test the final image of every cell whose final node this run built; the reports."""
     built = {o.node for o in outcomes if o.status is NodeStatus.BUILT}
     refs = [plan.final_node(c).tags[0] for c in plan.cell_ids() if plan.final_node(c).id in built]
     if not refs:
         print("smoke: no cell was freshly built", file=sys.stderr)
-        return True
+        return []
     reports = smoke_images(client, refs, expect_gpu=expect_gpu, results_dir=settings.smoke_results_dir)
     print(render(reports, "table"), file=sys.stderr if quiet else sys.stdout)
-    return all(r.status != "fail" for r in reports)
+    return reports
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -139,20 +144,24 @@ def _verify(args: argparse.Namespace, record: EventSink) -> int:
     settings = settings_for(args)
     plan = load_plan(args, settings)
     ensure_engine(settings, auto_start=True).close()
-    reporter = BuildReporter(quiet=args.quiet or args.format == "json")
-    results = verify_nodes(
-        plan,
-        engine_client(settings, BUILD_TIMEOUT_SECONDS),
-        settings,
-        on_event=tee(reporter.event, record),
-        rebuilds=args.rebuilds,
-        targets=verify_targets(plan, args.only),
-        keep=Path(args.keep).absolute() if args.keep else None,
-        caches=[lambda: open_registry_cache(plan.matrix, settings)],
-    )
-    if args.format == "json":
-        json.dump({"nodes": [r.to_json() for r in results]}, sys.stdout, indent=2, default=str)
-        print()
+    targets = verify_targets(plan, args.only)
+    reporter = BuildReporter(progress_mode(args), total=len(targets or plan.nodes), verify=True)
+    with reporter:
+        results = verify_nodes(
+            plan,
+            engine_client(settings, BUILD_TIMEOUT_SECONDS),
+            settings,
+            on_event=tee(reporter.event, record),
+            rebuilds=args.rebuilds,
+            targets=targets,
+            keep=Path(args.keep).absolute() if args.keep else None,
+            caches=[lambda: open_registry_cache(plan.matrix, settings)],
+        )
+    if wants_json(args):
+        print_json(
+            "verify",
+            {"reproducible": all(r.reproducible for r in results), "nodes": [r.to_json() for r in results]},
+        )
     else:
         table = Table(title="strata verify")
         for col in ("node", "reproducible", "digest (1st)", "digest (2nd)", "differences"):
@@ -165,5 +174,5 @@ def _verify(args: argparse.Namespace, record: EventSink) -> int:
                 r.digests[1][7:19] if len(r.digests) > 1 else "-",
                 r.error or "; ".join(f"{d['path']} ({', '.join(d['fields'])})" for d in r.differences[:8]),
             )
-        Console(width=160).print(table)
+        console().print(table)
     return 0 if all(r.reproducible for r in results) else 1

@@ -16,23 +16,47 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from builder.errors import MatrixError
 from builder.events import EventSink, JsonLinesWriter, ignore_events
 from builder.matrix.load import DEFAULT_PROFILE, load_matrix
 from builder.plan.graph import Plan, build_plan
-from builder.settings import DEFAULT_MATRIX, Settings, resolve_settings
+from builder.settings import DEFAULT_MATRIX, MATRIX_ENV, Settings, matrix_file, resolve_settings
 from builder.state_lock import LockHolder, lock_paths, run_lock
 
 
-def add_matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
-    """--matrix, --profile and (optionally) --only, shared by every command that reads the matrix."""
+def add_matrix_file_arg(
+    p: argparse.ArgumentParser, whole_matrix: bool = False, optional: bool = False
+) -> None:
+    """-f/--file PATH: the matrix file, for every command that reads the matrix (resolved by `resolve_matrix_arg`).
+
+    The bare `--matrix` the README's build line uses is accepted everywhere (on build it is the "whole matrix"
+    switch, listed in its help when `whole_matrix`); the old `--matrix PATH` form is rewritten to `-f PATH` with
+    a warning (cli.main). `optional`: the command works without a matrix (then `matrix.yaml` in the current
+    directory stands for it, e.g. for the default images.lock.json next to it).
+    """
+    named = p.add_argument(
+        "-f",
+        "--file",
+        dest="matrix",
+        metavar="PATH",
+        default=None,
+        help=f"matrix file (default: ${MATRIX_ENV}, else {DEFAULT_MATRIX} in the current directory or a parent)",
+    )
+    named.complete = {"bash": "_shtab_compgen_files", "zsh": "_files"}  # type: ignore[attr-defined]  # shtab.FILE
     p.add_argument(
         "--matrix",
-        nargs="?",
-        const=DEFAULT_MATRIX,
-        default=DEFAULT_MATRIX,
-        metavar="FILE",
-        help="matrix file (default: matrix.yaml)",
+        dest="whole_matrix",
+        action="store_true",
+        help="build the whole matrix (as without --only; not with --only)"
+        if whole_matrix
+        else argparse.SUPPRESS,
     )
+    p.set_defaults(matrix_optional=optional)
+
+
+def add_matrix_args(p: argparse.ArgumentParser, only: bool = True, whole_matrix: bool = False) -> None:
+    """-f/--file, --profile and (optionally) --only, shared by every command that reads the matrix."""
+    add_matrix_file_arg(p, whole_matrix)
     p.add_argument(
         "--profile", default=DEFAULT_PROFILE, help="where bases come from: hermetic (default) or upstream"
     )
@@ -43,6 +67,20 @@ def add_matrix_args(p: argparse.ArgumentParser, only: bool = True) -> None:
             metavar="GLOB",
             help="cells or nodes to select, e.g. 'tf2.13.1-*' (repeatable)",
         )
+
+
+def resolve_matrix_arg(args: argparse.Namespace) -> None:
+    """Set `args.matrix` to the run's matrix file (-f, else $STRATA_MATRIX, else matrix.yaml found upward).
+
+    Raises MatrixError (exit 2) when there is none; a no-op for commands without a matrix or once resolved.
+    """
+    if hasattr(args, "matrix") and args.matrix is None:
+        try:
+            args.matrix = str(matrix_file(None, os.environ, Path.cwd()))
+        except MatrixError:
+            if not getattr(args, "matrix_optional", False):
+                raise
+            args.matrix = DEFAULT_MATRIX
 
 
 def add_events_arg(p: argparse.ArgumentParser) -> None:
@@ -67,19 +105,28 @@ def open_events(args: argparse.Namespace) -> Iterator[EventSink]:
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    """The run's settings: the environment this process started with, and the matrix file named (if any)."""
-    matrix = getattr(args, "matrix", None)
-    return resolve_settings(os.environ, Path(matrix) if matrix else None)
+    """The run's settings: the environment this process started with, and the matrix file. Commands without a
+    matrix use the one found as `-f` would (for the state root next to it), else the current directory's."""
+    if hasattr(args, "matrix"):
+        resolve_matrix_arg(args)
+        return resolve_settings(os.environ, Path(args.matrix))
+    try:
+        found: Path | None = matrix_file(None, os.environ, Path.cwd())
+    except MatrixError:
+        found = None
+    return resolve_settings(os.environ, found)
 
 
 def load_plan(args: argparse.Namespace, settings: Settings) -> Plan:
-    """The plan of `--matrix`/`--profile`, narrowed to `--only` (when the command has it)."""
+    """The plan of `-f`/`--profile`, narrowed to `--only` (when the command has it)."""
+    resolve_matrix_arg(args)
     plan = build_plan(load_matrix(args.matrix, args.profile, settings.registry_override))
     return plan.select(getattr(args, "only", None))
 
 
 def full_plan(args: argparse.Namespace, settings: Settings) -> Plan:
-    """The whole plan of `--matrix`/`--profile`, ignoring `--only`."""
+    """The whole plan of `-f`/`--profile`, ignoring `--only`."""
+    resolve_matrix_arg(args)
     return build_plan(load_matrix(args.matrix, args.profile, settings.registry_override))
 
 

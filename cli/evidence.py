@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import getpass
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 from builder.errors import StrataError
 from builder.plan.graph import LayerNode, Plan
 from builder.settings import SIGNING_PASSPHRASE_ENV, Settings
-from cli.common import settings_for
+from cli.common import add_matrix_file_arg, settings_for
+from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.attest import (
     SignatureInvalid,
     SigningError,
@@ -61,10 +63,8 @@ def help_formatter() -> type[argparse.RawDescriptionHelpFormatter]:
     return argparse.RawDescriptionHelpFormatter
 
 
-def add_lock_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+def add_lock_options(p: argparse.ArgumentParser, matrix_optional: bool = False) -> None:
+    add_matrix_file_arg(p, optional=matrix_optional)
     p.add_argument(
         "--lock", type=Path, default=None, help="images lock (default: images.lock.json next to the matrix)"
     )
@@ -109,6 +109,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="check each SBOM against the CycloneDX schema (offline; about 0.1 s per wheel)",
     )
+    add_format_arg(p, choices=("cyclonedx", "json"), default="cyclonedx")
     add_lock_options(p)
     p.set_defaults(func=cmd_sbom)
 
@@ -164,7 +165,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="embedded registry state (default: <state root>/registry)"
     )
-    add_lock_options(p)
+    add_format_arg(p, choices=("text", "json"), default="text")
+    add_lock_options(p, matrix_optional=True)  # a user checking a lock may have no matrix
     p.set_defaults(func=cmd_verify_signature)
 
 
@@ -273,22 +275,40 @@ def cmd_sbom(args: argparse.Namespace) -> int:
     sources, plans = plan_sources(args, settings, lock)
     out = args.out or (None if args.image else settings.evidence_dir)
     invalid = 0
+    reported: list[dict[str, Any]] = []
     for entry in entries:
         document = sbom_bytes(entry, chain_of(entry, sources[entry.reference]), _epoch(plans, entry))
+        errors: list[str] = []
         if args.validate:
-            errors = validation_errors(document)
+            errors = [str(e) for e in validation_errors(document)]
             for error in errors[:10]:
                 print(
                     f"strata: {entry.reference}: SBOM does not follow CycloneDX 1.6: {error}", file=sys.stderr
                 )
             invalid += bool(errors)
+        item: dict[str, Any] = {
+            "reference": entry.reference,
+            "digest": entry.digest,
+            "path": None,
+            "components": len(json.loads(document).get("components", [])),
+            "valid": (not errors) if args.validate else None,
+            "errors": errors[:10],
+        }
+        reported.append(item)
         if out is None:
-            sys.stdout.write(document.decode())
+            if wants_json(args):
+                item["sbom"] = json.loads(document)
+            else:
+                sys.stdout.write(document.decode())
             continue
         path = evidence_dir(out, entry.reference) / SBOM_FILE
         write_file(path, document)
-        checked = ", valid CycloneDX 1.6" if args.validate and not invalid else ""
-        print(f"{path}: {entry.reference}@{entry.digest[:19]}…{checked}")
+        item["path"] = str(path)
+        if not wants_json(args):
+            checked = ", valid CycloneDX 1.6" if args.validate and not errors else ""
+            print(f"{path}: {entry.reference}@{entry.digest[:19]}…{checked}")
+    if wants_json(args):
+        print_json("sbom", {"images": reported})
     return 1 if invalid else 0
 
 
@@ -364,6 +384,19 @@ def cmd_verify_signature(args: argparse.Namespace) -> int:
     target = Path(args.target)
     if target.suffix == ".json" or target.is_file():
         checked = verify_lock_file(target, [key], args.signature)
+        if wants_json(args):
+            print_json(
+                "verify-signature",
+                {
+                    "kind": "lock",
+                    "valid": True,
+                    "path": str(checked.path),
+                    "signature": str(checked.signature),
+                    "keyid": checked.keyid,
+                    "images": checked.images,
+                },
+            )
+            return 0
         print(
             f"{checked.path}: signature valid (key {checked.keyid[:16]}; {checked.images} images; "
             f"{checked.signature.name})"
@@ -418,5 +451,23 @@ def cmd_verify_signature(args: argparse.Namespace) -> int:
                 source=f"registry {ref.registry}",
                 recorded=recorded,
             )
+    if wants_json(args):
+        print_json(
+            "verify-signature",
+            {
+                "kind": "image",
+                "valid": True,
+                "reference": result.reference,
+                "digest": result.digest,
+                "digest_from": result.digest_from,
+                "keyid": result.keyid,
+                "sbom_digest": result.sbom_digest,
+                "sbom_components": result.sbom_components,
+                "provenance_digest": result.provenance_digest,
+                "matrix_commit": result.matrix_commit,
+                "source": result.source,
+            },
+        )
+        return 0
     print("\n".join(result.lines()))
     return 0

@@ -36,8 +36,8 @@ from builder.plan.retention import (
     plan_gc,
     plans_of_every_profile,
 )
-from builder.settings import DEFAULT_MATRIX
-from cli.common import add_wait_args, settings_for, with_run_lock
+from cli.common import add_matrix_file_arg, add_wait_args, settings_for, with_run_lock
+from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.compress import list_compressed_layers
 
 
@@ -52,9 +52,7 @@ def register(sub: Any) -> None:
         "example: strata gc --keep-releases 2 --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--matrix", default=DEFAULT_MATRIX, metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument(
         "--keep-releases",
         type=int,
@@ -69,6 +67,7 @@ def register(sub: Any) -> None:
         help="leave the engine's build cache alone (on an engine other checkouts build on, their Strata builds'"
         " records look like this one's)",
     )
+    add_format_arg(p, choices=("text", "json"), default="text")
     add_wait_args(p)
     p.set_defaults(func=with_run_lock(cmd_gc, unless=lambda args: args.dry_run))
 
@@ -95,15 +94,38 @@ def cmd_gc(args: argparse.Namespace) -> int:
     plan = plan_gc(inventory, needs)
     attributed_ids = {r.id for r in attributed}
     foreign = [r for r in records if r.id not in attributed_ids and not r.in_use and r.freeable]
+    problems: list[str] = []
     if args.dry_run:
-        _report(plan, {c: plan.bytes(c) for c in CATEGORIES}, "would free")
+        freed = {c: plan.bytes(c) for c in CATEGORIES}
     else:
         freed, problems = _delete(client, plan, inventory, records, commands, not args.keep_build_cache)
-        _report(plan, freed, "freed")
-        for problem in problems:
-            print(f"strata: {problem}")
+    if wants_json(args):
+        print_json("gc", _gc_json(plan, freed, problems, args, foreign))
+        return 0
+    _report(plan, freed, "would free" if args.dry_run else "freed")
+    for problem in problems:
+        print(f"strata: {problem}")
     _notes(plan, args.keep_releases, foreign)
     return 0
+
+
+def _gc_json(
+    plan: GcPlan, freed: dict[str, int], problems: list[str], args: argparse.Namespace, foreign: list[Any]
+) -> dict[str, Any]:
+    kept = plan.kept
+    return {
+        "dry_run": bool(args.dry_run),
+        "categories": {c: {"count": plan.count(c), "bytes": freed[c]} for c in CATEGORIES},
+        "total": {"count": sum(plan.count(c) for c in CATEGORIES), "bytes": sum(freed.values())},
+        "kept": {
+            "plan": kept.plan,
+            "releases": {f"r{r}": n for r, n in sorted(kept.releases.items())},
+            "in_use": kept.in_use,
+        },
+        "keep_releases": args.keep_releases,
+        "foreign_build_cache": {"records": len(foreign), "bytes": sum(r.freeable for r in foreign)},
+        "problems": problems,
+    }
 
 
 def _delete(

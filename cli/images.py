@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from builder.oci.packages import (
     render_package_changes,
 )
 from cli.common import settings_for
+from cli.output import add_format_arg, print_json, wants_json
 
 CANONICALIZE_EXAMPLE = (
     "example: strata canonicalize strata/tf:2.15-gpu-build out/tf2.15-gpu --tag strata/tf:2.15-gpu --load"
@@ -65,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     canon.add_argument(
         "--load", action="store_true", help="load the result into the engine (ID = config digest)"
     )
-    canon.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_format_arg(canon, choices=("text", "json"), default="text", retired_json=True)
     canon.set_defaults(func=run_canonicalize)
 
     diff = subparsers.add_parser(
@@ -89,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     diff.add_argument(
         "--limit", type=int, default=50, help="lines shown per layer and per package list (default 50)"
     )
-    diff.add_argument("--json", action="store_true", help="print the diff as JSON")
+    add_format_arg(diff, choices=("text", "json"), default="text", retired_json=True)
     diff.add_argument(
         "--packages",
         action="store_true",
@@ -123,7 +122,7 @@ def run_canonicalize(args: argparse.Namespace) -> int:
             client=engine_client(settings),
             layer_read=settings.layer_read,
         )
-    if args.json:
+    if wants_json(args):
         result = {
             "layout": str(image.layout),
             "manifest_digest": image.manifest_digest,
@@ -134,7 +133,7 @@ def run_canonicalize(args: argparse.Namespace) -> int:
                 for la in image.layers
             ],
         }
-        print(json.dumps(result, indent=2))
+        print_json("canonicalize", {**result, "loaded": bool(args.load)})
         return 0
     dropped = sum(len(layer.dropped) for layer in image.layers)
     print(f"{image.layout}: manifest {image.manifest_digest}")
@@ -154,9 +153,8 @@ def run_image_diff(args: argparse.Namespace) -> int:
         a = open_image(args.a, Path(scratch), lambda: engine_client(settings))
         b = open_image(args.b, Path(scratch), lambda: engine_client(settings))
         result = diff_images(a, b, flatten=args.flatten, ignore=args.ignore)
-    if args.json:
-        json.dump(diff_to_json(result), sys.stdout, indent=2, default=str)
-        print()
+    if wants_json(args):
+        print_json("diff", {"mode": "files", **diff_to_json(result)})
     else:
         print(render_text(result, limit=args.limit))
     return 0 if result.identical else 1
@@ -170,8 +168,9 @@ def run_package_diff(args: argparse.Namespace) -> int:
         b = open_image(args.b, Path(scratch), lambda: engine_client(settings))
         identical = a.config_digest == b.config_digest
         packages = PackageDiff() if identical else compare_image_packages(a, b)
-    if args.json:
+    if wants_json(args):
         result = {
+            "mode": "packages",
             "a_label": a.label,
             "b_label": b.label,
             "a_id": a.config_digest,
@@ -179,8 +178,7 @@ def run_package_diff(args: argparse.Namespace) -> int:
             "identical": identical,
             "packages": package_diff_to_json(packages),
         }
-        json.dump(result, sys.stdout, indent=2)
-        print()
+        print_json("diff", result)
     elif identical:
         print(f"identical: {a.label} and {b.label} are both {a.config_digest}")
     else:

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from builder.build.orchestrate import ensure_base_image
-from builder.errors import StrataError
+from builder.errors import Location, StrataError
 from builder.events import EventSink, LockChecked, LockState, tee
 from builder.lock.fetch import fetch_wheels
 from builder.lock.indexes import read_pip_indexes
 from builder.lock.pip_resolver import InImageResolver
-from builder.lock.resolve import lock_states, write_locks
+from builder.lock.resolve import LockStatus, lock_states, write_locks
 from builder.matrix.load import load_matrix
 from builder.matrix.release import bump_release
 from builder.plan.graph import Plan, build_plan
@@ -29,7 +29,10 @@ from cli.common import (
     settings_for,
     with_run_lock,
 )
-from cli.progress import print_lock_event
+from cli.github import github_error, under_github_actions
+from cli.lock_channel import register_pull
+from cli.output import add_format_arg, add_progress_arg, print_json, progress_mode, wants_json
+from cli.progress import FetchMeter, Reporter, lock_message
 from registry_sync.publish.cache import open_registry_cache
 
 
@@ -56,9 +59,13 @@ def register(sub: Any) -> None:
         action="store_true",
         help="if any lock changed, increment `release` in the matrix so new version tags never collide with old ones",
     )
+    add_format_arg(p, choices=("text", "json"), default="text")
+    add_progress_arg(p)
     add_events_arg(p)
     add_wait_args(p)
     p.set_defaults(func=with_run_lock(cmd_lock, unless=lambda args: args.check))
+    # `strata lock pull` (cli/lock_channel.py); without it, `strata lock` pins inputs as above.
+    register_pull(p.add_subparsers(dest="lock_action", metavar="{pull}"))
 
     p = sub.add_parser(
         "fetch",
@@ -68,6 +75,8 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_matrix_args(p)
+    add_format_arg(p, choices=("text", "json"), default="text")
+    add_progress_arg(p)
     add_wait_args(p)
     p.set_defaults(func=with_run_lock(cmd_fetch))
 
@@ -116,13 +125,22 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
         bad = [s for s in states if s.state is not LockState.OK]
         for s in bad:
             print(s.describe(), file=sys.stderr)
-        if bad:
+            if under_github_actions():
+                print(github_error(Location(s.path, s.line or 1), f"{s.state}: {s.reason}"), file=sys.stderr)
+        if wants_json(args):
+            print_json(
+                "lock",
+                {"check": True, "ok": not bad, "locks": [_lock_json(s) for s in states], "release": None},
+            )
+        elif bad:
             print(f"{len(bad)} of {len(states)} locks are not current: run `strata lock`", file=sys.stderr)
         else:
             print(f"all {len(states)} locks are current")
         return 1 if bad else 0
+    text = sys.stderr if wants_json(args) else sys.stdout
     for path, exc in reader.failed.items():
         print(f"{path} does not verify ({exc.message}); resolving it again", file=sys.stderr)
+    reporter = Reporter(progress_mode(args), total=len(plan.nodes), message=lock_message, title="lock")
     # The base image a resolution runs in may be built first: its build events go to --events only.
     resolver = InImageResolver(
         settings,
@@ -130,39 +148,72 @@ def _lock(args: argparse.Namespace, record: EventSink) -> int:
             engine, plan, base, settings, [lambda: open_registry_cache(plan.matrix, settings)], record
         ),
     )
-    results = write_locks(
-        plan,
-        settings.ensure(settings.cache_dir),
-        resolver,
-        settings.environ,
-        refresh=args.refresh,
-        on_event=tee(print_lock_event, record),
-        lock_reader=reader,
-    )
+    with reporter:
+        results = write_locks(
+            plan,
+            settings.ensure(settings.cache_dir),
+            resolver,
+            settings.environ,
+            refresh=args.refresh,
+            on_event=tee(reporter, record),
+            lock_reader=reader,
+        )
     written = [r for r in results if r.state is LockState.WRITTEN]
     for r in written:
-        print(f"wrote {r.path}")
-    print(f"{len(written)} lock(s) written, {len(results) - len(written)} unchanged")
+        print(f"wrote {r.path}", file=text)
+    print(f"{len(written)} lock(s) written, {len(results) - len(written)} unchanged", file=text)
+    release = None
     if args.bump_release and written:
-        new = bump_release(Path(args.matrix))
-        print(f"release bumped to {new} in {args.matrix}: new version tags end in -r{new}")
+        release = bump_release(Path(args.matrix))
+        print(f"release bumped to {release} in {args.matrix}: new version tags end in -r{release}", file=text)
+    if wants_json(args):
+        print_json(
+            "lock",
+            {"check": False, "ok": True, "locks": [_lock_json(r) for r in results], "release": release},
+        )
     return 0
+
+
+def _lock_json(status: LockStatus) -> dict[str, Any]:
+    return {
+        "node": status.node,
+        "path": status.path,
+        "state": str(status.state),
+        "line": status.line,
+        "reason": status.reason,
+    }
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     settings = with_pip_indexes(settings_for(args))
     plan = load_plan(args, settings)
     wheels = [w for n in plan.nodes if n.lock for w in n.lock.wheels]
-    result = fetch_wheels(
-        settings.ensure(settings.cache_dir),
-        wheels,
-        repair=True,
-        environ=settings.environ,
-        indexes=settings.package_indexes,
-    )
+    with FetchMeter(progress_mode(args)) as meter:
+        result = fetch_wheels(
+            settings.ensure(settings.cache_dir),
+            wheels,
+            repair=True,
+            progress=meter,
+            environ=settings.environ,
+            indexes=settings.package_indexes,
+        )
+    meter.finish()
+    text = sys.stderr if wants_json(args) else sys.stdout
     for name in result.repaired:
-        print(f"re-fetched {name}: the stored file failed its sha256 check")
+        print(f"re-fetched {name}: the stored file failed its sha256 check", file=text)
     print(
-        f"{result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.1f} MB), {result.reused} already verified"
+        f"{result.downloaded} downloaded ({result.bytes_downloaded / 1e6:.1f} MB), {result.reused} already verified",
+        file=text,
     )
+    if wants_json(args):
+        print_json(
+            "fetch",
+            {
+                "downloaded": result.downloaded,
+                "reused": result.reused,
+                "bytes_downloaded": result.bytes_downloaded,
+                "repaired": list(result.repaired),
+                "files": [{"filename": n, "bytes": b} for n, b in sorted(meter.files.items())],
+            },
+        )
     return 0

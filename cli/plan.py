@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from builder.events import LockState
@@ -16,6 +15,7 @@ from builder.plan.github import github_matrix
 from builder.plan.graph import Plan
 from builder.plan.write import write_dockerfiles
 from cli.common import add_matrix_args, load_plan, settings_for
+from cli.output import add_format_arg, console, print_json
 
 
 def register(sub: Any) -> None:
@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_matrix_args(p)
-    p.add_argument("--format", choices=["table", "json", "github"], default="table")
+    add_format_arg(p, choices=("table", "json", "github"))
     p.set_defaults(func=cmd_plan)
 
 
@@ -52,8 +52,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     plan = load_plan(args, settings_for(args))
     if args.format == "json":
-        json.dump([n.to_json() for n in plan.nodes], sys.stdout, indent=2)
-        print()
+        print_json("plan", {"profile": plan.matrix.profile, "nodes": [n.to_json() for n in plan.nodes]})
     elif args.format == "github":
         json.dump(github_matrix(plan), sys.stdout, separators=(",", ":"))
         print()
@@ -79,4 +78,4 @@ def print_plan_table(plan: Plan) -> None:
             state,
             n.tags[0].split("/", 1)[1],
         )
-    Console(width=200).print(table)
+    console().print(table)

@@ -7,33 +7,37 @@ one-line errors.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from builder.engine.client import BUILD_TIMEOUT_SECONDS, engine_client
 from builder.errors import StrataError
-from builder.events import EventSink, PushStatus, ignore_events, tee
+from builder.events import EventSink, PushStatus, tee
 from builder.settings import Settings
+from cli.catalog_site import cmd_catalog_html
 from cli.common import (
     add_events_arg,
     add_matrix_args,
+    add_matrix_file_arg,
     add_wait_args,
     full_plan,
     open_events,
     settings_for,
     with_run_lock,
 )
-from cli.progress import print_push_event
+from cli.output import add_format_arg, add_progress_arg, console, print_json, progress_mode, wants_json
+from cli.progress import Lines, Reporter, push_message
+from cli.summary import push_summary, write_step_summary
 from registry_sync.publish.attest import load_public_key, verify_lock_file
 from registry_sync.publish.catalog import load_plans, render_catalog, sources_from_plans, write_catalog
 from registry_sync.publish.images_lock import read_images_lock
+from registry_sync.publish.lock_channel import publish_channel
 from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, pin_files
 from registry_sync.publish.promote import promote_cell_alias
 from registry_sync.publish.push_plan import (
@@ -96,7 +100,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-lock-artifact", action="store_true", help="do not push the lock as an OCI artifact")
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
-    p.add_argument("--format", choices=["table", "json"], default="table", help="summary format")
+    add_format_arg(p)
+    add_progress_arg(p)
     add_events_arg(p)
     _data_dir_option(p)
     add_wait_args(p)
@@ -113,6 +118,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--lock", type=Path, default=Path("images.lock.json"), help="default: images.lock.json")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file would change")
+    add_format_arg(p, choices=("text", "json"), default="text")
     p.add_argument(
         "--require-signature",
         type=Path,
@@ -126,17 +132,41 @@ def register(subparsers: Any) -> None:
         "catalog",
         help="write a Markdown page describing every published tag",
         description="Describe every tag of images.lock.json: cells, versions, sizes, digest, pull line, and the\n"
-        "Python and Debian packages from the node's locks and its ancestors'.\n\n"
-        "example: strata catalog --out docs/catalog.md",
+        "Python and Debian packages from the node's locks and its ancestors'. --format html writes a site instead:\n"
+        "an index of every tag and alias with verdicts, signature and vulnerability status, a page per tag with\n"
+        "its layers and the packages of its stored SBOM, and the release history with package diffs.\n\n"
+        "example: strata catalog --format html --out site/",
         formatter_class=_formatter(),
     )
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument(
         "--lock", type=Path, default=None, help="lock file (default: images.lock.json next to the matrix)"
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_CATALOG, help=f"output (default: {DEFAULT_CATALOG})")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"output (default: {DEFAULT_CATALOG}; with --format html: site/)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["markdown", "html", "json"],
+        default="markdown",
+        help="markdown: one page from the locks; html: a site from the registry (tags, SBOM packages, releases); "
+        "json: the markdown page, and a strata.catalog/1 document on stdout (docs/cli-json.md)",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        type=Path,
+        metavar="KEY.pub",
+        help="html: check each image's signature (repeatable)",
+    )
+    p.add_argument("--registry", metavar="HOST:PORT", help="html: default: matrix.yaml's registry.address")
+    p.add_argument(
+        "--evidence", type=Path, default=None, help="html: strata audit's reports (default: build/evidence)"
+    )
+    _data_dir_option(p)
     p.set_defaults(func=cmd_catalog)
 
     p = subparsers.add_parser(
@@ -156,6 +186,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--src-ca-file", type=Path, default=None, help="CA of SRC (default: $STRATA_REGISTRY_CA)")
     p.add_argument("--dst-ca-file", type=Path, default=None, help="CA of DST (default: $STRATA_REGISTRY_CA)")
+    add_format_arg(p, choices=("text", "json"), default="text")
+    add_progress_arg(p)
     _data_dir_option(p)
     add_wait_args(p)
     p.set_defaults(func=with_run_lock(cmd_sync, checkout=False))
@@ -171,9 +203,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("alias", metavar="ALIAS")
     p.add_argument("--cell", required=True, help="the cell whose image the alias should name")
-    p.add_argument(
-        "--matrix", default="matrix.yaml", metavar="FILE", help="matrix file (default: matrix.yaml)"
-    )
+    add_matrix_file_arg(p)
     p.add_argument("--profile", default="hermetic", help="profile (default: hermetic)")
     p.add_argument(
         "--registry", metavar="HOST:PORT", help="registry (default: matrix.yaml's registry.address)"
@@ -184,6 +214,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--bench-ledger", type=Path, default=None, help="default: <state root>/results/bench/ledger.sqlite"
     )
+    add_format_arg(p, choices=("text", "json"), default="text")
     _data_dir_option(p)
     p.set_defaults(func=cmd_promote)
 
@@ -218,8 +249,8 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
     data_dir = _data_dir(args, settings)
     lock_path = args.lock or whole.matrix.root / "images.lock.json"
     work = settings.ensure(settings.tmp_dir)
-    quiet = args.quiet or args.format == "json"
-    event = tee(ignore_events if quiet else print_push_event, record)
+    reporter = Reporter(progress_mode(args), total=len(plan.nodes), message=push_message, title="push")
+    event = tee(reporter, record)
     engine = engine_client(settings, BUILD_TIMEOUT_SECONDS)
     start = time.monotonic()
     with _registry(registry, settings, data_dir, whole.matrix.model.registry.address) as client:
@@ -234,24 +265,37 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
             layer_read=settings.layer_read,
             on_event=event,
         )
-        results = publish_plan(plan, engine, client, options)
+        with reporter:
+            results = publish_plan(plan, engine, client, options)
         failed = [r for r in results if r.status is PushStatus.FAILED]
         outcome = None
+        channel = None
         if not failed:
             outcome = finish_lock(
                 lock_path, whole, results, client, options, push_artifact=not args.no_lock_artifact
             )
+            if outcome.artifact:
+                digest = outcome.artifact.rpartition("@")[2]
+                channel = publish_channel(
+                    client, whole.matrix.model.registry.namespace, digest, options.audit
+                )
     seconds = time.monotonic() - start
-    if args.format == "json":
-        doc: dict[str, Any] = {"nodes": [r.to_json() for r in results], "seconds": round(seconds, 2)}
+    if wants_json(args):
+        doc: dict[str, Any] = {
+            "ok": not failed,
+            "registry": registry,
+            "nodes": [r.to_json() for r in results],
+            "seconds": round(seconds, 2),
+            "lock": None,
+        }
         if outcome:
             doc["lock"] = {
                 "path": str(outcome.path),
                 "written": outcome.written,
                 "artifact": outcome.artifact,
+                "channel": list(channel.tags) if channel else [],
             }
-        json.dump(doc, sys.stdout, indent=2)
-        print()
+        print_json("push", doc)
     else:
         _print_push_summary(results, seconds)
         if outcome:
@@ -259,6 +303,9 @@ def _push(args: argparse.Namespace, record: EventSink) -> int:
             print(f"{outcome.path}: {state}")
             if outcome.artifact:
                 print(f"lock artifact: {outcome.artifact}")
+            if channel:
+                print(channel.describe(registry, whole.matrix.model.registry.namespace))
+    write_step_summary(push_summary(results, seconds))
     if failed:
         first = failed[0]
         raise PublishError(
@@ -276,7 +323,7 @@ def _print_push_summary(results: Sequence[Any], seconds: float) -> None:
         uploaded = f"{r.bytes_uploaded / 1e6:.1f} MB" if r.bytes_uploaded else "0"
         digest = r.manifest_digest or r.message
         table.add_row(r.node, r.status, uploaded, f"{r.seconds:.1f}s", digest)
-    Console(width=200).print(table)
+    console().print(table)
     total = sum(r.bytes_uploaded for r in results)
     counts = {s: sum(1 for r in results if r.status is s) for s in PushStatus}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; {total / 1e6:.1f} MB uploaded")
@@ -286,9 +333,12 @@ def _print_push_summary(results: Sequence[Any], seconds: float) -> None:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
+    text = sys.stderr if wants_json(args) else sys.stdout
+    signed_by = None
     if args.require_signature is not None:
         signed = verify_lock_file(args.lock, [load_public_key(args.require_signature)])
-        print(f"{signed.path}: signature valid (key {signed.keyid[:16]})")
+        signed_by = signed.keyid
+        print(f"{signed.path}: signature valid (key {signed.keyid[:16]})", file=text)
     lock = read_images_lock(args.lock)
     results = pin_files(list(args.files), lock, check=args.check)
     counts = dict.fromkeys((PINNED, REPINNED, ALREADY, UNKNOWN), 0)
@@ -298,12 +348,39 @@ def cmd_pin(args: argparse.Namespace) -> int:
             line = outcome.describe()
             if args.check and outcome.changes:
                 line = line.replace(f": {outcome.outcome} ", f": would be {outcome.outcome} ", 1)
-            print(line)
+            print(line, file=text)
     changed = [r for r in results if r.changed]
     names = {PINNED: "to pin", REPINNED: "to re-pin"} if args.check else {}
     summary = ", ".join(f"{n} {names.get(k, k)}" for k, n in counts.items() if n) or "no image references"
     verb = "would change" if args.check else "changed"
-    print(f"{summary}; {len(changed)} of {len(results)} files {verb}")
+    print(f"{summary}; {len(changed)} of {len(results)} files {verb}", file=text)
+    if wants_json(args):
+        print_json(
+            "pin",
+            {
+                "check": bool(args.check),
+                "lock": str(args.lock),
+                "signature_key": signed_by,
+                "counts": counts,
+                "files": [
+                    {
+                        "path": str(r.path),
+                        "changed": r.changed,
+                        "references": [
+                            {
+                                "line": o.line,
+                                "reference": o.original,
+                                "outcome": o.outcome,
+                                "pinned": o.replacement,
+                                "note": o.note,
+                            }
+                            for o in r.outcomes
+                        ],
+                    }
+                    for r in results
+                ],
+            },
+        )
     return 1 if args.check and changed else 0
 
 
@@ -311,6 +388,9 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
+    if args.format == "html":
+        return cmd_catalog_html(args)
+    args.out = args.out or DEFAULT_CATALOG
     settings = settings_for(args)
     matrix_path = Path(args.matrix)
     lock_path = args.lock or matrix_path.resolve().parent / "images.lock.json"
@@ -318,7 +398,13 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     plans = load_plans(matrix_path, {e.profile for e in lock.entries()}, settings.registry_override)
     text = render_catalog(lock, sources_from_plans(lock, plans), lock_path.name)
     written = write_catalog(args.out, text)
-    print(f"{args.out}: {'written' if written else 'unchanged'} ({len(lock.images)} tags)")
+    if wants_json(args):
+        print_json(
+            "catalog",
+            {"path": str(args.out), "written": written, "lock": str(lock_path), "tags": sorted(lock.images)},
+        )
+    else:
+        print(f"{args.out}: {'written' if written else 'unchanged'} ({len(lock.images)} tags)")
     return 0
 
 
@@ -336,6 +422,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     ):
         items = plan_sync(src, dst, args.only, lambda: src_client.list_tags(src.repository))
         work = settings.ensure(settings.tmp_dir)
+        say = Lines(progress_mode(args))
+        copies = []
         for item in items:
             result = copy_image(
                 src_client,
@@ -348,9 +436,35 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 audit=_audit_log(settings),
                 mount_from=args.mount_from,
                 work_dir=work,
-                on_event=lambda message: print(f"  {message}", file=sys.stderr, flush=True),
+                on_event=functools.partial(say, label=item.reference),
             )
-            print(result.describe())
+            copies.append(result)
+            if not wants_json(args):
+                print(result.describe())
+    if wants_json(args):
+        print_json(
+            "sync",
+            {
+                "source": args.source,
+                "destination": args.destination,
+                "images": [
+                    {
+                        "source": c.source,
+                        "destination": c.destination,
+                        "status": c.status,
+                        "manifest_digest": c.manifest_digest,
+                        "tags": list(c.tags),
+                        "tags_changed": list(c.tags_changed),
+                        "manifests_copied": c.manifests_copied,
+                        "blobs_copied": len(c.blobs_copied),
+                        "blobs_mounted": len(c.blobs_mounted),
+                        "blobs_present": len(c.blobs_present),
+                        "bytes_copied": c.bytes_copied,
+                    }
+                    for c in copies
+                ],
+            },
+        )
     return 0
 
 
@@ -377,6 +491,23 @@ def cmd_promote(args: argparse.Namespace) -> int:
             require_bench=args.require_bench,
             bench_ledger=args.bench_ledger or settings.ledger_path,
         )
+    if wants_json(args):
+        print_json(
+            "promote",
+            {
+                "alias": promotion.alias,
+                "cell": args.cell,
+                "target": promotion.target,
+                "digest": promotion.digest,
+                "config_digest": promotion.config_digest,
+                "previous": promotion.old,
+                "changed": promotion.old != promotion.digest,
+                "action": promotion.action.value,
+                "evidence": list(promotion.evidence),
+                "audit_log": str(audit.path),
+            },
+        )
+        return 0
     for line in promotion.evidence:
         print(line)
     if promotion.old == promotion.digest:

@@ -9,6 +9,7 @@ from typing import Any
 from builder.errors import StrataError
 from builder.settings import REGISTRY_CA_ENV
 from cli.common import add_wait_args, settings_for, with_run_lock
+from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.push import push_archive
 from registry_sync.publish.tag_policy import AuditLog
 from registry_sync.registry.connect import client_for
@@ -80,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     data_dir_option(status)
+    add_format_arg(status, choices=("text", "json"), default="text")
     status.set_defaults(func=run_status)
 
     push = actions.add_parser(
@@ -141,6 +143,20 @@ def run_down(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     """Handler of `strata registry status`: exit 0 when running, 1 when not."""
     status = registry_status(_data_dir(args))
+    if wants_json(args):
+        print_json(
+            "registry-status",
+            {
+                "running": status.running,
+                "url": status.url if status.running else None,
+                "address": status.address,
+                "pid": status.pid,
+                "tls": status.tls,
+                "auth": status.username is not None,
+                "data_dir": str(status.data_dir),
+            },
+        )
+        return 0 if status.running else 1
     if status.running:
         print(f"registry up at {status.url} (pid {status.pid}, data in {status.data_dir})")
         return 0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from builder.errors import StrataError
 from cli.common import settings_for
+from cli.output import add_progress_arg, envelope, progress_mode
+from cli.progress import Lines
+from cli.summary import smoke_summary, write_step_summary
 from validate.smoke import runner
 from validate.smoke.report import FORMATS, render
 
@@ -49,7 +53,12 @@ def register(subparsers: Any) -> None:
         "--expect-gpu", action="store_true", help="a missing GPU fails the GPU checks (default: not-run)"
     )
     parser.add_argument("--gpus", type=gpu_count, default=None, help="GPUs to request: a count or 'all'")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="report format (default: table)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="report format (default: table); json: one strata.smoke/1 document (docs/cli-json.md)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the report here instead of stdout")
     parser.add_argument(
         "--timeout",
@@ -63,21 +72,36 @@ def register(subparsers: Any) -> None:
         default=None,
         help="per-digest JSON results go here (default: <state root>/results/smoke)",
     )
+    add_progress_arg(parser)
     parser.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     client = runner.connect(settings)
-    reports = runner.smoke_images(
-        client,
-        list(args.images),
-        expect_gpu=args.expect_gpu,
-        gpus=args.gpus,
-        timeout_s=args.timeout,
-        results_dir=args.results_dir or settings.smoke_results_dir,
-    )
-    text = render(reports, args.format)
+    say = Lines(progress_mode(args))
+    reports = []
+    for number, image in enumerate(args.images, 1):
+        say(f"smoke {number}/{len(args.images)}: running the checks", image)
+        (report,) = runner.smoke_images(
+            client,
+            [image],
+            expect_gpu=args.expect_gpu,
+            gpus=args.gpus,
+            timeout_s=args.timeout,
+            results_dir=args.results_dir or settings.smoke_results_dir,
+        )
+        counts = report.counts()
+        say(
+            f"{report.status} in {report.duration_s:.1f}s "
+            f"({counts['pass']} pass, {counts['fail']} fail, {counts['not-run']} not-run)",
+            image,
+        )
+        reports.append(report)
+    if args.format == "json":
+        text = json.dumps(envelope("smoke", {"images": [r.to_dict() for r in reports]}), indent=2) + "\n"
+    else:
+        text = render(reports, args.format)
     if args.out is None:
         sys.stdout.write(text)
     else:
@@ -85,6 +109,7 @@ def handle(args: argparse.Namespace) -> int:
             args.out.write_text(text)
         except OSError as exc:
             raise StrataError(f"smoke: cannot write report {args.out}: {exc.strerror}") from exc
+    write_step_summary(smoke_summary(reports))
     for report in reports:
         for check in report.failures:
             print(f"strata: smoke {report.image}: {check.name}: {check.detail}", file=sys.stderr)

@@ -11,7 +11,8 @@
 set -euo pipefail
 
 # gpgv + debian-archive-keyring: strata audit checks the Debian security suite's InRelease like apt does
-PACKAGES=(docker.io mmdebstrap docker-registry skopeo docker-compose busybox-static uidmap diffoscope-minimal gpgv debian-archive-keyring)
+# chromium: the catalog site test opens `strata catalog --format html` in headless Chromium
+PACKAGES=(docker.io mmdebstrap docker-registry skopeo docker-compose busybox-static uidmap diffoscope-minimal gpgv debian-archive-keyring chromium)
 DOCKERD_LOG=${STRATA_DOCKERD_LOG:-/var/log/strata-dockerd.log}
 DOCKERD_WAIT_SECONDS=${STRATA_DOCKERD_WAIT:-30}
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

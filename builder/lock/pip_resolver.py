@@ -7,12 +7,16 @@ container of the node's base image with a pinned, hash-checked pip wheel mounted
 Of the host's pip configuration only its package indexes are used (settings.package_index and
 extra_package_indexes, read by the CLI: a PyPI mirror); find-links, constraints and the rest are ignored. A file:
 index is mounted read-only at its own path. Locked URLs may then name the mirror: the sha256 is the identity.
+
+pip's output of each resolution is kept as <state root>/logs/lock/<node>.log; when pip cannot resolve, the error
+shows its explanation of the conflict (which requirement asks for what), trimmed to a few lines, and names that log.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +32,16 @@ from builder.plan.lockfile import PinnedWheel
 from builder.settings import Settings
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+class ResolutionFailed(StrataError):
+    """pip could not resolve a node's requirements (conflicting pins, no such release); names pip's full output."""
+
+
+# How many of pip's "X depends on Y" lines a resolution error shows (the requests of the node and its parents' pins
+# are always shown); the rest are counted, and in the log.
+CONFLICT_LINES = 4
+_CONFLICT_HEADER = "The conflict is caused by:"
 
 
 # The pip that resolves inside images: pinned and verified like any other input.
@@ -56,7 +70,9 @@ def in_image_command(
         "--isolated",
         "--disable-pip-version-check",
         "--no-cache-dir",
-        "--quiet",
+        # Not --quiet: pip logs its explanation of a conflict at info level, and the log is kept.
+        "--progress-bar",
+        "off",
         "--dry-run",
         "--ignore-installed",
         "--only-binary=:all:",
@@ -86,10 +102,12 @@ def resolve_in_image(
     environ: Mapping[str, str],
     index_url: str | None = None,
     extra_index_urls: Sequence[str] = (),
+    log_dir: Path | None = None,
 ) -> list[PinnedWheel]:
     """Resolve in a container of `image` (the node's base): markers and wheel tags are the image's own.
 
-    `index_url` replaces PyPI and `extra_index_urls` are searched too, as pip's options of the same names.
+    `index_url` replaces PyPI and `extra_index_urls` are searched too, as pip's options of the same names. pip's
+    output is written to `log_dir/<what>.log` (when given) and named in the error if pip fails.
     """
     indexes = ([index_url] if index_url else []) + list(extra_index_urls)
     fetch_wheels(cache, [PIP_WHEEL], repair=True, environ=environ, indexes=indexes)
@@ -137,9 +155,9 @@ def resolve_in_image(
             logs = container.logs().decode(errors="replace")
         finally:
             container.remove(force=True)
+        log = _keep_log(log_dir, what, logs)
         if status.get("StatusCode") != 0:
-            reason = _last_error(logs) or f"pip exited {status.get('StatusCode')}"
-            raise StrataError(f"cannot resolve requirements for {what} (in {image}): {reason}")
+            raise resolution_error(what, image, logs, status.get("StatusCode"), log)
         data = json.loads((work / "report.json").read_text(encoding="utf-8"))
     return [_pinned(item, what) for item in data.get("install", [])]
 
@@ -154,6 +172,62 @@ def _pinned(item: dict, what: str) -> PinnedWheel:
     if not sha:
         raise StrataError(f"{what}: index gave no sha256 for {meta['name']} {meta['version']}")
     return PinnedWheel(name=meta["name"], version=meta["version"], sha256=sha, url=info["url"])
+
+
+def resolution_error(what: str, image: str, logs: str, status: object, log: Path | None) -> ResolutionFailed:
+    """The error of a failed resolution (pure): pip's conflict explanation when it gave one, else its last error,
+    and where its full output is.
+
+    Example: `cannot resolve requirements for tf2.13.1-cpu-py3.11 (in strata/base:h-1f2e):
+    conflicting requirements:\\n    tensorflow-cpu 2.13.1 depends on numpy<=1.24.3 and >=1.22\\n    The user
+    requested (constraint) numpy==2.0.0\\n  pip's full output: .strata/logs/lock/tf2.13.1-cpu-py3.11.log`
+    """
+    conflict = conflict_explanation(logs)
+    reason = (
+        "conflicting requirements:\n" + "\n".join(f"    {line}" for line in conflict)
+        if conflict
+        else _last_error(logs) or f"pip exited {status}"
+    )
+    where = f"\n  pip's full output: {log}" if log else ""
+    return ResolutionFailed(f"cannot resolve requirements for {what} (in {image}): {reason}{where}")
+
+
+def _keep_log(log_dir: Path | None, what: str, logs: str) -> Path | None:
+    if log_dir is None:
+        return None
+    path = log_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", what) + ".log")
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(logs, encoding="utf-8")
+    except OSError:
+        return None  # the resolution's result does not depend on its log
+    return path
+
+
+def conflict_explanation(log: str, limit: int = CONFLICT_LINES) -> list[str]:
+    """pip's "The conflict is caused by:" lines from `log` (pip's output), trimmed (pure).
+
+    The requests (of the node's requirements, and "(constraint)" for its parents' pins) are always kept; of the
+    "X depends on Y" lines, the first `limit`, then how many more there are. Empty when pip explained no conflict.
+    Example: ["tensorflow-cpu 2.13.1 depends on numpy<=1.24.3 and >=1.22",
+    "The user requested (constraint) numpy==2.0.0"].
+    """
+    lines = log.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == _CONFLICT_HEADER) + 1
+    except StopIteration:
+        return []
+    causes: list[str] = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        causes.append(re.sub(r"\s+", " ", line.strip()))
+    requested = [c for c in causes if c.startswith("The user requested")]
+    depends = [c for c in causes if not c.startswith("The user requested")]
+    shown = depends[:limit] + (
+        [f"... and {len(depends) - limit} more (see the log)"] if len(depends) > limit else []
+    )
+    return shown + requested
 
 
 def _last_error(stderr: str) -> str:
@@ -195,4 +269,5 @@ class InImageResolver:
             self.settings.environ,
             self.settings.package_index,
             self.settings.extra_package_indexes,
+            log_dir=self.settings.lock_logs_dir,
         )

@@ -63,8 +63,6 @@ class SigningError(StrataError):
 class SignatureInvalid(StrataError):
     """A signature does not verify, was made by another key, or vouches for other bytes than those checked."""
 
-    exit_code = 1
-
 
 # ---------------------------------------------------------------------------------------------- keys
 

@@ -15,7 +15,8 @@ that was published, so the locks describe exactly what was pushed):
 Then images.lock.json itself is signed: `images.lock.json.sig` (a DSSE envelope next to the file). A user who has
 images.lock.json, its .sig and the public key checks the file offline; a signed lock vouches, through the
 evidence digests, for every image's SBOM, provenance and signature. When `strata push` stored the lock in the
-registry (`<namespace>/images-lock:<plan digest>`), the signed lock replaces it there, its signature next to it.
+registry (`<namespace>/images-lock:<plan digest>`), the signed lock replaces it there, its signature next to it,
+and the lock channel's `r<release>` and `latest` tags (lock_channel.py) name it too.
 
 Verifying an image (`verify_image`) needs the public key and the three documents, from the registry or from an
 evidence directory (offline); the signature must be over the pinned manifest digest, and the SBOM and provenance
@@ -53,6 +54,7 @@ from registry_sync.publish.attest import (
     write_file,
 )
 from registry_sync.publish.images_lock import ImagesLock, LockedImage
+from registry_sync.publish.lock_channel import publish_channel
 from registry_sync.publish.push_plan import LOCK_REPOSITORY, push_lock_artifact
 from registry_sync.publish.referrers import (
     PREDICATE_ANNOTATION,
@@ -87,8 +89,6 @@ EventCallback = Callable[[str, str], None]
 
 class EvidenceError(StrataError):
     """Evidence cannot be made or found for an image; the message names the image."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -387,7 +387,8 @@ def update_lock_artifact(
         {PREDICATE_ANNOTATION: IMAGES_LOCK},
     )
     push_documents(client, repository, subject, [document], epoch)
-    return f"{client.host}/{repository}:{plan_digest}@{digest}"
+    channel = publish_channel(client, namespace, digest, audit)  # r<N> and latest name the signed lock too
+    return f"{client.host}/{repository}:{','.join((plan_digest, *channel.tags))}@{digest}"
 
 
 # ---------------------------------------------------------------------------------------------- verify

@@ -25,6 +25,16 @@ into other people's Dockerfiles.
 An entry `strata sign` has covered also has `"evidence": {"provenance": "sha256:...", "sbom": "sha256:...",
 "signature": "sha256:..."}`: the sha256 of each document stored next to the image in the registry (see
 registry_sync/publish/evidence.py). The key is optional, so locks written before it still read.
+
+Two optional top-level keys (absent from locks written before them, omitted when empty):
+
+    "release": 2                      the matrix's `release:` the version tags were published under (lock_channel.py
+                                      stores the lock as `<namespace>/images-lock:r2` and `:latest`)
+    "aliases": {"127.0.0.1:5000/strata/tensorflow:2.13-cpu":
+                {"digest": "sha256:...", "tag": "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm-r2"}}
+                                      each floating alias as the registry had it when the lock was published: the
+                                      version tag (an entry of `images`, same repository) and its digest, so
+                                      `strata pin` can pin `...:2.13-cpu` to `...:2.13-cpu@sha256:...`
 """
 
 from __future__ import annotations
@@ -49,6 +59,8 @@ LOCK_SCHEMA = 1
 DEFAULT_LOCK_NAME = "images.lock.json"
 MAX_LOCK_BYTES = 64 << 20  # ~1 kB per entry: room for tens of thousands of tags
 MAX_ERRORS = 20
+MAX_RELEASE = 1_000_000
+MAX_ALIASES = 10_000
 EVIDENCE_KINDS = ("sbom", "provenance", "signature")
 _KEY_SHOWN = 200  # a reference is shown whole in a key path (it is the key a reader looks for)
 
@@ -105,17 +117,39 @@ class LockedImage:
 
 
 @dataclass(frozen=True)
+class LockedAlias:
+    """A floating alias as published: `reference` (registry/repository:alias) named `tag`'s digest `digest`."""
+
+    reference: str
+    tag: str  # the version reference (a key of the lock's images)
+    digest: str
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.reference}@{self.digest}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"digest": self.digest, "tag": self.tag}
+
+
+@dataclass(frozen=True)
 class ImagesLock:
-    """Every entry of an images.lock.json, keyed by version reference."""
+    """Every entry of an images.lock.json, keyed by version reference; the aliases by alias reference."""
 
     images: Mapping[str, LockedImage] = field(default_factory=dict)
+    aliases: Mapping[str, LockedAlias] = field(default_factory=dict)
+    release: int | None = None
 
     def render(self) -> str:
         """Stable JSON text: sorted keys, two-space indent, trailing newline, no timestamps."""
-        doc = {
+        doc: dict[str, Any] = {
             "schema": LOCK_SCHEMA,
             "images": {ref: self.images[ref].to_json() for ref in sorted(self.images)},
         }
+        if self.aliases:
+            doc["aliases"] = {ref: self.aliases[ref].to_json() for ref in sorted(self.aliases)}
+        if self.release is not None:
+            doc["release"] = self.release
         return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
 
     def entries(self) -> list[LockedImage]:
@@ -123,9 +157,11 @@ class ImagesLock:
         return [self.images[ref] for ref in sorted(self.images)]
 
     def lookup(self, ref: ImageRef) -> LockedImage | None:
-        """The entry for `ref` by its tag (registry/repository:tag), else by its digest within the repository."""
+        """The entry for `ref` by its tag (registry/repository:tag; an alias of `aliases` gives the entry it named
+        when the lock was published), else by its digest within the repository."""
         if ref.tag:
-            return self.images.get(ref.tagged)
+            alias = self.aliases.get(ref.tagged)
+            return self.images.get(alias.tag if alias is not None else ref.tagged)
         if ref.digest:
             for entry in self.entries():
                 if entry.digest == ref.digest and entry.ref.name == ref.name:
@@ -141,14 +177,28 @@ class ImagesLock:
             if old is not None and old.digest == entry.digest and old.evidence and not entry.evidence:
                 entry = replace(entry, evidence=old.evidence)  # the evidence is about the digest: still true
             images[entry.reference] = entry
-        return ImagesLock(images)
+        aliases = {
+            ref: a for ref, a in self.aliases.items() if a.tag in images and images[a.tag].digest == a.digest
+        }
+        return ImagesLock(images, aliases, self.release)
+
+    def with_aliases(self, aliases: Iterable[LockedAlias], release: int | None) -> ImagesLock:
+        """This lock with exactly these aliases (each must name an entry, by its digest) and this release."""
+        found = {a.reference: a for a in aliases}
+        for alias in found.values():
+            entry = self.images.get(alias.tag)
+            if entry is None or entry.digest != alias.digest:
+                raise LockFileError(
+                    f"alias {alias.reference}: {alias.tag}@{alias.digest} is not an entry of the lock"
+                )
+        return ImagesLock(self.images, found, release)
 
     def with_evidence(self, evidence: Mapping[str, Mapping[str, str]]) -> ImagesLock:
         """This lock with the evidence digests of some references (reference -> {kind: sha256}) set."""
         images = dict(self.images)
         for reference, digests in evidence.items():
             images[reference] = replace(images[reference], evidence=dict(digests))
-        return ImagesLock(images)
+        return ImagesLock(images, self.aliases, self.release)
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -211,9 +261,16 @@ class _EntryDoc(_Strict):
     evidence: dict[Literal["sbom", "provenance", "signature"], Digest] = {}
 
 
+class _AliasDoc(_Strict):
+    digest: Digest
+    tag: Reference
+
+
 class _LockDoc(_Strict):
     schema_: Literal[1] = Field(alias="schema")
     images: dict[Reference, _EntryDoc]
+    aliases: dict[Reference, _AliasDoc] = Field(default={}, max_length=MAX_ALIASES)
+    release: int | None = Field(default=None, ge=0, le=MAX_RELEASE)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -295,7 +352,40 @@ def parse_images_lock(text: str, source: str) -> ImagesLock:
         )
         for reference, e in checked.images.items()
     }
-    return ImagesLock(images)
+    aliases = {ref: LockedAlias(ref, a.tag, a.digest) for ref, a in checked.aliases.items()}
+    errors = _alias_errors(source, aliases, images)
+    if errors:
+        raise LockFileErrors(errors[:MAX_ERRORS])
+    return ImagesLock(images, aliases, checked.release)
+
+
+def _alias_errors(
+    source: str, aliases: Mapping[str, LockedAlias], images: Mapping[str, LockedImage]
+) -> list[StrataError]:
+    """An alias must name an entry of the same repository, by that entry's digest, and not be a version tag."""
+    errors: list[StrataError] = []
+    for ref, alias in aliases.items():
+        where = f"{source}: {_key_path(('aliases', ref))}"
+        entry = images.get(alias.tag)
+        if ref in images:
+            errors.append(LockFileError(f"{where} (key): is a version tag of images, not an alias"))
+        elif entry is None:
+            errors.append(
+                LockFileError(f"{where}.tag: {show(alias.tag, _KEY_SHOWN)} is not an entry of images")
+            )
+        elif ImageRef.require(ref, source).name != entry.ref.name:
+            errors.append(
+                LockFileError(
+                    f"{where}.tag: {show(alias.tag, _KEY_SHOWN)} is in another repository than the alias"
+                )
+            )
+        elif entry.digest != alias.digest:
+            errors.append(
+                LockFileError(
+                    f"{where}.digest: {alias.digest} is not the digest of {alias.tag} ({entry.digest})"
+                )
+            )
+    return errors
 
 
 def read_images_lock(path: Path, *, missing_ok: bool = False) -> ImagesLock:

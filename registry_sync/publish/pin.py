@@ -10,6 +10,8 @@ they are; only the reference text changes. Which references count:
 
 Each reference gets one outcome: pinned, re-pinned (its digest was not the locked one), already pinned, or
 unknown (not in the lock, or not a literal reference such as `$BASE` or `{{ .Values.image }}`), left untouched.
+A floating alias the lock records (`...:2.13-gpu`, its `aliases`) is pinned to the digest it named when the lock
+was published, keeping the alias as written: `...:2.13-gpu@sha256:...`.
 
 What is written is what the lock vouches for and nothing else: only a `sha256:` + 64 lower-case hex digest
 (images.lock.json is checked against its schema when read, and each digest again here). Files are written only
@@ -116,12 +118,14 @@ def pin_reference(text: str, lock: ImagesLock) -> tuple[str, str | None, str]:
         raise PinError(
             f"images.lock.json: {entry.reference}: digest {show(entry.digest)} is not sha256:<64 hex>"
         )
+    # An alias (`...:2.13-cpu`) keeps its name and gets the digest it had when the lock was published.
+    via = f"alias of {entry.reference}" if ref.tag and ref.tagged != entry.reference else ""
     if ref.digest == entry.digest:
-        return ALREADY, None, ""
+        return ALREADY, None, via
     pinned = f"{ref.tagged}@{entry.digest}"
     if ref.digest:
-        return REPINNED, pinned, f"was {ref.digest}"
-    return PINNED, pinned, ""
+        return REPINNED, pinned, "; ".join(filter(None, [f"was {ref.digest}", via]))
+    return PINNED, pinned, via
 
 
 def pin_text(

@@ -24,6 +24,10 @@ from validate.bench.ledger import Ledger
 from validate.smoke.results import require_pass
 
 
+class PromotionRefused(PublishError):
+    """The evidence a promotion requires (--require-smoke, --require-bench) is missing or failed: policy refusal."""
+
+
 @dataclass(frozen=True)
 class Promotion:
     """An alias move: the alias reference, the version tag it now follows, the digests and what changed."""
@@ -103,7 +107,7 @@ def _require_smoke(target: NodeTarget, config_digest: str, results_dir: Path, *,
     try:
         report = require_pass(results_dir, config_digest, expect_gpu=gpu)
     except StrataError as exc:
-        raise PublishError(f"refusing to promote {target.version_ref}: {exc}") from None
+        raise PromotionRefused(f"refusing to promote {target.version_ref}: {exc}") from None
     return f"smoke passed ({report.counts()['pass']} checks, {results_dir}/{config_digest}.json)"
 
 
@@ -112,9 +116,9 @@ def _require_bench(target: NodeTarget, config_digest: str, path: Path) -> str:
         with Ledger.open(path, create=False) as ledger:
             reps = [r for r in ledger.repetitions(image_id=config_digest) if r.steady]
     except StrataError as exc:
-        raise PublishError(f"refusing to promote {target.version_ref}: {exc}") from None
+        raise PromotionRefused(f"refusing to promote {target.version_ref}: {exc}") from None
     if not reps:
-        raise PublishError(
+        raise PromotionRefused(
             f"refusing to promote {target.version_ref}: no steady benchmark results for {config_digest} in {path}; "
             "run `strata bench run` on it first"
         )

@@ -17,7 +17,7 @@ Version tags and content tags are immutable: a different digest is refused with 
 which is audited. Aliases are never pushed here; `promote_cell_alias` moves them.
 
 When every node succeeded, `images.lock.json` is merged (entries of tags still in the matrix are kept, this run's
-replace theirs), written, and pushed as an OCI artifact `<namespace>/images-lock:<plan digest>`: one layer of
+replace theirs; the matrix's release and every alias the registry has on one of its entries recorded), written, and pushed as an OCI artifact `<namespace>/images-lock:<plan digest>`: one layer of
 media type `application/vnd.strata.images-lock.v1+json` holding exactly the file's bytes (title annotation
 `images.lock.json`, so `oras pull` writes it under that name). The tag is the plan digest of the nodes the lock
 describes (`lockfile.lock_plan_digest`, equal to `builder.plan.graph.plan_digest` of the pushed plan); it is metadata,
@@ -50,6 +50,7 @@ from builder.oci.media_types import LOCK_ARTIFACT_MEDIA_TYPE, LOCK_CONFIG_MEDIA_
 from builder.plan.graph import LayerNode, Plan
 from registry_sync.publish.images_lock import (
     ImagesLock,
+    LockedAlias,
     LockedImage,
     lock_plan_digest,
     read_images_lock,
@@ -70,8 +71,6 @@ LOCK_CONFIG = b"{}"
 
 class PublishError(StrataError):
     """A push or promotion failed; the message names the node, tag or digest."""
-
-    exit_code = 1
 
 
 def matrix_tag_policy(matrix: Matrix) -> TagPolicy:
@@ -326,13 +325,42 @@ class LockOutcome:
 
 
 def update_lock(
-    path: Path, full_plan: Plan, results: Sequence[NodeResult], registry: str
+    path: Path,
+    full_plan: Plan,
+    results: Sequence[NodeResult],
+    registry: str,
+    client: RegistryClient | None = None,
 ) -> tuple[ImagesLock, bool]:
-    """Merge this run's entries into the lock at `path` (dropping tags no longer in the plan) and write it."""
+    """Merge this run's entries into the lock at `path` (dropping tags no longer in the plan) and write it; with
+    `client`, the lock also records the matrix's release and each alias as the registry has it now."""
     keep = {NodeTarget.of(n, registry).version_ref for n in full_plan.nodes}
     entries = [r.locked for r in results if r.locked is not None]
     lock = read_images_lock(path, missing_ok=True).merged(entries, keep)
+    if client is not None:
+        aliases = published_aliases(client, full_plan, lock, registry)
+        lock = lock.with_aliases(aliases, full_plan.matrix.model.release)
     return lock, write_images_lock(path, lock)
+
+
+def published_aliases(
+    client: RegistryClient, plan: Plan, lock: ImagesLock, registry: str
+) -> list[LockedAlias]:
+    """Each alias matrix.yaml declares, where the registry has it and it names an entry of `lock` (an alias still
+    on an image of an older release is left out: the lock cannot vouch for that image)."""
+    found: list[LockedAlias] = []
+    for alias in plan.matrix.model.aliases:
+        nodes = [n for n in plan.nodes if alias.cell in n.cells and n.layer == alias.layer]
+        if not nodes:
+            continue
+        target = NodeTarget.of(nodes[-1], registry)
+        digest = client.manifest_digest(target.repository, alias.tag)
+        named = [e for e in lock.entries() if e.digest == digest and e.ref.repository == target.repository]
+        if digest is not None and named:
+            entry = next((e for e in named if e.reference == target.version_ref), named[0])
+            found.append(
+                LockedAlias(f"{target.registry}/{target.repository}:{alias.tag}", entry.reference, digest)
+            )
+    return found
 
 
 def push_lock_artifact(
@@ -403,7 +431,7 @@ def finish_lock(
     push_artifact: bool = True,
 ) -> LockOutcome:
     """Write images.lock.json for a successful push and push it as the lock artifact."""
-    lock, written = update_lock(lock_path, full_plan, results, options.registry)
+    lock, written = update_lock(lock_path, full_plan, results, options.registry, client)
     digest = lock_plan_digest(lock, [n.id for n in full_plan.nodes])
     artifact = ""
     if push_artifact and lock.images:

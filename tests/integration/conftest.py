@@ -30,7 +30,8 @@ def strata(
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        # A test's runs are not the job's builds: they stay out of GitHub's job summary unless a test asks.
+        env={**os.environ, "GITHUB_STEP_SUMMARY": "", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -64,7 +65,7 @@ def cpu_cells_built(engine: docker.DockerClient, default_plan: Plan) -> dict[str
     """Build the cpu cells with `strata build` and return {cell id: final image reference}."""
     proc = strata("build", "--only", CPU_CELLS, "--format", "json")
     assert proc.returncode == 0, f"strata build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    outcomes = json.loads(proc.stdout)
+    outcomes = json.loads(proc.stdout)["nodes"]
     assert {o["status"] for o in outcomes} <= {"built", "cached", "pulled"}, outcomes
     plan = default_plan.select([CPU_CELLS])
     return {cell: plan.final_node(cell).tags[0] for cell in plan.cell_ids()}

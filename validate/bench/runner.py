@@ -42,8 +42,6 @@ LOG_TAIL_LINES = 5
 class BenchError(StrataError):
     """A benchmark repetition could not run or produced no result; names image, workload and repetition."""
 
-    exit_code = 1
-
 
 @dataclass(frozen=True)
 class BenchImage:
@@ -94,6 +92,31 @@ def interleaved_schedule(
     return order
 
 
+_CPUSET = re.compile(r"[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?){0,63}")
+
+
+def check_cpuset(cpuset: str, cpu_count: int) -> None:
+    """Refuse a CPU list the engine would reject or that names a CPU this host lacks ("1", "0-3", "0,2").
+
+    >>> check_cpuset("0-1", 2)
+    >>> check_cpuset("2", 2)
+    Traceback (most recent call last):
+    ...
+    validate.bench.runner.BenchError: bench run: --cpuset '2' names CPU 2; the engine has CPUs 0-1
+    """
+    if not _CPUSET.fullmatch(cpuset):
+        raise BenchError(f"bench run: --cpuset {cpuset!r} is not a CPU list such as 1, 0-3 or 0,2")
+    for part in cpuset.split(","):
+        low, _, high = part.partition("-")
+        if high and int(high) < int(low):
+            raise BenchError(f"bench run: --cpuset {cpuset!r} has a descending range {part}")
+        top = int(high or low)
+        if top >= cpu_count:
+            raise BenchError(
+                f"bench run: --cpuset {cpuset!r} names CPU {top}; the engine has CPUs 0-{cpu_count - 1}"
+            )
+
+
 def workload_script() -> bytes:
     """The in-image workload script, read once per run so every repetition runs the same code."""
     return Path(workloads_module.__file__).read_bytes()
@@ -111,10 +134,12 @@ def repetition_spec(
     python: str,
     script: bytes,
     requested_at: float,
+    cpuset: str | None = None,
 ) -> ContainerSpec:
     """One repetition's container: the workload script as payload, its JSON result read back; GPUs for gpu.
 
     requested_at (epoch seconds) reaches the workload, which charges the time since then as cold start.
+    cpuset pins the container to those host CPUs (Docker's --cpuset-cpus), None lets it run anywhere.
     """
     command = [python, SCRIPT_PATH, "--workload", workload, "--device", device, "--size", size]
     command += ["--json-out", RESULT_PATH] + (["--steps", str(steps)] if steps else [])
@@ -128,6 +153,7 @@ def repetition_spec(
         gpus="all" if device == "gpu" else None,
         labels={"io.strata.bench": "1"},
         result_files=[RESULT_PATH],
+        cpuset=cpuset,
     )
 
 
@@ -166,6 +192,7 @@ def run_repetition(
     threads: int | None = None,
     python: str = "python3",
     script: bytes | None = None,
+    cpuset: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Run one workload once in a fresh container; return its result document and start time (ISO)."""
     where = f"{image.ref}: workload {workload} repetition {repetition}"
@@ -181,6 +208,7 @@ def run_repetition(
         python=python,
         script=script or workload_script(),
         requested_at=time.time(),
+        cpuset=cpuset,
     )
     try:
         outcome = run_container(client, spec)
@@ -209,6 +237,7 @@ def run_benchmarks(
     threads: int | None = None,
     python: str = "python3",
     progress: Callable[[str], None] | None = None,
+    cpuset: str | None = None,
 ) -> BenchRun:
     """Benchmark every image on every workload `repeats` times, interleaved, and record everything.
 
@@ -224,6 +253,8 @@ def run_benchmarks(
         raise BenchError(f"bench run: unknown workload {unknown[0]!r}; known: {known}")
     if repeats < 1:
         raise BenchError("bench run: --repeats must be at least 1")
+    if cpuset is not None:
+        check_cpuset(cpuset, int(client.info().get("NCPU") or 1))  # the engine's CPUs, not this process's
     resolved = {ref: resolve_image(client, ref) for ref in images}
     created = datetime.now(timezone.utc)
     run_id = f"{created:%Y%m%dT%H%M%SZ}-s{seed}"
@@ -250,6 +281,7 @@ def run_benchmarks(
         "size": size,
         "steps": steps,
         "threads": threads,
+        "cpuset": cpuset,
         "repeats": repeats,
         "seed": seed,
         "workloads": list(workloads),
@@ -277,6 +309,7 @@ def run_benchmarks(
                 threads=threads,
                 python=python,
                 script=script,
+                cpuset=cpuset,
             )
             name = f"{index:03d}-{_safe(ref)}-{workload}-r{repetition}.json"
             (run_dir / "repetitions" / name).write_text(json.dumps(result, indent=1, sort_keys=True))

@@ -108,6 +108,7 @@ def summarize_steps(
         "warmup_cv_bound": bound,
         "steady_median_step_s": statistics.median(steady),
         "best_window_median_step_s": best_window_median(steady, WARMUP_WINDOW),
+        "best_step_s": min(steady),
         "steady_step_cv": coefficient_of_variation(steady),
         "steady_median_uncontended_step_s": None,
         "run_queue_delay_fraction": None,
@@ -360,6 +361,28 @@ def run_queue_delay_s() -> float | None:
     return total / 1e9
 
 
+def steal_s(cpus: set[int]) -> float | None:
+    """Seconds the hypervisor ran something else while `cpus` (this process's CPUs) wanted to run.
+
+    The steal column of /proc/stat per CPU, in clock ticks (10 ms): a diagnostic for a whole run, too coarse
+    for one step. None where the kernel does not account steal time or /proc/stat is unreadable.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    total = 0
+    seen = False
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus and len(fields) > 7:
+            total += int(fields[7])
+            seen = True
+    return total / tick if seen else None
+
+
 def stall_until(deadline: float) -> None:
     """Wait until perf_counter() reaches `deadline` without giving up the CPU.
 
@@ -427,9 +450,13 @@ def run(name: str, device: str, size: str, steps: int, threads: int | None = Non
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
         step, samples_per_step, details = build_workload(tf, name, device, size)
         sleep_fraction = float(os.environ.get(SLEEP_FRACTION_ENV) or 0.0)
+        cpus = os.sched_getaffinity(0)
+        steal_start = steal_s(cpus)
         cpu_start, wall_start = process_cpu_seconds(), time.perf_counter()
         step_times, run_delays, first_step_done = time_steps(step, steps, sleep_fraction)
         cpu_s, wall_s = process_cpu_seconds() - cpu_start, time.perf_counter() - wall_start
+        steal_end = steal_s(cpus)
+    stolen = steal_end - steal_start if steal_start is not None and steal_end is not None else None
     summary = summarize_steps(step_times, device, run_delays)
     container_start = os.environ.get(CONTAINER_START_ENV)
     return {
@@ -442,6 +469,9 @@ def run(name: str, device: str, size: str, steps: int, threads: int | None = Non
         # CPU seconds per wall second while timing: well under the thread count means the host was contended.
         "timed_cpu_s": cpu_s,
         "timed_cpu_utilization": cpu_s / wall_s if wall_s > 0 else None,
+        # Share of the timed wall time the hypervisor gave this container's CPUs to someone else (VM hosts).
+        "cpus": sorted(cpus),
+        "steal_fraction": stolen / (wall_s * len(cpus)) if stolen is not None and wall_s > 0 else None,
         "samples_per_step": samples_per_step,
         "device_count": device_count,
         "details": details,

@@ -55,6 +55,7 @@ class ContainerSpec:
     gpus: str | None = None  # "all", a count ("2"), or None for no GPU request
     labels: Mapping[str, str] = field(default_factory=dict)  # to find (and clean up) our containers
     result_files: Sequence[str] = ()  # absolute paths read back with get_archive once the command stopped
+    cpuset: str | None = None  # host CPUs the container may run on ("1", "0-3"); None: any
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ def run_container(client: docker.DockerClient, spec: ContainerSpec) -> Container
             network_mode="none",  # nothing run here needs the network; nothing should leak in or out
             labels=dict(spec.labels),
             device_requests=requested or None,
+            cpuset_cpus=spec.cpuset,
         )
     except docker.errors.APIError as exc:
         if requested:

@@ -39,7 +39,12 @@ def run(*args: str, home: Path, timeout: int = 1800) -> subprocess.CompletedProc
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         cwd=REPO,
-        env={**os.environ, "STRATA_HOME": str(home), "STRATA_REGISTRY_CACHE": "off"},
+        env={
+            **os.environ,
+            "STRATA_HOME": str(home),
+            "STRATA_REGISTRY_CACHE": "off",
+            "GITHUB_STEP_SUMMARY": "",
+        },
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -126,9 +131,9 @@ def test_gc_removes_exactly_the_unreachable_node(
         f"raw build images of the default matrix lie around; gc would take them: {leftovers}"
     )
 
-    built = run("build", "--matrix", matrix, "--only", USER_NODE, "--format", "json", home=home)
+    built = run("build", "-f", matrix, "--only", USER_NODE, "--format", "json", home=home)
     assert built.returncode == 0, built.stderr[-3000:]
-    statuses = {o["node"]: o["status"] for o in json.loads(built.stdout)}
+    statuses = {o["node"]: o["status"] for o in json.loads(built.stdout)["nodes"]}
     assert statuses[USER_NODE] == "built" and set(statuses.values()) == {"built", "cached"}, statuses
     old = engine.images.get(plan.node(USER_NODE).cache_ref)
     # BuildKit ran the probe step, and the build took its records with it (stage and all).
@@ -143,14 +148,14 @@ def test_gc_removes_exactly_the_unreachable_node(
     (root / "build" / "wheelhouse" / "session-killed").mkdir(parents=True)
     locked_wheels = {w.sha256 for w in plan.node(USER_NODE).lock.wheels}  # type: ignore[union-attr]
 
-    dry = run("gc", "--matrix", matrix, "--keep-build-cache", "--dry-run", home=home)
+    dry = run("gc", "-f", matrix, "--keep-build-cache", "--dry-run", home=home)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith("strata gc: would free")
     assert engine.images.get(old.id)  # a dry run deletes nothing
     assert (home / "cache" / "wheels" / ("f" * 64)).is_dir()
 
     others_before = refs_outside(engine, prefix)
-    gc = run("gc", "--matrix", matrix, "--keep-build-cache", home=home)
+    gc = run("gc", "-f", matrix, "--keep-build-cache", home=home)
     others_after = refs_outside(engine, prefix)
     assert gc.returncode == 0, gc.stderr
     lines, planned = report(gc.stdout), report(dry.stdout)

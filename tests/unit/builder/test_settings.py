@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder.settings import resolve_settings
+import pytest
+
+from builder.errors import MatrixError
+from builder.settings import find_matrix, matrix_file, resolve_settings
 
 
 def test_state_root_is_strata_home_when_set(tmp_path: Path) -> None:
@@ -47,3 +50,34 @@ def test_empty_values_mean_unset(tmp_path: Path) -> None:
     assert settings.registry_override is None
     assert settings.state_root == tmp_path / ".strata"
     assert settings.registry_cache is True
+
+
+def test_find_matrix_looks_upward_and_stops_at_the_repository_root(tmp_path: Path) -> None:
+    outer = tmp_path / "matrix.yaml"
+    outer.write_text("schema: 1\n")
+    repo = tmp_path / "repo"
+    deep = repo / "a" / "b"
+    deep.mkdir(parents=True)
+    assert find_matrix(deep) == outer  # no .git in between: up to the filesystem root
+    (repo / ".git").write_text("gitdir: elsewhere\n")  # a worktree's .git is a file
+    assert find_matrix(deep) is None  # the matrix above the repository is not this checkout's
+    (repo / "matrix.yaml").write_text("schema: 1\n")
+    assert find_matrix(deep) == repo / "matrix.yaml"
+    (deep / "matrix.yaml").mkdir()  # a directory of that name is not a matrix
+    assert find_matrix(deep) == repo / "matrix.yaml"
+
+
+def test_matrix_file_prefers_the_flag_then_strata_matrix_then_discovery(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "matrix.yaml").write_text("schema: 1\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    assert matrix_file("m.yaml", {"STRATA_MATRIX": "env.yaml"}, sub) == Path("m.yaml")
+    assert matrix_file(None, {"STRATA_MATRIX": "env.yaml"}, sub) == Path("env.yaml")
+    assert matrix_file(None, {"STRATA_MATRIX": " "}, sub) == Path("../matrix.yaml")
+    assert matrix_file(None, {}, tmp_path) == Path("matrix.yaml")
+    (tmp_path / "matrix.yaml").unlink()
+    with pytest.raises(
+        MatrixError, match=r"no matrix.yaml in .*sub or a parent directory .* -f PATH or \$STRATA_MATRIX"
+    ):
+        matrix_file(None, {}, sub)

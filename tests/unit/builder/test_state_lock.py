@@ -114,7 +114,8 @@ def test_a_killed_holder_frees_the_lock(tmp_path: Path) -> None:
         first.wait()
 
 
-def test_no_wait_and_timeout_fail_with_exit_code_75_naming_the_holder(tmp_path: Path) -> None:
+def test_no_wait_and_timeout_fail_naming_the_holder(tmp_path: Path) -> None:
+    # The exit code (75) is cli/exit_codes.py's: the `strata fetch --no-wait` test below checks it for real.
     paths = [tmp_path / "lock"]
     first = start_holder(paths)
     try:
@@ -122,7 +123,6 @@ def test_no_wait_and_timeout_fail_with_exit_code_75_naming_the_holder(tmp_path: 
         with pytest.raises(RunLockBusy) as busy:
             with run_lock(paths, "strata push", wait=False):
                 pytest.fail("the lock is held by another process")
-        assert busy.value.exit_code == 75
         assert f"pid {first.pid}: strata build --only tf2.13.1-cpu" in str(busy.value)
         told: list[LockHolder] = []
         start = time.monotonic()
@@ -144,7 +144,7 @@ def test_cli_no_wait_is_one_line_and_exit_75_and_a_dry_run_takes_no_lock(tmp_pat
         assert wait_for_line(first) == "holding"
         env = {**os.environ, "PYTHONPATH": str(REPO), "STRATA_HOME": str(home)}
         proc = subprocess.run(
-            [sys.executable, "-m", "cli.main", "fetch", "--no-wait", "--matrix", str(REPO / "matrix.yaml")],
+            [sys.executable, "-m", "cli.main", "fetch", "--no-wait", "-f", str(REPO / "matrix.yaml")],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -156,7 +156,7 @@ def test_cli_no_wait_is_one_line_and_exit_75_and_a_dry_run_takes_no_lock(tmp_pat
         assert len(lines) == 1 and lines[0].startswith("strata: another strata run holds "), proc.stderr
         assert f"pid {first.pid}" in lines[0]
         check = subprocess.run(
-            [sys.executable, "-m", "cli.main", "lock", "--check", "--matrix", str(REPO / "matrix.yaml")],
+            [sys.executable, "-m", "cli.main", "lock", "--check", "-f", str(REPO / "matrix.yaml")],
             cwd=REPO,
             env={**env, "PATH": os.environ["PATH"]},
             capture_output=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -95,3 +96,20 @@ def test_history_prints_one_line_per_run_and_workload(
     assert args.func(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and "matmul" in lines[1] and lines[1].rstrip().endswith("5")
+
+
+def test_compare_and_history_json_follow_their_schemas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], json_contract: Any
+) -> None:
+    ledger = tmp_path / "l.sqlite"
+    seed_ledger(ledger, {"ref": 100.0, "slow": 90.0})
+    p = parser()
+    args = p.parse_args(["bench", "compare", "ref", "slow", "--ledger", str(ledger), "--format", "json"])
+    assert args.func(args) == 1
+    doc = json_contract(capsys.readouterr().out)
+    assert doc["verdict"] == "regression" and doc["workloads"][0]["workload"] == "matmul"
+    assert doc["workloads"][0]["ratio"] < 0.95
+    args = p.parse_args(["bench", "history", "ref", "--ledger", str(ledger), "--format", "json"])
+    assert args.func(args) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert [(pt["workload"], pt["repetitions"]) for pt in doc["points"]] == [("matmul", 5)]

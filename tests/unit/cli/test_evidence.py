@@ -48,7 +48,7 @@ def test_keygen_without_a_passphrase_source_is_a_one_line_error(tmp_path, monkey
 
 def test_sbom_of_a_lock_entry_to_stdout_and_to_a_directory(lock, tmp_path, capsys):
     path, entry = lock
-    assert main(["sbom", entry.reference, "--lock", str(path), "--matrix", MATRIX]) == 0
+    assert main(["sbom", entry.reference, "--lock", str(path), "-f", MATRIX]) == 0
     bom = json.loads(capsys.readouterr().out)
     assert bom["metadata"]["component"]["hashes"][0]["content"] == "4" * 64
     out = tmp_path / "evidence"
@@ -60,7 +60,7 @@ def test_sbom_of_a_lock_entry_to_stdout_and_to_a_directory(lock, tmp_path, capsy
                 "base-*",
                 "--lock",
                 str(path),
-                "--matrix",
+                "-f",
                 MATRIX,
                 "--out",
                 str(out),
@@ -76,7 +76,7 @@ def test_sbom_of_a_lock_entry_to_stdout_and_to_a_directory(lock, tmp_path, capsy
 
 def test_sbom_of_an_unknown_image_is_a_one_line_error(lock, capsys):
     path, _ = lock
-    assert main(["sbom", "127.0.0.1:5000/strata/base:nope", "--lock", str(path), "--matrix", MATRIX]) == 2
+    assert main(["sbom", "127.0.0.1:5000/strata/base:nope", "--lock", str(path), "-f", MATRIX]) == 2
     assert capsys.readouterr().err.strip() == (
         "strata: 127.0.0.1:5000/strata/base:nope: not a reference of images.lock.json (see `strata catalog`)"
     )
@@ -101,3 +101,13 @@ def test_verify_signature_and_pin_require_signature(lock, keys, tmp_path, capsys
     assert "changed after signing" in capsys.readouterr().err
     assert main(pin) == 1
     assert dockerfile.read_text() == f"FROM {entry.reference}@{DIGEST}\n"
+
+
+def test_verify_signature_of_the_lock_as_json(lock, keys, capsys, json_contract):
+    path, _ = lock
+    private, public = keys
+    sign_lock_file(path, load_signer(private, b"s3cret"))
+    assert main(["verify-signature", str(path), "--key", str(public), "--format", "json"]) == 0
+    doc = json_contract(capsys.readouterr().out)
+    assert doc["kind"] == "lock" and doc["valid"] is True and doc["images"] == 1
+    assert doc["signature"] == f"{path}.sig"

@@ -70,6 +70,7 @@ def hand_plan(nodes: list[LayerNode], aliases: list[tuple[str, str, str]] = (), 
     model = SimpleNamespace(
         registry=SimpleNamespace(address=REGISTRY, namespace=namespace),
         aliases=[Alias(tag=t, cell=c, layer=layer) for t, c, layer in aliases],
+        release=1,
     )
     cells = tuple(SimpleNamespace(id=c) for c in dict.fromkeys(c for n in nodes for c in n.cells))
     matrix: Any = SimpleNamespace(model=model, profile="hermetic", cells=cells)

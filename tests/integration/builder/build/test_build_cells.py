@@ -93,7 +93,7 @@ def test_pip_sees_one_consistent_environment(
 def test_rebuild_with_nothing_changed_builds_no_node(strata, cpu_cells_built: dict[str, str]) -> None:
     proc = strata("build", "--only", "*-cpu", "--format", "json")
     assert proc.returncode == 0, proc.stderr
-    outcomes = json.loads(proc.stdout)
+    outcomes = json.loads(proc.stdout)["nodes"]
     assert outcomes and all(o["status"] == "cached" for o in outcomes), outcomes
 
 
@@ -143,7 +143,7 @@ def test_tampered_wheel_is_refused_with_a_clear_message(
         shutil.move(backup, path)
     proc = strata("build", "--only", node.id, "--format", "json", env={"STRATA_REGISTRY_CACHE": "off"})
     assert proc.returncode == 0, proc.stderr
-    assert {o["node"]: o["status"] for o in json.loads(proc.stdout)}[node.id] == "built"
+    assert {o["node"]: o["status"] for o in json.loads(proc.stdout)["nodes"]}[node.id] == "built"
 
 
 def test_independent_nodes_rebuilt_in_parallel_give_the_same_images(
@@ -165,7 +165,7 @@ def test_independent_nodes_rebuilt_in_parallel_give_the_same_images(
         env={"STRATA_REGISTRY_CACHE": "off"},
     )
     assert proc.returncode == 0, proc.stderr
-    statuses = {o["node"]: o["status"] for o in json.loads(proc.stdout)}
+    statuses = {o["node"]: o["status"] for o in json.loads(proc.stdout)["nodes"]}
     assert {node.id: statuses[node.id] for node in nodes} == {node.id: "built" for node in nodes}
     assert {node.id: engine.images.get(node.cache_ref).id for node in nodes} == before
 
@@ -178,7 +178,7 @@ def test_failing_run_step_names_node_and_log(strata, tmp_path: Path, cpu_cells_b
     template.write_text(template.read_text() + "RUN echo planted failure && exit 3\n")
     proc = strata(
         "build",
-        "--matrix",
+        "-f",
         str(tmp_path / "matrix.yaml"),
         "--only",
         "user-example-tf2.13.1-cpu",

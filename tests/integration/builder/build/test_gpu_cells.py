@@ -39,7 +39,7 @@ def test_gpu_cells_pass_every_check_that_needs_no_device(
     proc = run_strata(
         "smoke", *sorted(gpu_cells_built.values()), "--format", "json", "--results-dir", str(tmp_path)
     )
-    reports = json.loads(proc.stdout)
+    reports = json.loads(proc.stdout)["images"]
     for report in reports:
         checks = {c["name"]: c for c in report["checks"]}
         assert checks["tf-build-cuda"]["status"] == "pass", checks["tf-build-cuda"]

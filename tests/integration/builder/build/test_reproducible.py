@@ -50,7 +50,7 @@ def test_non_reproducible_layer_is_detected_and_explained(
     )
     proc = run_strata(
         "verify",
-        "--matrix",
+        "-f",
         str(tmp_path / "matrix.yaml"),
         "--only",
         "user-example-tf2.13.1-cpu",

@@ -111,7 +111,12 @@ def test_a_real_content_difference_is_named_with_its_build_step(
 
 
 def test_canonicalize_cli_writes_a_layout_and_reports_the_image_id(engine, two_builds, tmp_path, capsys):
-    assert strata("canonicalize", two_builds[0], str(tmp_path / "cli"), "--epoch", str(EPOCH), "--json") == 0
+    assert (
+        strata(
+            "canonicalize", two_builds[0], str(tmp_path / "cli"), "--epoch", str(EPOCH), "--format", "json"
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["config_digest"] == read_image(tmp_path / "cli").config_digest
     assert len(result["layers"]) == 2

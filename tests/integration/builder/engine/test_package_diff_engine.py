@@ -137,7 +137,7 @@ def test_diff_packages_names_exactly_the_python_upgrade_and_the_debian_change(im
 
 
 def test_full_diff_opens_with_the_packages_and_counts_the_merged_files(images):
-    done = strata("diff", "--json", images["base"], images["upgraded"])
+    done = strata("diff", "--format", "json", images["base"], images["upgraded"])
     assert done.returncode == 1, done.stderr
     data = json.loads(done.stdout)
     assert [

@@ -66,11 +66,16 @@ def hand_node(
 
 
 def hand_plan(
-    nodes: list[LayerNode], registry: str, namespace: str, aliases: list[tuple[str, str]] = ()
+    nodes: list[LayerNode],
+    registry: str,
+    namespace: str,
+    aliases: list[tuple[str, str]] = (),
+    release: int = 1,
 ) -> Plan:  # type: ignore[assignment]
     model = SimpleNamespace(
         registry=SimpleNamespace(address=registry, namespace=namespace),
         aliases=[Alias(tag=tag, cell=cell, layer="tools") for tag, cell in aliases],
+        release=release,
     )
     cells = tuple(SimpleNamespace(id=c) for c in dict.fromkeys(c for n in nodes for c in n.cells))
     matrix: Any = SimpleNamespace(model=model, profile="hermetic", cells=cells)

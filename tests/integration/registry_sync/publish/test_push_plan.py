@@ -223,7 +223,7 @@ def test_cli_push_to_a_registry_that_is_down_is_one_line(repo, unused_address, t
     monkeypatch.setenv("STRATA_HOME", str(tmp_path / "home"))
     args = [
         "push",
-        "--matrix",
+        "-f",
         str(repo / "matrix.yaml"),
         "--only",
         "tf2.13.1-cpu",

@@ -16,7 +16,7 @@ def test_cpu_cells_pass_cpu_checks_and_say_what_did_not_run(
     refs = sorted(cpu_cells_built.values())
     proc = run_strata("smoke", *refs, "--format", "json", "--results-dir", str(tmp_path), "--timeout", "900")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    reports = json.loads(proc.stdout)
+    reports = json.loads(proc.stdout)["images"]
     reports = reports if isinstance(reports, list) else reports.get("images", reports)
     assert len(reports) == 2
     for report in reports:

@@ -262,10 +262,23 @@ def test_strata_lock_resolves_a_tampered_lock_again(workspace: Path) -> None:
 def test_cli_check_names_each_file_and_exits_1(workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = lock_file(workspace, USER)
     path.write_text(path.read_text().replace("einops==0.7.0", "einops==0.8.0"))
-    assert main(["lock", "--check", "--matrix", str(workspace / "matrix.yaml")]) == 1
+    assert main(["lock", "--check", "-f", str(workspace / "matrix.yaml")]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"locks/hermetic/{USER}.lock:3: tampered: the file does not match its digest")
     assert err[-1] == "1 of 16 locks are not current: run `strata lock`"
     path.write_text(parse_lock(path.read_text().replace("0.8.0", "0.7.0"), "x").render())
-    assert main(["lock", "--check", "--matrix", str(workspace / "matrix.yaml")]) == 0
+    assert main(["lock", "--check", "-f", str(workspace / "matrix.yaml")]) == 0
     assert capsys.readouterr().out.strip() == "all 16 locks are current"
+
+
+def test_cli_check_annotates_each_file_under_github_actions(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = lock_file(workspace, USER)
+    path.write_text(path.read_text().replace("einops==0.7.0", "einops==0.8.0"))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert main(["lock", "--check", "-f", str(workspace / "matrix.yaml")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[1].startswith(
+        f"::error file=locks/hermetic/{USER}.lock,line=3::tampered: the file does not match"
+    )

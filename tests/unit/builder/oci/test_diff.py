@@ -136,9 +136,10 @@ def test_cli_image_diff_exits_one_on_difference_and_zero_when_identical(
     args = parser().parse_args(["diff", str(one), str(two)])
     assert args.func(args) == 1
     assert "~ f  (content differs)" in capsys.readouterr().out
-    args = parser().parse_args(["diff", str(one), str(one), "--json"])
+    args = parser().parse_args(["diff", str(one), str(one), "--format", "json"])
     assert args.func(args) == 0
-    assert json.loads(capsys.readouterr().out)["identical"] is True
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "strata.diff/1" and doc["identical"] is True
 
 
 def test_cli_help_carries_an_example():
@@ -153,9 +154,10 @@ def test_cli_canonicalize_reads_an_archive_path_and_honours_source_date_epoch(
 ):
     saved = docker_archive([member("f", b"1", mtime=EPOCH + 50), member("var/log/x.log", b"noise")])
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
-    args = parser().parse_args(["canonicalize", str(saved), str(tmp_path / "out"), "--json"])
+    args = parser().parse_args(["canonicalize", str(saved), str(tmp_path / "out"), "--format", "json"])
     assert args.func(args) == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["schema"] == "strata.canonicalize/1"
     assert result["layers"][0]["dropped"] == ["var/log/x.log"]
     with read_image(tmp_path / "out").open_layer(0) as tar:
         assert [(m.name, m.mtime) for m in tar.getmembers()] == [("f", EPOCH)]
@@ -240,10 +242,12 @@ def test_cli_packages_prints_only_the_package_changes(last_week_and_today, capsy
         "debian packages: 1 changed",
         "  ~ libc6 2.36-9 -> 2.36-9+deb12u4  (amd64)",
     ]
-    args = parser().parse_args(["diff", "--packages", "--json", a, b])
+    args = parser().parse_args(["diff", "--packages", "--format", "json", a, b])
     assert args.func(args) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["identical"] is False and set(data) == {
+        "schema",
+        "mode",
         "a_label",
         "b_label",
         "a_id",

@@ -129,8 +129,8 @@ def test_labels_carry_versions_and_the_content_hash_argument() -> None:
 
 
 def test_rendering_twice_gives_identical_bytes(tmp_path: Path) -> None:
-    assert main(["render", "--matrix", str(REPO / "matrix.yaml"), "--out", str(tmp_path / "a")]) == 0
-    assert main(["render", "--matrix", str(REPO / "matrix.yaml"), "--out", str(tmp_path / "b")]) == 0
+    assert main(["render", "-f", str(REPO / "matrix.yaml"), "--out", str(tmp_path / "a")]) == 0
+    assert main(["render", "-f", str(REPO / "matrix.yaml"), "--out", str(tmp_path / "b")]) == 0
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("Dockerfile"))
     assert len(files) == 16
     for rel in files:
@@ -240,11 +240,10 @@ def test_github_matrix_has_one_entry_per_cell() -> None:
 
 
 def test_plan_json_format(capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        main(["plan", "--matrix", str(REPO / "matrix.yaml"), "--only", "tf2.10.1-cpu", "--format", "json"])
-        == 0
-    )
-    nodes = json.loads(capsys.readouterr().out)
+    assert main(["plan", "-f", str(REPO / "matrix.yaml"), "--only", "tf2.10.1-cpu", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == "strata.plan/1" and doc["profile"] == "hermetic"
+    nodes = doc["nodes"]
     assert [n["id"] for n in nodes] == [
         "base-bullseye",
         "tf2.10.1-cpu-py3.9",
@@ -270,7 +269,7 @@ def test_undefined_template_variable_names_template_line_and_variable(workspace:
 def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture[str], workspace: Path) -> None:
     m = workspace / "matrix.yaml"
     m.write_text(m.read_text().replace("schema: 1", "schema: 2"))
-    assert main(["plan", "--matrix", str(m)]) == 2
+    assert main(["plan", "-f", str(m)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"strata: {m}:3:9: 'schema': 1 expected, got 2"]
 
@@ -420,7 +419,7 @@ def test_two_cells_defining_one_node_differently_names_the_second_cells_framewor
 def test_plan_errors_print_as_one_located_line(capsys: pytest.CaptureFixture[str], workspace: Path) -> None:
     m = edit_matrix(workspace, '    tools: "{version}-r{release}"', '    tools: "{nope}"')
     where = position(m, "{nope}", '"{nope}"')
-    assert main(["plan", "--matrix", str(m)]) == 2
+    assert main(["plan", "-f", str(m)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"strata: {where}: 'tags.version.tools': placeholder '{{nope}}' is not one of {PLACEHOLDERS}"
     ]

@@ -105,8 +105,7 @@ def test_cli_on_the_default_matrix_lists_locked_wheels_and_debian_packages(kit, 
     out = tmp_path / "catalog.md"
 
     assert (
-        main(["catalog", "--matrix", str(repo / "matrix.yaml"), "--lock", str(lock_path), "--out", str(out)])
-        == 0
+        main(["catalog", "-f", str(repo / "matrix.yaml"), "--lock", str(lock_path), "--out", str(out)]) == 0
     )
     assert capsys.readouterr().out == f"{out}: written (1 tags)\n"
     page = out.read_text()

@@ -239,3 +239,88 @@ def test_malformed_evidence_is_refused(evidence):
     ref = "127.0.0.1:5000/strata/base:bookworm-r1"
     with pytest.raises(LockFileError, match="evidence"):
         parse_images_lock(json.dumps({"schema": 1, "images": {ref: _entry_doc(evidence=evidence)}}), "x")
+
+
+# ---------------------------------------------------------------------------------------------- release, aliases
+
+TAG = "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-r2"
+ALIAS = "127.0.0.1:5000/strata/tensorflow:2.13-cpu"
+
+
+def _aliased(**alias_doc):
+    doc = {"digest": D, "tag": TAG, **alias_doc}
+    return {"schema": 1, "release": 2, "images": {TAG: _entry_doc()}, "aliases": {ALIAS: doc}}
+
+
+def test_release_and_aliases_round_trip_and_an_alias_looks_up_its_entry():
+    lock = parse_images_lock(json.dumps(_aliased()), "x")
+    assert (
+        lock.release == 2 and lock.aliases[ALIAS].tag == TAG and lock.aliases[ALIAS].pinned == f"{ALIAS}@{D}"
+    )
+    assert parse_images_lock(lock.render(), "x") == lock
+    entry = lock.lookup(ImageRef.parse(ALIAS))
+    assert entry is not None and entry.reference == TAG
+    plain = ImagesLock(lock.images)
+    assert '"aliases"' not in plain.render() and '"release"' not in plain.render()
+
+
+def test_aliases_follow_their_entry_through_merge_and_evidence(kit):
+    lock = parse_images_lock(json.dumps(_aliased()), "x")
+    assert lock.merged([], keep={TAG}).aliases == lock.aliases
+    assert (
+        lock.merged([], keep=set()).aliases == {}
+    )  # the tag left the matrix: its alias cannot be vouched for
+    moved = kit.locked(TAG, node="base-bookworm", digest="sha256:" + "9" * 64)
+    assert lock.merged([moved]).aliases == {}  # a force-pushed tag: the alias named the old digest
+    assert lock.with_evidence({TAG: {"sbom": D}}).aliases == lock.aliases
+    with pytest.raises(LockFileError, match="is not an entry of the lock"):
+        ImagesLock(lock.images).with_aliases(
+            [lock.aliases[ALIAS].__class__(ALIAS, TAG, "sha256:" + "8" * 64)], 2
+        )
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"release": True}, r"^x: release: must be integer, got bool True$"),
+        ({"release": "2"}, r"^x: release: must be integer, got str '2'$"),
+        ({"release": -1}, r"^x: release: Input should be greater than or equal to 0$"),
+        ({"release": 10**7}, r"^x: release: Input should be less than or equal to 1000000$"),
+        ({"aliases": []}, r"^x: aliases: must be dictionary, got list \[\]$"),
+        ({"aliases": {ALIAS: {"tag": TAG}}}, r"\.digest: missing$"),
+        ({"aliases": {ALIAS: {"tag": TAG, "digest": D, "x": 1}}}, r"\.x: unknown key$"),
+        (
+            {"aliases": {ALIAS: {"tag": TAG + "x", "digest": D}}},
+            r"\.tag: '.*-r2x' is not an entry of images$",
+        ),
+        (
+            {"aliases": {ALIAS: {"tag": TAG, "digest": "sha256:" + "0" * 64}}},
+            r"\.digest: sha256:0+ is not the digest",
+        ),
+        (
+            {"aliases": {ALIAS: {"tag": f"{TAG}@{D}", "digest": D}}},
+            r"\.tag: must be an image reference with a tag",
+        ),
+        ({"aliases": {ALIAS + "\nRUN x": {"tag": TAG, "digest": D}}}, r"\(key\): must be an image reference"),
+        (
+            {"aliases": {TAG: {"tag": TAG, "digest": D}}},
+            r"\(key\): is a version tag of images, not an alias$",
+        ),
+        (
+            {"aliases": {"127.0.0.1:5000/strata/base:2.13-cpu": {"tag": TAG, "digest": D}}},
+            r"\.tag: .* is in another repository than the alias$",
+        ),
+    ],
+)
+def test_malformed_release_or_aliases_are_one_line_each(doc, message):
+    with pytest.raises(LockFileError) as caught:
+        parse_images_lock(json.dumps({**_aliased(), **doc}), "x")
+    errors = getattr(caught.value, "errors", [caught.value])
+    assert len(errors) == 1 and "\n" not in str(errors[0]), errors
+    assert re.search(message, str(errors[0])), str(errors[0])
+
+
+def test_a_lock_with_too_many_aliases_is_refused():
+    aliases = {f"{ALIAS}{i}": {"tag": TAG, "digest": D} for i in range(10_001)}
+    with pytest.raises(LockFileError, match=r"aliases: Dictionary should have at most 10000 items"):
+        parse_images_lock(json.dumps({**_aliased(), "aliases": aliases}), "x")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from registry_sync.publish.images_lock import ImagesLock, write_images_lock
+from registry_sync.publish.images_lock import ImagesLock, LockedAlias, write_images_lock
 from registry_sync.publish.pin import ALREADY, PINNED, REPINNED, UNKNOWN, PinError, pin_files, pin_text
 
 TF = "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm"
@@ -192,3 +192,14 @@ def test_a_digest_the_lock_does_not_vouch_for_is_never_written(kit, tmp_path, ba
     with pytest.raises(PinError, match="is not sha256:<64 hex>"):
         pin_files([path], ImagesLock({TF: entry}), check=False, root=tmp_path)
     assert path.read_text() == f"FROM {TF}\n"
+
+
+def test_an_alias_the_lock_records_is_pinned_to_the_digest_it_had_and_keeps_its_name(lock):
+    alias = "127.0.0.1:5000/strata/tensorflow:2.13-cpu"
+    aliased = lock.with_aliases([LockedAlias(alias, TF, digest(lock, TF))], 1)
+    text, outcomes = pin_text(f"FROM {alias}\nFROM {alias}@{OLD}\n", aliased, dockerfile=True)
+    assert text == f"FROM {alias}@{digest(lock, TF)}\nFROM {alias}@{digest(lock, TF)}\n"
+    assert [o.outcome for o in outcomes] == [PINNED, REPINNED]
+    assert outcomes[0].note == f"alias of {TF}" and outcomes[1].note == f"was {OLD}; alias of {TF}"
+    _, unknown = pin_text(f"FROM {alias}\n", lock, dockerfile=True)  # a lock without aliases: not pinned
+    assert [o.outcome for o in unknown] == [UNKNOWN]

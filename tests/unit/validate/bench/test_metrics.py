@@ -89,3 +89,20 @@ def test_repetition_derives_metrics_from_the_result() -> None:
     assert rep.samples_per_s == 16.0
     assert rep.gpu_hour == 16.0 * 3600
     assert rep.effective_gpu_hour == pytest.approx(16.0 * (3600 - 11.6))
+
+
+def test_each_step_statistic_reads_its_own_field() -> None:
+    doc = result_doc(best_window_median_step_s=0.4, best_step_s=0.25)
+    rep = Repetition.from_result(
+        doc, run_id="r", image="img:a", image_id="sha256:aa", repo_digest=None, repetition=0,
+        order_index=3, started_at="2025-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    assert rep.throughput("median") == 16.0
+    assert rep.throughput("best-window") == 20.0
+    assert rep.throughput("best-step") == 32.0
+    older = Repetition.from_result(
+        result_doc(), run_id="r", image="img:a", image_id="sha256:aa", repo_digest=None, repetition=0,
+        order_index=3, started_at="2025-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="repetition r/3 was recorded without best-step"):
+        older.throughput("best-step")

@@ -12,6 +12,7 @@ from validate.bench.runner import (
     RESULT_PATH,
     BenchError,
     BenchImage,
+    check_cpuset,
     interleaved_schedule,
     repetition_result,
     repetition_spec,
@@ -60,6 +61,38 @@ def test_a_repetition_runs_the_script_it_was_given_and_reads_its_result_back() -
         python="python3", script=b"", requested_at=0.0,
     )  # fmt: skip
     assert cpu.gpus is None and "--steps" not in cpu.command and "--threads" not in cpu.command
+    assert cpu.cpuset is None and spec.cpuset is None
+
+
+def test_a_pinned_repetition_asks_the_engine_for_those_cpus() -> None:
+    spec = repetition_spec(
+        IMAGE, "matmul", device="cpu", size="tiny", steps=None, timeout_s=60, threads=1,
+        python="python3", script=b"", requested_at=0.0, cpuset="1",
+    )  # fmt: skip
+    assert spec.cpuset == "1"
+
+
+@pytest.mark.parametrize("cpuset", ["0", "1", "0-1", "0,1", "1,0-1"])
+def test_cpu_lists_the_engine_has_are_accepted(cpuset: str) -> None:
+    check_cpuset(cpuset, 2)
+
+
+@pytest.mark.parametrize(
+    ("cpuset", "message"),
+    [
+        ("2", "bench run: --cpuset '2' names CPU 2; the engine has CPUs 0-1"),
+        ("0-3", "bench run: --cpuset '0-3' names CPU 3; the engine has CPUs 0-1"),
+        ("1-0", "bench run: --cpuset '1-0' has a descending range 1-0"),
+        ("", "bench run: --cpuset '' is not a CPU list such as 1, 0-3 or 0,2"),
+        ("1\nRUN x", "bench run: --cpuset '1\\nRUN x' is not a CPU list such as 1, 0-3 or 0,2"),
+        ("all", "bench run: --cpuset 'all' is not a CPU list such as 1, 0-3 or 0,2"),
+        ("١", "bench run: --cpuset '١' is not a CPU list such as 1, 0-3 or 0,2"),
+    ],
+)
+def test_cpu_lists_the_engine_would_refuse_are_one_line(cpuset: str, message: str) -> None:
+    with pytest.raises(BenchError) as refused:
+        check_cpuset(cpuset, 2)
+    assert str(refused.value) == message
 
 
 def test_the_result_document_gets_the_engine_start_time() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from validate.bench import workloads
 from validate.bench.workloads import (
     coefficient_of_variation,
     run_queue_delay_s,
+    steal_s,
     summarize_steps,
     time_steps,
     warmup_steps,
@@ -64,23 +64,46 @@ def test_summary_of_a_run_that_never_settles_uses_its_second_half() -> None:
     assert settled["steady_median_step_s"] == 1.0 and settled["steady_step_cv"] == 0.0
 
 
-def test_sleep_fraction_hook_stretches_each_step_by_that_fraction() -> None:
+class FakeClock:
+    """perf_counter for time_steps: a step advances it by its work; each read while stalling by a tick."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+
+def test_sleep_fraction_hook_stretches_each_step_by_that_fraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(workloads.time, "perf_counter", clock.perf_counter)
+
     def step() -> None:
-        end = time.perf_counter() + 0.02
-        while time.perf_counter() < end:
-            pass
+        clock.now += 0.02  # 20 ms of work
 
     plain, delays, _ = time_steps(step, 5, 0.0)
     slowed, _, first_done = time_steps(step, 5, 0.5)
     assert first_done > 0
     assert len(delays) == 5 and all(d >= 0 for d in delays)
-    ratio = sorted(slowed)[2] / sorted(plain)[2]
-    assert 1.3 < ratio < 2.0
+    assert all(t == pytest.approx(0.02, abs=1e-5) for t in plain)
+    assert all(t == pytest.approx(0.03, abs=1e-5) for t in slowed)  # stalled for half the step, not asleep
 
 
 def test_run_queue_delay_reads_linux_schedstat() -> None:
     delay = run_queue_delay_s()
     assert delay is not None and delay >= 0.0
+
+
+def test_steal_time_is_read_per_cpu_from_proc_stat() -> None:
+    stolen = steal_s({0})
+    assert stolen is not None and stolen >= 0.0
+    assert steal_s({100_000}) is None  # no such CPU: nothing to report, not zero
+
+
+def test_the_fastest_steady_step_is_summarized() -> None:
+    summary = summarize_steps([4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.9, 1.2], "cpu")
+    assert summary["warmup_steps"] == 1 and summary["best_step_s"] == 0.9
 
 
 def test_contention_is_summarized_from_run_queue_delays() -> None:
