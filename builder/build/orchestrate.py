@@ -52,6 +52,7 @@ from builder.lock.resolve import lock_states, rootfs_spec
 from builder.lock.rootfs import build_rootfs
 from builder.oci.canonical import CanonicalPolicy
 from builder.oci.store import ImageMismatch, ImageStore, StoreList, StoreOpener, TargetStore
+from builder.plan.budgets import over_budget
 from builder.plan.graph import LABEL_HASH, LayerNode, Plan
 from builder.settings import Settings
 
@@ -283,7 +284,7 @@ def gather_from_stores(
             if outcome is None:
                 todo.append(node)
             else:
-                outcomes[node.id] = outcome
+                outcomes[node.id] = _within_budget(target, node, outcome)
     finally:
         stores.close()
     return outcomes, todo
@@ -396,7 +397,14 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
         # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
         image_id = session.canonicalize(build_tag, node)
         session.discard_later(build_tag)
-        stored = EngineStore(session.client).tag(image_id, [node.cache_ref, *node.tags])
+        engine = EngineStore(session.client)
+        # Measured before the version tags are given: an image over its budget leaves no tag behind.
+        size = int(session.client.images.get(image_id).attrs.get("Size", 0))
+        outcome = NodeOutcome(node.id, NodeStatus.BUILT, time.monotonic() - start, size, image_id)
+        checked = _within_budget(engine, node, outcome)
+        if checked.status is NodeStatus.FAILED:
+            return checked
+        stored = engine.tag(image_id, [node.cache_ref, *node.tags])
         return NodeOutcome(node.id, NodeStatus.BUILT, time.monotonic() - start, stored.size, stored.ref)
     except StrataError as exc:
         return NodeOutcome(node.id, NodeStatus.FAILED, time.monotonic() - start, message=str(exc))
@@ -407,6 +415,16 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
             time.monotonic() - start,
             message=f"node {node.id}: {type(exc).__name__}: {exc}",
         )
+
+
+def _within_budget(target: TargetStore, node: LayerNode, outcome: NodeOutcome) -> NodeOutcome:
+    """`outcome` unchanged when the node's image fits its budget (matrix.yaml `budgets`); else a failure whose
+    message names node, size and budget, with every tag of the node that names this image removed."""
+    message = over_budget(node.id, outcome.size, node.budget)
+    if message is None:
+        return outcome
+    target.untag(outcome.image_id, [node.cache_ref, *node.tags])
+    return NodeOutcome(node.id, NodeStatus.FAILED, outcome.seconds, outcome.size, "", message)
 
 
 def _parent_ref(plan: Plan, node: LayerNode) -> str | None:

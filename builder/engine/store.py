@@ -133,6 +133,15 @@ class EngineStore:
             image.tag(repository, tag)
         return Stored(str(image.id), int(image.attrs.get("Size", 0)))
 
+    def untag(self, image_id: str, tags: Sequence[str]) -> None:
+        """Remove each of `tags` that names the engine's image `image_id` (a tag naming another image stays)."""
+        for name in tags:
+            try:
+                if self.client.images.get(name).id == image_id:
+                    self.client.images.remove(name, noprune=False)
+            except docker.errors.ImageNotFound:
+                continue
+
     def close(self) -> None:
         """Remove the `docker save` archives this store wrote."""
         for directory in self._saved:

@@ -20,15 +20,18 @@ from builder.matrix.types import (
     Epoch,
     MirrorUrl,
     Name,
+    NodePattern,
     OciTag,
     PinnedImage,
     Port,
     Prose,
+    PrunePattern,
     RegistryHost,
     RelativePath,
     Release,
     RepositoryPath,
     RepositoryTemplate,
+    SizeBytes,
     TagTemplate,
     Uid,
     UserName,
@@ -85,6 +88,8 @@ class CudaSpec(Strict):
     requirements: RelativePath | None = None
     image: PinnedImage | None = None
     os: Name | None = None
+    # Files of the wheels TensorFlow never loads, removed before the layer is committed (source 'wheels' only).
+    prune: list[PrunePattern] = Field(default=[], max_length=200)
 
     @model_validator(mode="after")
     def _source_fields(self) -> CudaSpec:
@@ -97,6 +102,8 @@ class CudaSpec(Strict):
                 raise ValueError("source 'image' needs 'image' pinned by digest (name:tag@sha256:<64 hex>)")
             if not self.os:
                 raise ValueError("source 'image' needs 'os' (the OS the CUDA image is built on)")
+            if self.prune:
+                raise ValueError("'prune' applies to source 'wheels' only (an image's files are its own)")
         return self
 
 
@@ -117,6 +124,8 @@ class Framework(Strict):
     flavors: list[Literal["cpu", "gpu"]] = Field(min_length=1)
     requirements: RelativePath
     profiles: dict[Name, FrameworkProfile] = Field(min_length=1)
+    # Files of the framework's wheels no image uses (e.g. C++ headers: the images carry no compiler).
+    prune: list[PrunePattern] = Field(default=[], max_length=200)
 
 
 class Tools(Strict):
@@ -143,6 +152,14 @@ class Alias(Strict):
     layer: LayerName = "tools"
 
 
+class SizeBudget(Strict):
+    """The most bytes (uncompressed, as the engine counts them) the image of every node matching `nodes` may hold."""
+
+    nodes: NodePattern
+    max_bytes: SizeBytes
+    reason: Prose = ""
+
+
 class MatrixModel(Strict):
     schema_: Literal[1] = Field(alias="schema")
     source_date_epoch: Epoch
@@ -158,3 +175,5 @@ class MatrixModel(Strict):
     users: list[UserLayer] = []
     tags: Tags
     aliases: list[Alias] = []
+    # Checked after every build: an image over its budget fails the build and keeps no content tag.
+    budgets: list[SizeBudget] = Field(default=[], max_length=1000)

@@ -18,6 +18,9 @@ could end a line, start a command or leave a directory:
     OciTag          2.13-gpu                  OCI tag grammar
     PinnedImage     ubuntu:22.04@sha256:...   an image reference pinned by sha256 digest
     TagTemplate     {version}-r{release}      known {placeholders} only, no format spec or attribute access
+    PrunePattern    nvidia/*/include          a relative path glob of plain parts and '*' (files a layer drops)
+    NodePattern     cuda11.8-*                a glob over node ids
+    SizeBytes       3400000000                1 MB-1 TB, in bytes
 
 Each type is `Annotated[base, AfterValidator(check)]`; a check raises ValueError with a message saying what the
 field may hold and what it got (shortened, with escapes visible), which builder.matrix.load prints as
@@ -287,6 +290,24 @@ PinnedImage = Annotated[
         )
     ),
 ]
+# A file or directory a layer drops before it is committed, relative to the layer's site-packages; matched like
+# `find -path` (a '*' also crosses '/'). Plain parts only: no '..', no leading '/', nothing a shell would read.
+PrunePattern = Annotated[
+    str,
+    AfterValidator(
+        _pattern(
+            r"(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9_+*-][A-Za-z0-9._+*-]*(?:/[A-Za-z0-9_+*-][A-Za-z0-9._+*-]*)*",
+            "must be a relative path glob like nvidia/*/include (parts of letters, digits, '.', '_', '+', '-',"
+            " '*'; no '.' or '..' part, no leading '/')",
+            200,
+        )
+    ),
+]
+NodePattern = Annotated[
+    str,
+    AfterValidator(_pattern(r"[A-Za-z0-9._*?-]+", "must be a glob over node ids like 'cuda11.8-*'", 128)),
+]
+SizeBytes = Annotated[int, AfterValidator(_int_range(10**6, 10**12, "a size in bytes"))]
 CellPattern = Annotated[
     str,
     AfterValidator(_pattern(r"[A-Za-z0-9._*?\[\]!-]+", "must be a glob over cell ids like 'tf2.13*'", 128)),

@@ -61,6 +61,10 @@ class TargetStore(ImageStore, Protocol):
         """Give the image `ref` (held here) `tags` as well; say how it is known here."""
         ...
 
+    def untag(self, image_id: str, tags: Sequence[str]) -> None:
+        """Remove each of `tags` that names the image `image_id` here (the image goes with its last tag)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Found:

@@ -5,6 +5,7 @@ Docker or the network.
 Owns: graph.py (Plan, LayerNode, build_plan), layers.py (the table of layer kinds graph.py walks), render.py
 (Jinja2 templates), tags.py (tag templates), lockfile.py (the lock-file format a node reads), github.py (the plan
 as a GitHub Actions matrix), write.py (rendered Dockerfiles to disk), retention.py (what `strata gc` deletes, from
-inventories of the engine and the caches). May import: builder.matrix, builder.errors,
+inventories of the engine and the caches), budgets.py (each node's size budget and the verdict on a size).
+May import: builder.matrix, builder.errors,
 builder.settings.
 """

@@ -20,6 +20,7 @@ from builder.errors import Location, MatrixError
 from builder.matrix import compat
 from builder.matrix.load import Cell, Matrix
 from builder.matrix.schema import Alias
+from builder.plan.budgets import Budget, node_budget
 from builder.plan.layers import LAYER_KINDS, CellLayer, LayerKind
 from builder.plan.lockfile import Lock, digest_inputs, read_lock
 from builder.plan.render import TemplateRenderer
@@ -56,6 +57,8 @@ class LayerNode:
     base_image: str | None  # external image this node starts FROM (upstream profile), pinned by digest
     rootfs: dict[str, Any] | None  # mmdebstrap recipe for hermetic base nodes
     facts: dict[str, str] = field(default_factory=dict)
+    # Not part of the content hash: a budget decides whether an image is accepted, not what it holds.
+    budget: Budget | None = None
 
     @property
     def local_ref(self) -> str:
@@ -300,6 +303,7 @@ def _finish(
         base_image=spec.base_image,
         rootfs=spec.rootfs,
         facts={k: v for k, v in spec.facts.fields().items() if v},
+        budget=node_budget(matrix, spec.id),
     )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from packaging.version import Version
+
 from builder.errors import MatrixError
 from builder.matrix import compat
 from builder.matrix.load import Cell, Matrix
@@ -226,6 +228,7 @@ def _cuda_context(at: CellLayer, adds: Adds) -> dict[str, Any]:
         if n.startswith("nvidia-") and _strip_nvidia(n) not in _NO_LIB_DIR
     ]
     nvcc = any(_strip_nvidia(n) == "cuda-nvcc" for n in names)
+    assert c.cuda_spec is not None
     return {
         "settings": at.settings,
         "python": at.python,
@@ -234,8 +237,22 @@ def _cuda_context(at: CellLayer, adds: Adds) -> dict[str, Any]:
             "cudnn": c.cudnn,
             "lib_dirs": lib_dirs,
             "nvcc_dir": f"{cuda_site}/nvidia/cuda_nvcc" if nvcc else None,
+            "min_driver": cuda_min_driver(at),
         },
+        "prune": list(c.cuda_spec.prune),
     }
+
+
+def cuda_min_driver(at: CellLayer) -> str:
+    """The oldest driver every cell on this CUDA layer runs on: the highest minimum of their TensorFlow rules
+    (a CUDA layer is shared by the cells of one CUDA version and OS, so it must serve the most demanding)."""
+    c = at.cell
+    drivers = [
+        compat.TF_RULES[other.tf_minor].min_driver
+        for other in at.matrix.cells
+        if _hermetic_gpu(other) and other.cuda == c.cuda and other.os_name == c.os_name
+    ]
+    return max(drivers or [compat.TF_RULES[c.tf_minor].min_driver], key=Version)
 
 
 def _strip_nvidia(name: str) -> str:
@@ -271,6 +288,7 @@ def _framework_context(at: CellLayer, adds: Adds) -> dict[str, Any]:
         "python": at.python,
         "cell": at.cell_context,
         "env": dict(sorted(at.matrix.model.env.items())),
+        "prune": list(at.matrix.model.frameworks[at.cell.framework_index].prune),
     }
 
 
@@ -341,6 +359,26 @@ def cuda_labels(at: CellLayer, facts: TagFacts) -> dict[str, str]:
     return {"io.strata.cuda": facts.cuda, "io.strata.cudnn": facts.cudnn} if facts.cuda else {}
 
 
+PRUNED_LABEL = (
+    "io.strata.pruned."  # + layer name: what the layer dropped (JSON list), checked by strata smoke
+)
+
+
+def _pruned(patterns: list[str] | tuple[str, ...], layer: str) -> dict[str, str]:
+    return {PRUNED_LABEL + layer: json.dumps(list(patterns), separators=(",", ":"))} if patterns else {}
+
+
+def cuda_layer_labels(at: CellLayer, facts: TagFacts) -> dict[str, str]:
+    """The minimum driver (also in NVIDIA_REQUIRE_CUDA) and what the CUDA layer dropped."""
+    spec = at.cell.cuda_spec
+    assert spec is not None
+    return {"io.strata.min-driver": cuda_min_driver(at), **_pruned(spec.prune, "cuda")}
+
+
+def framework_layer_labels(at: CellLayer, facts: TagFacts) -> dict[str, str]:
+    return _pruned(at.matrix.model.frameworks[at.cell.framework_index].prune, "framework")
+
+
 def cell_labels(at: CellLayer, facts: TagFacts) -> dict[str, str]:
     """What a cell's image promises: its TF version and flavor, its exact version string and its environment."""
     return {
@@ -384,7 +422,7 @@ LAYER_KINDS: tuple[LayerKind, ...] = (
         adds=_cuda_adds,
         facts=lambda at: at.cuda_facts,
         context=_cuda_context,
-        labels=(cuda_labels,),
+        labels=(cuda_labels, cuda_layer_labels),
     ),
     # tensorflow (gpu) or tensorflow-cpu and the framework's requirements.
     LayerKind(
@@ -394,7 +432,7 @@ LAYER_KINDS: tuple[LayerKind, ...] = (
         adds=_framework_adds,
         facts=lambda at: at.cell_facts,
         context=_framework_context,
-        labels=(cuda_labels, cell_labels),
+        labels=(cuda_labels, cell_labels, framework_layer_labels),
     ),
     # What a researcher expects next to TensorFlow, per TF minor version.
     LayerKind(

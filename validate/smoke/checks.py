@@ -12,6 +12,7 @@ soon as the check ends, so a run killed by a timeout still reports what finished
 from __future__ import annotations
 
 import ctypes
+import fnmatch
 import functools
 import glob
 import json
@@ -61,6 +62,9 @@ class SmokeContext:
     expect_gpu: bool = False
     gpus: str | None = None  # "all", "2" or None when no GPU was requested
     gpu_request_error: str | None = None  # the engine's answer when it could not give GPUs
+    plan_min_driver: str | None = (
+        None  # the minimum driver the plan computed for the image, when the caller knows
+    )
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -75,6 +79,7 @@ class SmokeContext:
             expect_gpu=bool(data.get("expect_gpu")),
             gpus=data.get("gpus"),
             gpu_request_error=data.get("gpu_request_error"),
+            plan_min_driver=data.get("plan_min_driver"),
         )
 
     def label(self, key: str) -> str | None:
@@ -197,21 +202,40 @@ def decode_cudnn_version(value: int) -> str:
     return f"{value // 1000}.{(value % 1000) // 100}.{value % 100}"
 
 
-def decode_nccl_version(value: int) -> str:
-    """ncclGetVersion: 21504 -> `2.15.4` (since 2.9: M*10000+m*100+p); 2708 -> `2.7.8` before."""
-    if value >= 20900:
-        return f"{value // 10000}.{(value % 10000) // 100}.{value % 100}"
-    return f"{value // 1000}.{(value % 1000) // 100}.{value % 100}"
+@dataclass(frozen=True)
+class Soname:
+    """A library TensorFlow dlopens: `required` ones must load; the others serve one feature and may be absent."""
+
+    short: str
+    soname: str
+    why: str
+    required: bool = True
 
 
-def cuda_sonames(cuda: str, cudnn: str) -> list[tuple[str, str]]:
-    """(short name, soname) of each CUDA library TensorFlow dlopens, for a CUDA and cuDNN version.
+# The CUDA version each TensorFlow release was built with: its dso_loader asks for libcupti.so.<that version>.
+TF_BUILD_CUDA = {"2.10": "11.2", "2.13": "11.8"}
+# cuDNN 8 is a front library that dlopens these itself (sub-libraries by API family).
+CUDNN8_SUBLIBRARIES = ("ops_infer", "ops_train", "cnn_infer", "cnn_train", "adv_infer", "adv_train")
 
-    >>> cuda_sonames("11.8", "8.6")[0]
-    ('libcudart', 'libcudart.so.11.0')
+
+def tf_minor_of(tf: str) -> str:
+    parts = version_parts(tf)
+    return ".".join(parts[:2])
+
+
+def cuda_sonames(cuda: str, cudnn: str, tf: str = "") -> list[Soname]:
+    """Every CUDA library TensorFlow dlopens, for a TF, CUDA and cuDNN version.
+
+    Read from TensorFlow's dso_loader and dlopen checker (TryDlopenCUDALibraries: cudart, cuBLAS, cuBLASLt, cuFFT,
+    cuRAND, cuSOLVER, cuSPARSE, cuDNN; TF refuses the GPU when one fails) and confirmed on the 2.10.1 and 2.13.1
+    wheels' binaries; CUPTI only for the profiler. NCCL is linked statically into both, so libnccl is not here.
+
+    >>> [s.soname for s in cuda_sonames("11.8", "8.6", "2.13.1")][:2]
+    ['libcudart.so.11.0', 'libcublasLt.so.11']
     """
     cuda_major = version_parts(cuda)[0] if version_parts(cuda) else "11"
     cudnn_major = version_parts(cudnn)[0] if version_parts(cudnn) else "8"
+    checker = "TensorFlow's GPU start-up (TryDlopenCUDALibraries)"
     if cuda_major == "11":
         names = [
             ("libcudart", "libcudart.so.11.0"),
@@ -232,7 +256,25 @@ def cuda_sonames(cuda: str, cudnn: str) -> list[tuple[str, str]]:
             ("libcusolver", "libcusolver.so.11"),
             ("libcusparse", "libcusparse.so." + cuda_major),
         ]
-    return names + [("libcudnn", "libcudnn.so." + cudnn_major), ("libnccl", "libnccl.so.2")]
+    out = [Soname(short, soname, checker) for short, soname in names]
+    out.append(Soname("libcudnn", "libcudnn.so." + cudnn_major, checker))
+    if cudnn_major == "8":
+        out += [
+            Soname("libcudnn_" + sub, f"libcudnn_{sub}.so.8", "libcudnn.so.8 (its sub-libraries)")
+            for sub in CUDNN8_SUBLIBRARIES
+        ]
+    built_with = TF_BUILD_CUDA.get(tf_minor_of(tf)) if tf else None
+    if built_with:
+        # TensorFlow asks for the CUPTI of the CUDA it was built with (then plain libcupti.so), for the profiler.
+        out.append(
+            Soname(
+                "libcupti",
+                "libcupti.so." + built_with,
+                "the TensorFlow profiler (GPU tracing)",
+                required=versions_agree(built_with, cuda),
+            )
+        )
+    return out
 
 
 def loss_went_down(losses: list[float]) -> bool:
@@ -332,35 +374,165 @@ def library_dirs() -> list[str]:
     return [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
 
 
+def session_sonames(ctx: SmokeContext) -> list[Soname]:
+    return cuda_sonames(ctx.label("cuda") or "11", ctx.label("cudnn") or "8", ctx.label("tf") or "")
+
+
 def check_cuda_libraries(s: Session) -> list[CheckResult]:
-    sonames = cuda_sonames(s.ctx.label("cuda") or "11", s.ctx.label("cudnn") or "8")
+    """dlopen every library TensorFlow dlopens: needs no GPU and no driver (they are user-space libraries)."""
+    sonames = session_sonames(s.ctx)
     if s.flavor != "gpu":
         return [
-            CheckResult.not_run("cuda-lib:" + short, f"flavor {s.flavor} has no CUDA") for short, _ in sonames
+            CheckResult.not_run("cuda-lib:" + lib.short, f"flavor {s.flavor} has no CUDA") for lib in sonames
         ]
     results = []
     path = os.environ.get("LD_LIBRARY_PATH", "")
-    for short, soname in sonames:
-        where = [os.path.join(d, soname) for d in library_dirs() if os.path.exists(os.path.join(d, soname))]
+    for lib in sonames:
+        name = "cuda-lib:" + lib.short
+        where = [
+            os.path.join(d, lib.soname) for d in library_dirs() if os.path.exists(os.path.join(d, lib.soname))
+        ]
         try:
-            s.loaded_libs[short] = ctypes.CDLL(soname, mode=ctypes.RTLD_GLOBAL)
+            s.loaded_libs[lib.short] = ctypes.CDLL(lib.soname, mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
+            if not lib.required:
+                results.append(
+                    CheckResult.not_run(name, f"{lib.soname} (for {lib.why} only) does not load: {exc}")
+                )
+                continue
             results.append(
                 CheckResult.failed(
-                    "cuda-lib:" + short,
-                    "{} loadable with LD_LIBRARY_PATH={}".format(soname, path or "(unset)"),
+                    name,
+                    "{} loadable with LD_LIBRARY_PATH={} (dlopened by {})".format(
+                        lib.soname, path or "(unset)", lib.why
+                    ),
                     str(exc),
                 )
             )
             continue
         results.append(
             CheckResult.passed(
-                "cuda-lib:" + short,
-                "{} loaded from {}".format(soname, where[0] if where else "loader default path"),
-                found=where[0] if where else soname,
+                name,
+                "{} loaded from {}".format(lib.soname, where[0] if where else "loader default path"),
+                found=where[0] if where else lib.soname,
             )
         )
     return results
+
+
+PRUNED_LABEL = (
+    "pruned."  # io.strata.pruned.<layer>: JSON list of what that layer dropped (matrix.yaml `prune`)
+)
+
+
+def pruned_patterns(ctx: SmokeContext) -> dict[str, list[str]]:
+    """layer -> the patterns it pruned, from the io.strata.pruned.<layer> labels. Raises ValueError if malformed."""
+    out: dict[str, list[str]] = {}
+    prefix = LABEL_PREFIX + PRUNED_LABEL
+    for key, raw in sorted(ctx.labels.items()):
+        if key.startswith(prefix):
+            data = json.loads(raw)
+            if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+                raise ValueError(f"{key} is not a JSON list of strings: {raw[:200]}")
+            out[key[len(prefix) :]] = list(data)
+    return out
+
+
+def matching_paths(root: str, patterns: list[str]) -> list[str]:
+    """Paths under `root` (relative) that a pattern matches the way `find -path` does (a '*' crosses '/')."""
+    hits = []
+    for here, dirs, files in os.walk(root):
+        for entry in sorted(dirs) + sorted(files):
+            rel = os.path.relpath(os.path.join(here, entry), root)
+            if any(fnmatch.fnmatchcase(rel, p) for p in patterns):
+                hits.append(rel)
+    return hits
+
+
+def layer_site_dirs(layer: str) -> list[str]:
+    """The site-packages of a Strata layer prefix (<prefix>/<layer>/lib/pythonX.Y/site-packages) on sys.path."""
+    shape = re.compile(r".*/" + re.escape(layer) + r"/lib/python[0-9.]+/site-packages/?")
+    return [p for p in sys.path if shape.fullmatch(p) and os.path.isdir(p)]
+
+
+def check_pruned_absent(s: Session) -> list[CheckResult]:
+    """What the matrix said a layer drops is not in the image (while cuda-lib:* proves what TF loads still is)."""
+    try:
+        pruned = pruned_patterns(s.ctx)
+    except ValueError as exc:
+        return [CheckResult.failed("pruned-absent", "io.strata.pruned.* labels as JSON lists", str(exc))]
+    if not pruned:
+        return [
+            CheckResult.not_run("pruned-absent", "the image prunes nothing (no io.strata.pruned.* label)")
+        ]
+    present, missing_dirs, counted = [], [], 0
+    for layer, patterns in sorted(pruned.items()):
+        roots = layer_site_dirs(layer)
+        if not roots:
+            missing_dirs.append(layer)
+        for root in roots:
+            present += [os.path.join(root, hit) for hit in matching_paths(root, patterns)]
+        counted += len(patterns)
+    if missing_dirs:
+        return [
+            CheckResult.failed(
+                "pruned-absent",
+                "the site-packages of layer(s) " + ", ".join(missing_dirs) + " on sys.path",
+                "none on " + os.pathsep.join(sys.path),
+            )
+        ]
+    if present:
+        return [CheckResult.failed("pruned-absent", "no file the matrix prunes", " ".join(present[:20]))]
+    layers = ", ".join(sorted(pruned))
+    return [CheckResult.passed("pruned-absent", f"none of {counted} pruned patterns present ({layers})")]
+
+
+# NVIDIA's CUDA minor-version compatibility: the oldest driver that runs any runtime of a CUDA major version.
+CUDA_COMPAT_DRIVER = {"11": "450.80.02", "12": "525.60.13"}
+
+
+def require_cuda_value(cuda: str, min_driver: str) -> str:
+    """The NVIDIA_REQUIRE_CUDA the hermetic cuda layer sets (layers/cuda/Dockerfile.j2)."""
+    return f"cuda>={cuda} driver>={min_driver}"
+
+
+def driver_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"[0-9]+", version))
+
+
+def check_driver_requirement(s: Session) -> list[CheckResult]:
+    """NVIDIA_REQUIRE_CUDA and io.strata.min-driver say the same driver, the plan's, and no older than CUDA needs."""
+    name = "cuda-driver-requirement"
+    if s.flavor != "gpu":
+        return [CheckResult.not_run(name, f"flavor {s.flavor} has no CUDA")]
+    min_driver, cuda = s.ctx.label("min-driver"), s.ctx.label("cuda")
+    if not min_driver:
+        if s.ctx.label("profile") == "hermetic":
+            return [CheckResult.failed(name, "label io.strata.min-driver (hermetic cuda layer)", "none")]
+        return [
+            CheckResult.not_run(name, "no hermetic cuda layer: the CUDA base image sets its own requirement")
+        ]
+    if not cuda:
+        return [CheckResult.failed(name, "label io.strata.cuda", "none")]
+    want = require_cuda_value(cuda, min_driver)
+    found = os.environ.get("NVIDIA_REQUIRE_CUDA")
+    wrong = []
+    if found != want:
+        wrong.append((f"NVIDIA_REQUIRE_CUDA={want}", f"NVIDIA_REQUIRE_CUDA={found}"))
+    if s.ctx.plan_min_driver and s.ctx.plan_min_driver != min_driver:
+        wrong.append(
+            (
+                f"io.strata.min-driver={s.ctx.plan_min_driver} (the plan)",
+                "io.strata.min-driver=" + min_driver,
+            )
+        )
+    floor = CUDA_COMPAT_DRIVER.get(version_parts(cuda)[0] if version_parts(cuda) else "")
+    if floor and driver_tuple(min_driver) < driver_tuple(floor):
+        wrong.append((f"a driver >= {floor} (CUDA {cuda} needs it)", "min-driver " + min_driver))
+    if wrong:
+        return [CheckResult.failed(name, "; ".join(w for w, _ in wrong), "; ".join(f for _, f in wrong))]
+    checked = "the plan, " if s.ctx.plan_min_driver else ""
+    return [CheckResult.passed(name, f"{want} agrees with the label, {checked}CUDA {cuda}'s floor", want)]
 
 
 CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaRuntimeGetVersion answers only once libcuda.so.1 (the driver) loads
@@ -397,7 +569,6 @@ def check_cuda_versions(s: Session) -> list[CheckResult]:
     asks = [
         ("cuda-version:cudart", "libcudart", "cudaRuntimeGetVersion", True, decode_cudart_version, "cuda"),
         ("cuda-version:cudnn", "libcudnn", "cudnnGetVersion", False, decode_cudnn_version, "cudnn"),
-        ("cuda-version:nccl", "libnccl", "ncclGetVersion", True, decode_nccl_version, None),
     ]
     results = []
     for name, short, symbol, by_pointer, decode, claim in asks:
@@ -610,7 +781,9 @@ CHECKS: list[tuple[tuple[str, ...], Check]] = [
     (("tf-version",), check_tf_version),
     (("tf-build-cuda", "tf-build-cuda-version", "tf-build-cudnn-version"), check_tf_build_info),
     ((), check_cuda_libraries),  # names depend on the CUDA version; see planned_names
-    (("cuda-version:cudart", "cuda-version:cudnn", "cuda-version:nccl"), check_cuda_versions),
+    (("cuda-version:cudart", "cuda-version:cudnn"), check_cuda_versions),
+    (("pruned-absent",), check_pruned_absent),
+    (("cuda-driver-requirement",), check_driver_requirement),
     (("cuda-wheels",), check_cuda_wheels),
     (("xla-gpu-tools",), check_xla_gpu_tools),
     (("pip-check",), check_pip),
@@ -626,10 +799,7 @@ def planned_names(ctx: SmokeContext) -> list[str]:
     names: list[str] = []
     for declared, fn in CHECKS:
         if fn is check_cuda_libraries:
-            names += [
-                "cuda-lib:" + short
-                for short, _ in cuda_sonames(ctx.label("cuda") or "11", ctx.label("cudnn") or "8")
-            ]
+            names += ["cuda-lib:" + lib.short for lib in session_sonames(ctx)]
         names += list(declared)
     return names + list(from_gpu)
 
@@ -651,10 +821,7 @@ def main(argv: list[str]) -> int:
     session = Session(ctx)
     failed = False
     for declared, fn in CHECKS:
-        names = declared or tuple(
-            "cuda-lib:" + short
-            for short, _ in cuda_sonames(ctx.label("cuda") or "11", ctx.label("cudnn") or "8")
-        )
+        names = declared or tuple("cuda-lib:" + lib.short for lib in session_sonames(ctx))
         for result in run_guarded(names, functools.partial(fn, session)):
             failed = failed or result.status == FAIL
             emit(result)

@@ -52,6 +52,7 @@ class SmokeOptions:
     results_dir: Path | None = None  # settings.smoke_results_dir; None: not saved
     scan_secrets: bool = True
     host_ca_bundle: Path = HOST_CA_BUNDLE
+    plan_min_driver: str | None = None  # the plan's minimum driver for the image (checked against its label)
 
     @property
     def gpu_request(self) -> str | None:
@@ -208,6 +209,7 @@ def smoke_image(client: docker.DockerClient, reference: str, options: SmokeOptio
         workdir=(image.attrs.get("Config") or {}).get("WorkingDir") or "",
         expect_gpu=options.expect_gpu,
         gpus=options.gpu_request,
+        plan_min_driver=options.plan_min_driver,
     )
     results = smoke_checks.labels_match_tag(labels, reference)
     run = run_checks_in_container(client, image.id, ctx, options.timeout_s)

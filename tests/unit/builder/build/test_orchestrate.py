@@ -4,6 +4,7 @@ the engine build)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -14,11 +15,12 @@ from typing import IO
 
 import pytest
 
-from builder.build.orchestrate import BuildOptions, NodeOutcome, _run_dag, gather_from_stores
+from builder.build.orchestrate import BuildOptions, NodeOutcome, _run_dag, _within_budget, gather_from_stores
 from builder.errors import StrataError
 from builder.events import NodeStatus
 from builder.oci.image import Image, LayerReader, make_image
 from builder.oci.store import ImageStore, Stored
+from builder.plan.budgets import Budget
 from builder.plan.graph import LABEL_HASH, LayerNode
 
 REGISTRY = "127.0.0.1:5000"
@@ -92,6 +94,11 @@ class MemoryStore:
 
     def tag(self, ref: str, tags: Sequence[str]) -> Stored:
         return self.put(self.images[ref], tags)
+
+    def untag(self, image_id: str, tags: Sequence[str]) -> None:
+        for tag in tags:
+            if tag in self.images and self.images[tag].config_digest == image_id:
+                del self.images[tag]
 
     def close(self) -> None:
         self.closed = True
@@ -266,3 +273,36 @@ def test_jobs_build_independent_nodes_side_by_side_and_children_after_their_pare
     position = {event: i for i, event in enumerate(build.events)}
     for n in (left, right, left_top, right_top):
         assert position[("end", str(n.parent))] < position[("start", n.id)], build.events
+
+
+def test_an_image_over_its_budget_fails_in_one_line_and_keeps_no_tag() -> None:
+    """MemoryStore.put reports 7 bytes: a budget of 6 fails the node, a budget of 7 keeps it."""
+    fat = dataclasses.replace(node("fat"), budget=Budget(6, "matrix.yaml:150:33"))
+    fits = dataclasses.replace(node("fits"), budget=Budget(7, "matrix.yaml:151:33"))
+    engine = MemoryStore("engine", {fat.cache_ref: image_of(fat), fits.cache_ref: image_of(fits)})
+
+    outcomes, todo = gather_from_stores([fat, fits], engine, BuildOptions())
+
+    assert todo == []
+    assert outcomes["fits"].status is NodeStatus.CACHED
+    failed = outcomes["fat"]
+    assert failed.status is NodeStatus.FAILED
+    assert failed.message == (
+        "node fat: image is 7 B (7 bytes), over its budget of 6 B (6 bytes, matrix.yaml:150:33)"
+    )
+    assert "\n" not in failed.message
+    # Neither the content tag nor a version tag of the oversized image is left; the other node keeps its tags.
+    assert fat.cache_ref not in engine.images and not any(t in engine.images for t in fat.tags)
+    assert fits.cache_ref in engine.images and all(t in engine.images for t in fits.tags)
+
+
+def test_a_budget_never_removes_a_tag_that_names_another_image() -> None:
+    fat = dataclasses.replace(node("fat"), budget=Budget(6, "matrix.yaml:150:33"))
+    other = image_of(node("other"), label="other")
+    engine = MemoryStore("engine", {fat.cache_ref: image_of(fat), fat.tags[0]: other})
+    built = NodeOutcome(fat.id, NodeStatus.BUILT, 1.0, 7, image_of(fat).config_digest)
+
+    assert _within_budget(engine, fat, built).status is NodeStatus.FAILED
+    assert fat.cache_ref not in engine.images and engine.images[fat.tags[0]] is other
+    unlimited = dataclasses.replace(fat, budget=None)
+    assert _within_budget(engine, unlimited, built) is built

@@ -124,8 +124,15 @@ def test_each_layer_kind_adds_its_own_labels() -> None:
     cpu, gpu = matrix.cell("tf2.13.1-cpu"), matrix.cell("tf2.13.1-gpu")
     base, cuda, framework, tools, user = LAYER_KINDS
     assert _labels(base, CellLayer(matrix, cpu)) == {}
-    assert _labels(cuda, CellLayer(matrix, gpu)) == {"io.strata.cuda": "11.8", "io.strata.cudnn": "8.6"}
+    cuda_labels = _labels(cuda, CellLayer(matrix, gpu))
+    assert cuda_labels.pop("io.strata.pruned.cuda").startswith('["nvidia/nccl/lib/libnccl.so.2",')
+    assert cuda_labels == {
+        "io.strata.cuda": "11.8",
+        "io.strata.cudnn": "8.6",
+        "io.strata.min-driver": "450.80.02",
+    }
     fw = _labels(framework, CellLayer(matrix, cpu))
+    assert fw["io.strata.pruned.framework"] == '["tensorflow/include"]'
     assert fw["io.strata.cell"] == "tf2.13.1-cpu" and fw["io.strata.xla-gpu"] == "false"
     assert "io.strata.cuda" not in fw
     assert _labels(tools, CellLayer(matrix, gpu))["org.opencontainers.image.version"] == (

@@ -98,17 +98,17 @@ def test_apt_only_in_base_and_every_installing_layer_is_multistage() -> None:
 def test_tags_follow_the_scheme() -> None:
     plan = plan_of(REPO)
     tools = plan.node("tools-tf2.13.1-gpu")
-    assert tools.tags == ("127.0.0.1:5000/strata/tensorflow:2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm-r1",)
+    assert tools.tags == ("127.0.0.1:5000/strata/tensorflow:2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm-r2",)
     assert set(tools.aliases) == {
         "127.0.0.1:5000/strata/tensorflow:2.13-gpu",
         "127.0.0.1:5000/strata/tensorflow:latest-gpu",
     }
     assert plan.node("tools-tf2.10.1-cpu").tags == (
-        "127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r1",
+        "127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r2",
     )
-    assert plan.node("base-bullseye").tags == ("127.0.0.1:5000/strata/base:bullseye-1700000000-r1",)
+    assert plan.node("base-bullseye").tags == ("127.0.0.1:5000/strata/base:bullseye-1700000000-r2",)
     assert plan.node("user-example-tf2.13.1-cpu").tags == (
-        "127.0.0.1:5000/strata/example:2.13.1-cpu-py3.11-bookworm-r1",
+        "127.0.0.1:5000/strata/example:2.13.1-cpu-py3.11-bookworm-r2",
     )
     for n in plan.nodes:
         assert n.cache_ref == f"{n.tags[0].rsplit(':', 1)[0]}:h-{n.content_hash}"
@@ -235,7 +235,7 @@ def test_github_matrix_has_one_entry_per_cell() -> None:
     assert cells == ["tf2.13.1-cpu", "tf2.13.1-gpu", "tf2.10.1-cpu", "tf2.10.1-gpu"]
     gpu = out["include"][1]
     assert gpu["cuda"] == "11.8" and gpu["runner"] == "gpu"
-    assert gpu["image"].endswith(":2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm-r1")
+    assert gpu["image"].endswith(":2.13.1-gpu-cuda11.8-cudnn8.6-py3.11-bookworm-r2")
     assert all(isinstance(v, str) for e in out["include"] for v in e.values())
 
 
@@ -278,13 +278,13 @@ def test_release_bump_changes_version_tags_but_not_content(workspace: Path) -> N
     from builder.matrix.release import bump_release
 
     before = plan_of(workspace)
-    assert bump_release(workspace / "matrix.yaml") == 2
+    assert bump_release(workspace / "matrix.yaml") == 3
     after = plan_of(workspace)
     assert hashes(after) == hashes(before)
     assert after.node("tools-tf2.13.1-cpu").tags == (
-        "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm-r2",
+        "127.0.0.1:5000/strata/tensorflow:2.13.1-cpu-py3.11-bookworm-r3",
     )
-    assert "release: 2\n" in (workspace / "matrix.yaml").read_text()
+    assert "release: 3\n" in (workspace / "matrix.yaml").read_text()
 
 
 # ---------------------------------------------------------------------------------------------- errors name matrix.yaml:line:col
@@ -333,11 +333,11 @@ def test_tag_collision_with_an_alias_names_the_alias(workspace: Path) -> None:
     m = edit_matrix(
         workspace,
         "  - {tag: latest-cpu, cell: tf2.13.1-cpu}\n",
-        "  - {tag: latest-cpu, cell: tf2.13.1-cpu}\n  - {tag: 2.10.1-cpu-py3.9-bullseye-r1, cell: tf2.13.1-cpu}\n",
+        "  - {tag: latest-cpu, cell: tf2.13.1-cpu}\n  - {tag: 2.10.1-cpu-py3.9-bullseye-r2, cell: tf2.13.1-cpu}\n",
     )
     assert plan_error(workspace) == (
-        f"{position(m, 'tag: 2.10.1-cpu-py3.9-bullseye-r1', '2.10.1')}: tag collision:"
-        " '127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r1'"
+        f"{position(m, 'tag: 2.10.1-cpu-py3.9-bullseye-r2', '2.10.1')}: tag collision:"
+        " '127.0.0.1:5000/strata/tensorflow:2.10.1-cpu-py3.9-bullseye-r2'"
         " would be published by both tools-tf2.13.1-cpu and tools-tf2.10.1-cpu"
     )
 

@@ -215,6 +215,22 @@ FIELDS: dict[str, tuple[str, Callable[[Matrix, str], Matrix], bool]] = {
     "os key": ("hermetic", _bookworm(os_name=lambda v: "bookworm" + v), False),
     "python": ("hermetic", _bookworm(python=lambda v: "3.11" + v), True),
     "cuda": ("hermetic", _bookworm(cuda=lambda v: "11.8" + v), False),
+    "profiles.*.cuda.*.prune": (
+        "hermetic",
+        lambda m, v: _cells(
+            m,
+            lambda c: c.cuda_spec is not None and c.cuda_spec.source == "wheels",
+            lambda c: {"cuda_spec": c.cuda_spec.model_copy(update={"prune": [*c.cuda_spec.prune, "zz" + v]})},
+        ),
+        False,
+    ),
+    "frameworks[].prune": (
+        "hermetic",
+        lambda m, v: _model(
+            m, frameworks=[f.model_copy(update={"prune": ["zz" + v, *f.prune]}) for f in m.model.frameworks]
+        ),
+        False,
+    ),
     "registry.address (or STRATA_REGISTRY)": (
         "upstream",
         lambda m, v: _model(m, registry=m.model.registry.model_copy(update={"address": "r" + v})),

@@ -89,7 +89,7 @@ def test_written_evidence_verifies_offline(signed, signing):
     assert (
         directory
         == evidence_dir(out, entry.reference)
-        == out / "strata/example" / "2.13.1-cpu-py3.11-bookworm-r1"
+        == out / "strata/example" / "2.13.1-cpu-py3.11-bookworm-r2"
     )
     result = verify(entry, key, directory, recorded=evidence.digests)
     assert result.keyid == key.keyid

@@ -106,13 +106,12 @@ def test_library_version_decoding() -> None:
     assert checks.decode_cudnn_version(8600) == "8.6.0"
     assert checks.decode_cudnn_version(8907) == "8.9.7"
     assert checks.decode_cudnn_version(90100) == "9.1.0"
-    assert checks.decode_nccl_version(21504) == "2.15.4"
-    assert checks.decode_nccl_version(2708) == "2.7.8"
 
 
-def test_cuda_sonames_cover_every_library_tf_loads() -> None:
-    names = dict(checks.cuda_sonames("11.8", "8.6"))
-    assert names == {
+def test_cuda_sonames_are_what_tensorflow_dlopens_per_version() -> None:
+    """Read from TF's dso_loader/dlopen checker (disassembled on the 2.10.1 and 2.13.1 wheels): eight libraries TF
+    needs for any GPU, cuDNN 8's sub-libraries, CUPTI of the CUDA TF was built with; never NCCL (linked in)."""
+    core = {
         "libcudart": "libcudart.so.11.0",
         "libcublasLt": "libcublasLt.so.11",
         "libcublas": "libcublas.so.11",
@@ -121,9 +120,17 @@ def test_cuda_sonames_cover_every_library_tf_loads() -> None:
         "libcusolver": "libcusolver.so.11",
         "libcusparse": "libcusparse.so.11",
         "libcudnn": "libcudnn.so.8",
-        "libnccl": "libnccl.so.2",
     }
-    assert dict(checks.cuda_sonames("12.2", "9.0"))["libcudnn"] == "libcudnn.so.9"
+    subs = {f"libcudnn_{s}": f"libcudnn_{s}.so.8" for s in checks.CUDNN8_SUBLIBRARIES}
+    tf213 = checks.cuda_sonames("11.8", "8.6", "2.13.1")
+    assert {s.short: s.soname for s in tf213} == {**core, **subs, "libcupti": "libcupti.so.11.8"}
+    assert all(s.required for s in tf213)
+    tf210 = {s.short: s for s in checks.cuda_sonames("11.8", "8.6", "2.10.1")}
+    # TF 2.10 was built with CUDA 11.2: its profiler asks for libcupti.so.11.2, which the 11.8 wheels lack.
+    assert tf210["libcupti"].soname == "libcupti.so.11.2" and not tf210["libcupti"].required
+    assert {k: v.soname for k, v in tf210.items() if v.required} == {**core, **subs}
+    assert not any("nccl" in s.soname for s in tf213 + list(tf210.values()))
+    assert {s.short: s.soname for s in checks.cuda_sonames("12.2", "9.0")}["libcudnn"] == "libcudnn.so.9"
 
 
 def test_loss_went_down_needs_finite_and_falling_losses() -> None:
@@ -179,11 +186,74 @@ def test_cuda_library_check_really_dlopens_and_reports_the_loader_error(
     monkeypatch.setenv("LD_LIBRARY_PATH", "/nonexistent-cuda/lib")
     ctx = SmokeContext(image=GPU_TAG, labels=GOOD_LABELS)
     results = checks.check_cuda_libraries(Session(ctx))
-    assert [r.name for r in results][-2:] == ["cuda-lib:libcudnn", "cuda-lib:libnccl"]
-    cudnn = results[-2]
+    by_name = {r.name: r for r in results}
+    assert "cuda-lib:libnccl" not in by_name and "cuda-lib:libcudnn_cnn_infer" in by_name
+    cudnn = by_name["cuda-lib:libcudnn"]
     assert cudnn.status == FAIL
-    assert cudnn.expected == "libcudnn.so.8 loadable with LD_LIBRARY_PATH=/nonexistent-cuda/lib"
+    assert cudnn.expected == (
+        "libcudnn.so.8 loadable with LD_LIBRARY_PATH=/nonexistent-cuda/lib"
+        " (dlopened by TensorFlow's GPU start-up (TryDlopenCUDALibraries))"
+    )
     assert "libcudnn.so.8" in (cudnn.found or "")
+    assert all(r.status == FAIL for r in results)
+    # A cpu image says the check did not run.
+    cpu = dict(GOOD_LABELS, **{"io.strata.flavor": "cpu"})
+    cpu_results = checks.check_cuda_libraries(Session(SmokeContext(image="i:1", labels=cpu)))
+    assert {r.status for r in cpu_results} == {NOT_RUN}
+
+
+def test_pruned_absent_passes_only_when_no_pruned_path_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "opt/strata/cuda/lib/python3.11/site-packages"
+    (site / "nvidia/cusolver/lib").mkdir(parents=True)
+    (site / "nvidia/cusolver/lib/libcusolver.so.11").write_bytes(b"kept")
+    (site / "nvidia/cublas/include").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    patterns = ["nvidia/cusolver/lib/libcusolverMg.so.11", "nvidia/*/include"]
+    labels = dict(GOOD_LABELS, **{"io.strata.pruned.cuda": json.dumps(patterns)})
+    (left,) = checks.check_pruned_absent(Session(SmokeContext(image="i:1", labels=labels)))
+    assert left.status == FAIL and left.found == str(site / "nvidia/cublas/include")
+    (site / "nvidia/cublas/include").rmdir()
+    (clean,) = checks.check_pruned_absent(Session(SmokeContext(image="i:1", labels=labels)))
+    assert clean.status == PASS and "2 pruned patterns" in clean.detail
+    (site / "nvidia/cusolver/lib/libcusolverMg.so.11").write_bytes(b"back")
+    (again,) = checks.check_pruned_absent(Session(SmokeContext(image="i:1", labels=labels)))
+    assert again.status == FAIL
+    (none,) = checks.check_pruned_absent(Session(SmokeContext(image="i:1", labels=GOOD_LABELS)))
+    assert none.status == NOT_RUN
+    elsewhere = dict(GOOD_LABELS, **{"io.strata.pruned.framework": "[]"})
+    (no_dir,) = checks.check_pruned_absent(Session(SmokeContext(image="i:1", labels=elsewhere)))
+    assert no_dir.status == FAIL and "framework" in (no_dir.expected or "")
+
+
+def test_driver_requirement_agrees_with_label_plan_and_cuda_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = dict(GOOD_LABELS, **{"io.strata.min-driver": "450.80.02", "io.strata.profile": "hermetic"})
+
+    def run(env: str | None, labels: dict[str, str] = labels, plan: str | None = "450.80.02") -> CheckResult:
+        if env is None:
+            monkeypatch.delenv("NVIDIA_REQUIRE_CUDA", raising=False)
+        else:
+            monkeypatch.setenv("NVIDIA_REQUIRE_CUDA", env)
+        ctx = SmokeContext(image="i:1", labels=labels, plan_min_driver=plan)
+        (result,) = checks.check_driver_requirement(Session(ctx))
+        return result
+
+    assert run("cuda>=11.8 driver>=450.80.02").status == PASS
+    assert run("cuda>=11.8 driver>=450.80.02", plan=None).status == PASS
+    unset = run(None)
+    assert unset.status == FAIL and unset.found == "NVIDIA_REQUIRE_CUDA=None"
+    assert run("cuda>=11.8 driver>=470").status == FAIL
+    assert run("cuda>=11.8 driver>=450.80.02", plan="470.57.02").status == FAIL
+    old = dict(labels, **{"io.strata.min-driver": "418.39"})
+    too_old = run("cuda>=11.8 driver>=418.39", labels=old, plan=None)
+    assert too_old.status == FAIL and "450.80.02" in (too_old.expected or "")
+    missing = {k: v for k, v in labels.items() if k != "io.strata.min-driver"}
+    assert run(None, labels=missing).status == FAIL
+    upstream = dict(missing, **{"io.strata.profile": "upstream"})
+    assert run(None, labels=upstream).status == NOT_RUN
+    cpu = dict(labels, **{"io.strata.flavor": "cpu"})
+    assert run(None, labels=cpu).status == NOT_RUN
 
 
 def test_check_files_are_python39_syntax() -> None:
