@@ -91,6 +91,11 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
         assert done.returncode == 0, f"strata {' '.join(args)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return done
 
+    matrix = checkout / "matrix.yaml"
+    found = re.search(r"(?m)^release: ([0-9]+)\b", matrix.read_text())
+    assert found, "matrix.yaml names no release"
+    first = int(found.group(1))  # the matrix's release, then the next one
+    second = first + 1
     strata("build", "--only", SLICE, "--quiet")  # built already on this machine: found by content hash
     started = time.monotonic()
     strata("push", "--only", SLICE, "--registry", address)
@@ -100,10 +105,9 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
     strata("push", "--only", SLICE, "--registry", address)  # nothing to upload; records the alias
     strata("sign", "--key", "keys/strata-signing.key", "--only", SLICE)
     release_1 = json.loads((checkout / "images.lock.json").read_text())
-    assert release_1["release"] == 1 and len(release_1["aliases"]) == 1
+    assert release_1["release"] == first and len(release_1["aliases"]) == 1
 
-    matrix = checkout / "matrix.yaml"
-    matrix.write_text(re.sub(r"(?m)^release: 1\b", "release: 2", matrix.read_text()))
+    matrix.write_text(re.sub(rf"(?m)^release: {first}\b", f"release: {second}", matrix.read_text()))
     started = time.monotonic()
     second_push = strata("push", "--only", SLICE, "--registry", address)
     second_push_seconds = time.monotonic() - started
@@ -113,7 +117,7 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
     strata("sign", "--key", "keys/strata-signing.key", "--only", SLICE)
     lock = json.loads((checkout / "images.lock.json").read_text())
     tags = sorted(lock["images"])
-    assert lock["release"] == 2 and len(tags) == 2 and all(t.endswith("-r2") for t in tags)
+    assert lock["release"] == second and len(tags) == 2 and all(t.endswith(f"-r{second}") for t in tags)
 
     started = time.monotonic()
     catalog = strata(
@@ -146,7 +150,7 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
     assert re.search(r"<td>deb</td><td>libc6</td><td>[^<]+</td><td>base-bookworm</td>", dom), "SBOM packages"
     assert "not run" in dom and "not audited" in dom  # no smoke result, no audit here: said, not hidden
     releases = chromium_dom(chromium, (site / "releases.html").as_uri())
-    assert 'id="release-1"' in releases and 'id="release-2"' in releases
+    assert f'id="release-{first}"' in releases and f'id="release-{second}"' in releases
     assert releases.count("same image (same digest)") == 2  # release 2 re-tagged the same images
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,7 @@ def test_catalog_site_of_a_pushed_slice_opens_in_chromium(
     # A user with only the registry and the public key reads each release back.
     user = tmp_path / "user"
     user.mkdir()
-    for release in ("1", "2"):
+    for release in (str(first), str(second)):
         pulled = run_strata(
             *("lock", "pull", "--release", release, "--registry", address, "--namespace", "strata"),
             *(
