@@ -92,7 +92,10 @@ def _link_tree(source: Path, target: Path) -> None:
 
 @pytest.fixture(scope="module")
 def throwaway(
-    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient, cpu_cells_built: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    engine: docker.DockerClient,
+    cpu_cells_built: dict[str, str],
+    run_strata: Callable[..., subprocess.CompletedProcess[str]],
 ) -> Iterator[Throwaway]:
     namespace = f"json-{uuid.uuid4().hex[:10]}"
     root = tmp_path_factory.mktemp("json-contract") / "repo"
@@ -110,6 +113,10 @@ def throwaway(
         for ref in (node.cache_ref, *node.tags):
             image.tag(*ref.rsplit(":", 1))
     home = root.parent / "home"
+    # cpu_cells_built may have found every image in the engine already (by content hash) and fetched nothing:
+    # the shared wheelhouse gets the cell's wheels first (a no-op where the build fetched them).
+    fetched = run_strata("fetch", "--only", CELL, "--progress", "quiet", timeout=1800)
+    assert fetched.returncode == 0, fetched.stderr[-3000:]
     # The cached root filesystems and the wheels of every node but the user layer's: verify and fetch reuse them.
     _link_tree(SHARED_CACHE / "rootfs", home / "cache" / "rootfs")
     user_wheels = {w.sha256 for w in plan.node(USER_NODE).lock.wheels} if plan.node(USER_NODE).lock else set()
