@@ -12,11 +12,13 @@ from typing import Any
 
 from builder.errors import StrataError
 from builder.matrix.load import load_matrix
+from builder.matrix.types import check_registry_host
 from cli.common import add_matrix_file_arg, settings_for
 from cli.output import add_format_arg, print_json, wants_json
 from registry_sync.publish.attest import load_public_key
-from registry_sync.publish.lock_channel import pull_lock, verify_pulled, write_pulled
+from registry_sync.publish.lock_channel import lock_repository, pull_lock, verify_pulled, write_pulled
 from registry_sync.registry.connect import open_registry
+from registry_sync.registry.reference import ImageRef
 
 
 def register_pull(actions: Any) -> None:
@@ -62,6 +64,7 @@ def cmd_lock_pull(args: argparse.Namespace) -> int:
         model = load_matrix(args.matrix, registry_override=settings.registry_override).model
         registry = registry or model.registry.address
         namespace = namespace or model.registry.namespace
+    check_channel(registry, namespace)
     key = load_public_key(args.require_signature) if args.require_signature is not None else None
     with open_registry(registry, settings, args.data_dir or settings.registry_dir) as client:
         pulled = pull_lock(client, namespace, args.release)
@@ -94,3 +97,16 @@ def cmd_lock_pull(args: argparse.Namespace) -> int:
     else:
         print(f"{args.out}: not signed in the registry")
     return 0
+
+
+def check_channel(registry: str, namespace: str) -> None:
+    """Refuse a --registry or --namespace that is not a registry host[:port] / repository path (one line)."""
+    try:
+        check_registry_host(registry)
+    except ValueError as exc:
+        raise StrataError(f"--registry {exc}") from None
+    ref = ImageRef.parse(f"{registry}/{lock_repository(namespace)}")
+    if ref is None or ref.registry != registry or ref.repository != lock_repository(namespace):
+        raise StrataError(
+            f"--namespace must be a repository path like 'strata' or 'team/vision' (lower case), got {namespace!r}"
+        )
