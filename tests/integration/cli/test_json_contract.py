@@ -1,11 +1,13 @@
 """The JSON contract (docs/cli-json.md) of the commands that need the engine or a registry: each runs for real, as a
-user runs it (a fresh `strata` process), against the local engine and the registry at 127.0.0.1:5000, and its
-stdout is validated against docs/schemas/strata.<command>.json.
+user runs it (a fresh `strata` process), against the local engine and a real registry, and its stdout is validated
+against docs/schemas/strata.<command>.json.
 
-Everything happens in a namespace of its own: the repository's matrix copied with `namespace: json-<random>`, the
-default matrix's tf2.13.1-cpu images (same content hashes) tagged into it, a state root of its own. Only the base
-node (about 60 MB compressed) is pushed; promote moves an alias to the version tag that `strata sync` gave a copy
-of it (a stand-in image under the cell's tools tag: promotion reads digests, not content).
+Everything happens in a namespace and a registry of its own: the repository's matrix copied with
+`namespace: json-<random>` and the address of an embedded registry this module starts on a free port (nothing here
+leans on a registry the host may happen to run at 127.0.0.1:5000), the default matrix's tf2.13.1-cpu images (same
+content hashes) tagged into it, a state root of its own. Only the base node (about 60 MB compressed) is pushed;
+promote moves an alias to the version tag that `strata sync` gave a copy of it (a stand-in image under the cell's
+tools tag: promotion reads digests, not content).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ SHARED_CACHE = resolve_settings(os.environ, REPO / "matrix.yaml").cache_dir
 CELL = "tf2.13.1-cpu"
 BASE = "base-bookworm"
 USER_NODE = "user-example-tf2.13.1-cpu"
-REGISTRY = "127.0.0.1:5000"
 Contract = Callable[[str], dict[str, Any]]
 
 
@@ -51,6 +52,7 @@ class Throwaway:
     root: Path
     home: Path
     plan: Plan
+    registry: str  # host:port of the module's own embedded registry
 
     @property
     def matrix(self) -> str:
@@ -102,9 +104,16 @@ def throwaway(
     root.mkdir()
     for name in ("layers", "locks"):
         shutil.copytree(REPO / name, root / name)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    registry_dir = root.parent / "registry"
+    start_registry(ServerSettings(data_dir=registry_dir, port=port))
+    registry = f"127.0.0.1:{port}"
     text = (REPO / "matrix.yaml").read_text()
-    assert "  namespace: strata\n" in text
-    (root / "matrix.yaml").write_text(text.replace("  namespace: strata\n", f"  namespace: {namespace}\n"))
+    assert "  namespace: strata\n" in text and "  address: 127.0.0.1:5000 " in text
+    text = text.replace("  namespace: strata\n", f"  namespace: {namespace}\n")
+    (root / "matrix.yaml").write_text(text.replace("  address: 127.0.0.1:5000 ", f"  address: {registry} "))
     default = build_plan(load_matrix(REPO / "matrix.yaml"))
     plan = build_plan(load_matrix(root / "matrix.yaml")).select([CELL])
     for node in plan.nodes:
@@ -123,8 +132,11 @@ def throwaway(
     for directory in sorted((SHARED_CACHE / "wheels").glob("*")):
         if directory.name not in user_wheels:
             _link_tree(directory, home / "cache" / "wheels" / directory.name)
-    yield Throwaway(root, home, plan)
-    prefix = f"{REGISTRY}/{namespace}/"
+    try:
+        yield Throwaway(root, home, plan, registry)
+    finally:
+        stop_registry(registry_dir)
+    prefix = f"{registry}/{namespace}/"
     for image in engine.images.list():
         for ref in image.tags:
             if ref.startswith(prefix):
@@ -322,14 +334,14 @@ def test_registry_push_archive_of_a_small_image(
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
     namespace = throwaway.plan.node(BASE).tags[0].split("/")[1]
-    source = f"{REGISTRY}/{namespace}/archive-source"
+    source = f"{throwaway.registry}/{namespace}/archive-source"
     engine.api.import_image_from_data(layer.getvalue(), repository=source, tag="1")
     archive = tmp_path / "image.tar"
     with archive.open("wb") as f:
         for chunk in engine.images.get(f"{source}:1").save(named=True):
             f.write(chunk)
     engine.images.remove(f"{source}:1", noprune=True)
-    destination = f"{REGISTRY}/{namespace}/archive"
+    destination = f"{throwaway.registry}/{namespace}/archive"
 
     push = throwaway.run(
         "registry", "push-archive", str(archive), destination, "--tag", "1", "--format", "json"
@@ -340,7 +352,7 @@ def test_registry_push_archive_of_a_small_image(
     assert doc["blobs"] == {"uploaded": 2, "skipped": 0, "mounted": 0}  # the layer and the config
     assert doc["bytes_uploaded"] >= len(payload) and len(doc["layers"]) == 1
     request = urllib.request.Request(
-        f"http://{REGISTRY}/v2/{namespace}/archive/manifests/1",
+        f"http://{throwaway.registry}/v2/{namespace}/archive/manifests/1",
         method="HEAD",
         headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
                  "application/vnd.docker.distribution.manifest.v2+json"},
