@@ -37,6 +37,7 @@ needs is not in the engine (the figures would flatter Strata).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -222,6 +223,7 @@ class Measurement:
     engine_layers: int = 0  # unique layers of every image of the engine
     docker_root: int | None = None  # du of DockerRootDir
     untagged_labelled: int = 0  # layers only untagged images with Strata's label hold (not counted)
+    other_profiles: int = 0  # layers of the other profiles' nodes (gc keeps them) beyond the needed images
     notes: tuple[str, ...] = ()
 
     @property
@@ -468,6 +470,8 @@ def measure(point: str, client: Any, matrix: Matrix, whole_root: bool = True) ->
     labelled_untagged = [i for i in images if not i.refs and i.labels.get(LABEL_HASH)]
     strata_bytes = unique_layer_bytes(strata, sizes)
     needed = images_of((ref for _, ref in matrix.needed), images)
+    needed_bytes = unique_layer_bytes(needed, sizes)
+    every_profile = images_of(matrix.needs.cache_refs, images)
     settings = matrix.settings
     cache = settings.cache_dir
     locked = locked_entries(list_wheelhouse(cache), list_rootfs(cache), list_debs(cache), matrix.needs)
@@ -480,17 +484,23 @@ def measure(point: str, client: Any, matrix: Matrix, whole_root: bool = True) ->
         build_cache_strata=sum(r.size for r in ours),
         build_cache_all=sum(r.size for r in records if not r.shared),
         state_cache=bytes_by_category({k: walk_files(v) for k, v in groups.items()}),
-        needed_images=unique_layer_bytes(needed, sizes),
+        needed_images=needed_bytes,
         locked_inputs=sum(bytes_by_category({"": walk_files(p for e in locked for p in e.paths)}).values()),
         missing=tuple(missing_nodes(matrix.needed, images)),
         engine_layers=engine_layers,
         docker_root=docker_root_bytes(info) if whole_root else None,
         untagged_labelled=unique_layer_bytes([*strata, *labelled_untagged], sizes) - strata_bytes,
+        other_profiles=unique_layer_bytes([*needed, *every_profile], sizes) - needed_bytes,
         notes=tuple(notes),
     )
 
 
 # ---------------------------------------------------------------------------------------------- the steps
+
+
+def shorten(line: str, width: int = 200) -> str:
+    """`line`, cut to `width` characters with `...` when longer."""
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def strata_argv(*args: str) -> list[str]:
@@ -503,26 +513,27 @@ def run_strata(what: str, args: Sequence[str], log: Path, stdout: Path | None = 
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "1000"}
     start = time.monotonic()
-    with open(log, "w", encoding="utf-8") as err, open(stdout or log, "a", encoding="utf-8") as out:
+    with open(log, "w", encoding="utf-8") as err:
         err.write(f"# {' '.join(strata_argv(*args))}\n")
         err.flush()
         try:
-            done = subprocess.run(
-                strata_argv(*args),
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-                env=env,
-                check=False,
-            )
+            with open(stdout, "w", encoding="utf-8") if stdout else contextlib.nullcontext() as out:
+                done = subprocess.run(
+                    strata_argv(*args),
+                    stdout=out if out is not None else err,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    cwd=REPO,
+                    env=env,
+                    check=False,
+                )
         except OSError as exc:
             raise BenchError(f"{what}: cannot run {sys.executable}: {exc}") from None
     seconds = time.monotonic() - start
     if done.returncode != 0:
         lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         raise BenchError(
-            f"{what} failed (exit {done.returncode}): {lines[-1][-200:] if lines else 'no output'}"
+            f"{what} failed (exit {done.returncode}): {shorten(lines[-1]) if lines else 'no output'}"
         )
     return seconds
 
@@ -585,6 +596,11 @@ def report(run: Run, why_no_verdict: str) -> str:
             lines.append(
                 f"{m.point}: untagged images with Strata's label hold {human_bytes(m.untagged_labelled)} more "
                 "(not counted: an untagged image is nobody's for sure)"
+            )
+        if m.other_profiles:
+            lines.append(
+                f"{m.point}: images of the matrix's other profiles hold {human_bytes(m.other_profiles)} more "
+                "(counted in Strata images: gc keeps every profile's nodes; not in the reference)"
             )
         lines += [f"{m.point}: note: {note}" for note in m.notes]
     lines.append(f"state root: {run.state_root}; logs and results.json: {run.logs}")

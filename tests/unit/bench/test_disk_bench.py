@@ -109,6 +109,7 @@ def test_hard_linked_files_count_once_symlinks_not_at_all(tmp_path: Path) -> Non
         {"wheels": bench.walk_files([wheels]), "scratch": bench.walk_files([scratch, tmp_path / "gone"])}
     )
     assert totals == {"wheels": 1000, "scratch": 30}
+    assert list(bench.walk_files([scratch / "link"])) == []  # a symlink named directly is not followed either
 
 
 def test_the_state_cache_is_split_by_kind(tmp_path: Path) -> None:
@@ -243,3 +244,19 @@ def test_a_missing_matrix_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[s
     assert bench.main(["-f", str(tmp_path / "none.yaml"), "--no-build"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"bench: {tmp_path / 'none.yaml'}: matrix file not found"]
+
+
+def test_run_strata_logs_the_command_and_its_output(tmp_path: Path) -> None:
+    log, out = tmp_path / "logs" / "help.log", tmp_path / "logs" / "help.out"
+    assert bench.run_strata("strata gc --help", ["gc", "--help"], log, out) >= 0
+    assert log.read_text().startswith(f"# {sys.executable} -m cli.main gc --help\n")
+    assert "--keep-releases N" in out.read_text() and "--keep-releases" not in log.read_text()
+    together = tmp_path / "together.log"
+    bench.run_strata("strata gc --help", ["gc", "--help"], together)
+    text = together.read_text()
+    assert text.startswith("# ") and "--keep-releases N" in text  # the header is kept, not overwritten
+
+
+def test_a_failed_strata_run_is_one_line_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(bench.BenchError, match=r"^strata frobnicate failed \(exit 2\): .*invalid choice"):
+        bench.run_strata("strata frobnicate", ["frobnicate"], tmp_path / "f.log")
