@@ -454,7 +454,8 @@ def state_cache_groups(settings: Settings) -> dict[str, list[Path]]:
     return {**known, OTHER: others}
 
 
-def measure(point: str, client: Any, matrix: Matrix, whole_root: bool = True) -> Measurement:
+def measure(point: str, client: Any, matrix: Matrix) -> Measurement:
+    """Every figure of one measuring point (see the module docstring for what each counts)."""
     info = client.info()
     images, sizes, notes = read_engine(client, layerdb_dir(info))
     df = client.api.df()
@@ -488,7 +489,7 @@ def measure(point: str, client: Any, matrix: Matrix, whole_root: bool = True) ->
         locked_inputs=sum(bytes_by_category({"": walk_files(p for e in locked for p in e.paths)}).values()),
         missing=tuple(missing_nodes(matrix.needed, images)),
         engine_layers=engine_layers,
-        docker_root=docker_root_bytes(info) if whole_root else None,
+        docker_root=docker_root_bytes(info),
         untagged_labelled=unique_layer_bytes([*strata, *labelled_untagged], sizes) - strata_bytes,
         other_profiles=unique_layer_bytes([*needed, *every_profile], sizes) - needed_bytes,
         notes=tuple(notes),
