@@ -1,33 +1,44 @@
-"""Strata's cold build and no-op rebuild against plain `docker build` of the same Dockerfiles, in one run.
+"""Strata's cold build and no-op rebuild against plain `docker build` of the same Dockerfiles, in alternating rounds.
 
-    python bench/build.py                        # the cpu cells ('*-cpu'): cold, no-op, baseline
+    python bench/build.py                        # the cpu cells ('*-cpu'): 3 rounds of each side, no-op once
     python bench/build.py --only 'tf2.13.1-cpu'  # one cell's chain
-    python bench/build.py --skip-baseline        # Strata only (cold + no-op)
+    python bench/build.py --repeat 5             # 5 rounds of each side (default 3, at least 1)
+    python bench/build.py --skip-baseline        # Strata only (cold rounds + no-op)
     python bench/build.py --jobs 1               # Strata building one node at a time, like the baseline
 
 Run from anywhere as root on a host set up for Strata (Docker engine, /usr/bin/docker 20.10 with BuildKit).
-It takes a while: the TensorFlow wheels are hundreds of MB and every image is built twice.
+It takes a while: the TensorFlow wheels are hundreds of MB and every image is built twice per round.
 
-1. Strata cold: the selected nodes' engine images (every `tags` and `cache_ref` of
+Rounds alternate the sides so that a drift of the machine (heat, other load, a filling disk) weighs on both alike:
+round 1 is Strata then baseline, round 2 baseline then Strata, round 3 Strata then baseline, and so on
+(S B B S S B ...; `round_schedule`). A round that fails is reported and ends the run (images restored as below).
+
+1. Strata cold (every Strata round): the selected nodes' engine images (every `tags` and `cache_ref` of
    `strata plan --only GLOB --format json`) are removed, `docker builder prune -af` empties BuildKit's cache,
-   and `strata build --only GLOB` runs with a fresh, empty STRATA_HOME, so every wheel is downloaded again.
-   The base root filesystems (mmdebstrap tarballs; slow, the same input for both sides) are hard-linked from
-   the existing STRATA_HOME's cache/rootfs into the fresh one.
-2. Strata no-op: `strata build --only GLOB` again right away (target < 3 s); then `strata build` of the whole
-   matrix if every other node (the gpu cells) is already in the engine, else it says which are not.
-3. Baseline: `DOCKER_BUILDKIT=1 /usr/bin/docker build --no-cache` of the same rendered Dockerfiles, in plan
-   order, each child FROM its baseline parent, where pip fetches the locked wheels from PyPI itself
-   (`--require-hashes` kept, the host CA bundle passed as a BuildKit secret, never as a layer), as the
-   TensorFlow and AWS image repositories do. Base nodes are timed on both sides (identical Dockerfile and
-   rootfs.tar context); totals are also shown without them.
+   and `strata build --only GLOB` runs with a fresh, empty STRATA_HOME (the previous round's is removed), so
+   every wheel is downloaded again. The base root filesystems (mmdebstrap tarballs; slow, the same input for
+   both sides) are hard-linked from the existing STRATA_HOME's cache/rootfs into the fresh one.
+2. Strata no-op, once, right after the first Strata cold round: `strata build --only GLOB` again (target < 3 s);
+   then `strata build` of the whole matrix if every other node (the gpu cells) is already in the engine, else it
+   says which are not.
+3. Baseline (every baseline round): `DOCKER_BUILDKIT=1 /usr/bin/docker build --no-cache` of the same rendered
+   Dockerfiles, in plan order, each child FROM its baseline parent, where pip fetches the locked wheels from PyPI
+   itself (`--require-hashes` kept, the host CA bundle passed as a BuildKit secret, never as a layer), as the
+   TensorFlow and AWS image repositories do. Each round tags its images with a run id of its own and removes them
+   right after the round. Base nodes are timed on both sides (identical Dockerfile and rootfs.tar context);
+   totals are also shown without them.
 
-Prints a summary table (seconds, ratio strata cold / baseline, target <= 0.6, and the busy core-seconds of the
-whole machine during each side: wall time is CPU work spread over the cores kept busy), a per-node breakdown
-(context, engine build with its pip step and export, canonicalize) and Strata's fixed costs (start-up, fetch).
-Strata's side is read from the events each `strata build --events FILE` writes (builder/events.py), never from
-its console text. Logs and event files stay in build/bench/build-<time>/. The baseline images are removed at the
-end; the user's Strata images are rebuilt by the cold build, and if that fails the script rebuilds them with the
-usual STRATA_HOME or says clearly which are missing.
+Prints a summary table: for the cold build of all nodes, without the base nodes, and the busy core-seconds of the
+whole machine during each side (wall time is CPU work spread over the cores kept busy), each side's median over
+the rounds, its min-max and relative spread ((max - min) / median), the ratio of the medians strata / baseline,
+the paired per-round ratios strata_i / baseline_i with their min-max, and a PASS/FAIL verdict of the ratio of
+medians against its target (cold build <= 0.5, busy core-seconds <= 1.0). Then one line per round with its raw
+figures, the no-op rebuilds, Strata's fixed costs (start-up, fetch) and a per-node breakdown (context, engine
+build with its pip step and export, canonicalize) of the Strata round and the baseline round whose totals are
+the medians. Strata's side is read from the events each `strata build --events FILE` writes (builder/events.py),
+never from its console text. Logs and event files stay in build/bench/build-<time>/. The user's Strata images are
+rebuilt by every cold round, and if the last one failed the script rebuilds them with the usual STRATA_HOME or
+says clearly which are missing.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +58,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: the events are Strata's own types
@@ -346,6 +359,166 @@ def ratio(numerator: float | None, denominator: float | None) -> str:
 def seconds_text(value: float | None) -> str:
     """`12.3` (seconds, one decimal) or `-`."""
     return "-" if value is None else f"{value:.1f}"
+
+
+# ---------------------------------------------------------------------------------------------- rounds and statistics
+
+Side = Literal["strata", "baseline"]
+
+
+def round_schedule(repeat: int, with_baseline: bool = True) -> list[tuple[int, Side]]:
+    """(round, side) in the order they run: Strata first in even rounds, the baseline first in odd ones.
+
+    S B B S S B ...: a drift of the machine (heat, other load, a filling disk) weighs on both sides alike.
+    >>> round_schedule(2)
+    [(0, 'strata'), (0, 'baseline'), (1, 'baseline'), (1, 'strata')]
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
+    schedule: list[tuple[int, Side]] = []
+    for index in range(repeat):
+        if not with_baseline:
+            schedule.append((index, "strata"))
+        elif index % 2 == 0:
+            schedule += [(index, "strata"), (index, "baseline")]
+        else:
+            schedule += [(index, "baseline"), (index, "strata")]
+    return schedule
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value, or the mean of the two middle ones for an even count.
+
+    >>> median([3.0, 1.0, 2.0]), median([4.0, 1.0, 3.0, 2.0])
+    (2.0, 2.5)
+    """
+    if not values:
+        raise ValueError("median of no values")
+    return statistics.median(values)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of a side's rounds and how far apart they were."""
+
+    median: float
+    low: float
+    high: float
+
+    @property
+    def relative_percent(self) -> float | None:
+        """(max - min) / median in %, None when the median is 0."""
+        return (self.high - self.low) / self.median * 100 if self.median else None
+
+
+def spread(values: Iterable[float | None]) -> Spread | None:
+    """Median, min and max of the values that were measured (None: a round that failed or did not run).
+
+    >>> spread([10.0, None, 14.0, 12.0])
+    Spread(median=12.0, low=10.0, high=14.0)
+    """
+    measured = [v for v in values if v is not None]
+    if not measured:
+        return None
+    return Spread(median(measured), min(measured), max(measured))
+
+
+def paired_ratios(strata: Sequence[float | None], baseline: Sequence[float | None]) -> list[float | None]:
+    """strata_i / baseline_i for each round; None where a side is missing or the baseline is 0.
+
+    >>> paired_ratios([50.0, None, 30.0], [100.0, 80.0, 0.0])
+    [0.5, None, None]
+    """
+    return [
+        s / b if s is not None and b else None
+        for s, b in zip(strata, baseline)  # rounds line up; a missing round is None
+    ]
+
+
+def median_round(values: Sequence[float | None]) -> int | None:
+    """The round whose value is the (lower) median of the measured ones; None when none was measured.
+
+    >>> median_round([30.0, 10.0, 20.0]), median_round([40.0, None, 10.0, 20.0, 30.0]), median_round([None])
+    (2, 3, None)
+    """
+    measured = sorted((v, i) for i, v in enumerate(values) if v is not None)
+    return measured[(len(measured) - 1) // 2][1] if measured else None
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One measured quantity of both sides, one value per round (None: not measured in that round)."""
+
+    name: str
+    strata: tuple[float | None, ...]
+    baseline: tuple[float | None, ...]
+    target: float | None = None  # the ratio of medians strata / baseline must be at most this
+
+
+def verdict(value: float | None, target: float | None) -> str:
+    """`PASS (0.45 <= 0.5)`, `FAIL (0.62 > 0.5)`, `-` without a target, `n/a` without a value.
+
+    >>> verdict(0.45, 0.5), verdict(0.62, 0.5), verdict(0.62, None), verdict(None, 0.5)
+    ('PASS (0.45 <= 0.5)', 'FAIL (0.62 > 0.5)', '-', 'n/a')
+    """
+    if target is None:
+        return "-"
+    if value is None:
+        return "n/a"
+    return f"PASS ({value:.2f} <= {target:g})" if value <= target else f"FAIL ({value:.2f} > {target:g})"
+
+
+SUMMARY_HEADER = (
+    "quantity",
+    "strata median",
+    "min-max",
+    "spread",
+    "baseline median",
+    "min-max",
+    "spread",
+    "ratio of medians",
+    "paired ratios",
+    "paired min-max",
+    "target",
+    "verdict",
+)
+
+
+def range_text(s: Spread | None) -> str:
+    """`812.3-830.1` or `-`."""
+    return "-" if s is None else f"{s.low:.1f}-{s.high:.1f}"
+
+
+def percent_text(s: Spread | None) -> str:
+    """`2.2%` (relative spread) or `-`."""
+    relative = None if s is None else s.relative_percent
+    return "-" if relative is None else f"{relative:.1f}%"
+
+
+def summary_row(quantity: Quantity) -> list[str]:
+    """One line of the summary table (SUMMARY_HEADER): both sides' medians and spread, the ratios, the verdict.
+
+    >>> summary_row(Quantity("cold", (40.0, 60.0), (100.0, 100.0), 0.5))[7:]
+    ['0.50', '0.40 0.60', '0.40-0.60', '<= 0.5', 'PASS (0.50 <= 0.5)']
+    """
+    strata, baseline = spread(quantity.strata), spread(quantity.baseline)
+    of_medians = strata.median / baseline.median if strata and baseline and baseline.median else None
+    pairs = paired_ratios(quantity.strata, quantity.baseline)
+    paired = spread(pairs)
+    return [
+        quantity.name,
+        seconds_text(strata.median if strata else None),
+        range_text(strata),
+        percent_text(strata),
+        seconds_text(baseline.median if baseline else None),
+        range_text(baseline),
+        percent_text(baseline),
+        "-" if of_medians is None else f"{of_medians:.2f}",
+        " ".join("-" if p is None else f"{p:.2f}" for p in pairs) or "-",
+        "-" if paired is None else f"{paired.low:.2f}-{paired.high:.2f}",
+        "" if quantity.target is None else f"<= {quantity.target:g}",
+        verdict(of_medians, quantity.target),
+    ]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

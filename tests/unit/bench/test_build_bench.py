@@ -251,3 +251,79 @@ def test_the_machine_is_busier_after_doing_work() -> None:
     while time.process_time() < deadline:
         pass
     assert bench.machine_busy_seconds() - before >= 0.25
+
+
+def test_three_rounds_alternate_the_sides_as_the_docstring_says() -> None:
+    assert bench.round_schedule(3) == [
+        (0, "strata"),
+        (0, "baseline"),
+        (1, "baseline"),
+        (1, "strata"),
+        (2, "strata"),
+        (2, "baseline"),
+    ]
+    assert "S B B S S B" in (bench.__doc__ or "")
+
+
+def test_a_schedule_without_baseline_is_strata_rounds_only() -> None:
+    assert bench.round_schedule(2, with_baseline=False) == [(0, "strata"), (1, "strata")]
+
+
+def test_a_schedule_needs_at_least_one_round() -> None:
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        bench.round_schedule(0)
+
+
+def test_median_of_odd_and_even_counts() -> None:
+    assert bench.median([5.0, 1.0, 3.0]) == 3.0
+    assert bench.median([10.0, 1.0, 4.0, 2.0]) == 3.0
+    with pytest.raises(ValueError, match="no values"):
+        bench.median([])
+
+
+def test_spread_skips_rounds_that_were_not_measured() -> None:
+    s = bench.spread([110.0, None, 90.0, 100.0])
+    assert (s.median, s.low, s.high) == (100.0, 90.0, 110.0)
+    assert s.relative_percent == pytest.approx(20.0)
+    assert bench.spread([None, None]) is None
+
+
+def test_spread_of_one_run_is_zero() -> None:
+    s = bench.spread([42.0])
+    assert (s.median, s.low, s.high, s.relative_percent) == (42.0, 42.0, 42.0, 0.0)
+    assert bench.percent_text(s) == "0.0%" and bench.range_text(s) == "42.0-42.0"
+
+
+def test_paired_ratios_pair_rounds_and_leave_gaps() -> None:
+    assert bench.paired_ratios([40.0, 60.0, None], [100.0, 120.0, 90.0]) == [0.4, 0.5, None]
+
+
+def test_the_median_round_is_the_lower_middle_of_the_measured_rounds() -> None:
+    assert bench.median_round([300.0, 100.0, 200.0]) == 2
+    assert bench.median_round([400.0, 100.0, None, 200.0]) == 3
+    assert bench.median_round([]) is None
+
+
+def test_verdict_compares_the_ratio_with_the_target() -> None:
+    assert bench.verdict(0.5, 0.5) == "PASS (0.50 <= 0.5)"
+    assert bench.verdict(1.04, 1.0) == "FAIL (1.04 > 1)"
+    assert bench.verdict(None, 1.0) == "n/a"
+    assert bench.verdict(0.3, None) == "-"
+
+
+def test_summary_row_of_three_rounds() -> None:
+    quantity = bench.Quantity("cold", (45.0, 55.0, 50.0), (100.0, 90.0, 120.0), target=0.5)
+    row = dict(zip(bench.SUMMARY_HEADER, bench.summary_row(quantity)))
+    assert row["quantity"] == "cold"
+    assert row["strata median"] == "50.0" and row["baseline median"] == "100.0"
+    assert row["ratio of medians"] == "0.50" and row["verdict"] == "PASS (0.50 <= 0.5)"
+    assert row["paired ratios"] == "0.45 0.61 0.42" and row["paired min-max"] == "0.42-0.61"
+    assert bench.summary_row(quantity)[2:4] == ["45.0-55.0", "20.0%"]  # strata min-max, (max-min)/median
+    assert bench.summary_row(quantity)[5:7] == ["90.0-120.0", "30.0%"]
+    assert row["target"] == "<= 0.5"
+
+
+def test_summary_row_fails_a_target_the_medians_miss() -> None:
+    row = bench.summary_row(bench.Quantity("busy core-s", (130.0,), (100.0,), target=1.0))
+    assert row[-1] == "FAIL (1.30 > 1)" and row[-3] == "1.30-1.30"
+    assert bench.summary_row(bench.Quantity("x", (None,), (100.0,)))[7:] == ["-", "-", "-", "", "-"]
