@@ -300,7 +300,8 @@ def test_paired_ratios_pair_rounds_and_leave_gaps() -> None:
 
 def test_the_median_round_is_the_lower_middle_of_the_measured_rounds() -> None:
     assert bench.median_round([300.0, 100.0, 200.0]) == 2
-    assert bench.median_round([400.0, 100.0, None, 200.0]) == 3
+    assert bench.median_round([400.0, 100.0, None, 200.0]) == 3  # a failed round is not a candidate
+    assert bench.median_round([400.0, 100.0, None, 200.0, 300.0]) == 3  # even count: the lower middle
     assert bench.median_round([]) is None
 
 
@@ -438,3 +439,32 @@ def test_repeat_must_be_a_whole_number_of_at_least_one(capsys: pytest.CaptureFix
 
 def test_targets_are_half_the_baseline_time_and_no_more_cpu() -> None:
     assert (bench.COLD_TARGET_RATIO, bench.BUSY_TARGET_RATIO, bench.DEFAULT_REPEAT) == (0.5, 1.0, 3)
+
+
+def test_a_failed_baseline_round_names_the_node_that_failed_not_its_skipped_children(tmp_path: Path) -> None:
+    failed = bench.BaselineRound(0, "run0", total=30.0, cpu=20.0)
+    failed.nodes = {
+        "base-bookworm": bench.BaselineNode(
+            seconds=30.0, status=NodeStatus.FAILED, message="ERROR: no space"
+        ),
+        "tf-cpu": bench.BaselineNode(status=NodeStatus.SKIPPED, message="parent base-bookworm failed"),
+    }
+    assert failed.failed == "base-bookworm: ERROR: no space"
+    assert bench.baseline_figures(failed, {"base-bookworm"}) == bench.RoundFigures(None, None, None)
+    results = bench.Results(only="*-cpu", nodes=NODES, logs=tmp_path, repeat=1)
+    results.strata_rounds = [_strata_round(0, 60.0, 12.0, 100.0)]
+    results.baseline_rounds = [failed]
+    [row] = bench.round_rows(results)
+    assert row[1:3] == ["S B", "60.0"] and row[5] == "-" and row[8] == "-"
+    assert row[-1] == "baseline FAILED: base-bookworm: ERROR: no space"
+
+
+def test_strata_only_rounds_have_no_ratios(tmp_path: Path) -> None:
+    results = bench.Results(only="*-cpu", nodes=NODES, logs=tmp_path, repeat=2, skip_baseline=True)
+    results.strata_rounds = [_strata_round(0, 60.0, 12.0, 100.0), _strata_round(1, 50.0, 12.0, 90.0)]
+    assert [(r[1], r[2], r[-1]) for r in bench.round_rows(results)] == [
+        ("S", "60.0", "ok"),
+        ("S", "50.0", "ok"),
+    ]
+    cold = bench.summary_row(bench.quantities(results)[0])
+    assert cold[1] == "55.0" and cold[7] == "-" and cold[-1] == "n/a"
