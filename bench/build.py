@@ -1301,13 +1301,12 @@ NODE_HEADER = (
 
 
 def node_rows(
-    nodes: Sequence[PlanNode], strata: StrataRound, baseline: BaselineRound | None
+    nodes: Sequence[PlanNode], timeline: StrataTimeline, strata: StrataRound, baseline: BaselineRound | None
 ) -> list[list[str]]:
     """Per node: Strata's phases (context, engine with pip step / export, canonicalize) next to its baseline build."""
-    assert strata.timeline is not None
     rows = []
     for node in nodes:
-        t = strata.timeline.nodes[node.id]
+        t = timeline.nodes[node.id]
         st = strata.steps.get(node.id, StepSummary(None, None, None))
         b = baseline.nodes.get(node.id) if baseline else None
         rows.append(
@@ -1389,7 +1388,7 @@ def breakdown_section(results: Results) -> list[str]:
         "",
         f"per node (s), strata {strata_name}, {baseline_name}: "
         "strata = context + engine (pip step / export) + canonicalize; baseline = docker build",
-        format_table(NODE_HEADER, node_rows(results.nodes, strata, baseline)),
+        format_table(NODE_HEADER, node_rows(results.nodes, strata.timeline, strata, baseline)),
     ]
 
 

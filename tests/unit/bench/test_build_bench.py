@@ -1,5 +1,5 @@
 """The pure helpers of bench/build.py: baseline Dockerfiles, BuildKit step times, `strata build` timelines read
-from the events `strata build --events FILE` writes."""
+from the events `strata build --events FILE` writes, and the alternating rounds' statistics and report."""
 
 from __future__ import annotations
 
