@@ -1,33 +1,44 @@
-"""Strata's cold build and no-op rebuild against plain `docker build` of the same Dockerfiles, in one run.
+"""Strata's cold build and no-op rebuild against plain `docker build` of the same Dockerfiles, in alternating rounds.
 
-    python bench/build.py                        # the cpu cells ('*-cpu'): cold, no-op, baseline
+    python bench/build.py                        # the cpu cells ('*-cpu'): 3 rounds of each side, no-op once
     python bench/build.py --only 'tf2.13.1-cpu'  # one cell's chain
-    python bench/build.py --skip-baseline        # Strata only (cold + no-op)
+    python bench/build.py --repeat 5             # 5 rounds of each side (default 3, at least 1)
+    python bench/build.py --skip-baseline        # Strata only (cold rounds + no-op)
     python bench/build.py --jobs 1               # Strata building one node at a time, like the baseline
 
 Run from anywhere as root on a host set up for Strata (Docker engine, /usr/bin/docker 20.10 with BuildKit).
-It takes a while: the TensorFlow wheels are hundreds of MB and every image is built twice.
+It takes a while: the TensorFlow wheels are hundreds of MB and every image is built twice per round.
 
-1. Strata cold: the selected nodes' engine images (every `tags` and `cache_ref` of
+Rounds alternate the sides so that a drift of the machine (heat, other load, a filling disk) weighs on both alike:
+round 1 is Strata then baseline, round 2 baseline then Strata, round 3 Strata then baseline, and so on
+(S B B S S B ...; `round_schedule`). A round that fails is reported and ends the run (images restored as below).
+
+1. Strata cold (every Strata round): the selected nodes' engine images (every `tags` and `cache_ref` of
    `strata plan --only GLOB --format json`) are removed, `docker builder prune -af` empties BuildKit's cache,
-   and `strata build --only GLOB` runs with a fresh, empty STRATA_HOME, so every wheel is downloaded again.
-   The base root filesystems (mmdebstrap tarballs; slow, the same input for both sides) are hard-linked from
-   the existing STRATA_HOME's cache/rootfs into the fresh one.
-2. Strata no-op: `strata build --only GLOB` again right away (target < 3 s); then `strata build` of the whole
-   matrix if every other node (the gpu cells) is already in the engine, else it says which are not.
-3. Baseline: `DOCKER_BUILDKIT=1 /usr/bin/docker build --no-cache` of the same rendered Dockerfiles, in plan
-   order, each child FROM its baseline parent, where pip fetches the locked wheels from PyPI itself
-   (`--require-hashes` kept, the host CA bundle passed as a BuildKit secret, never as a layer), as the
-   TensorFlow and AWS image repositories do. Base nodes are timed on both sides (identical Dockerfile and
-   rootfs.tar context); totals are also shown without them.
+   and `strata build --only GLOB` runs with a fresh, empty STRATA_HOME (the previous round's is removed), so
+   every wheel is downloaded again. The base root filesystems (mmdebstrap tarballs; slow, the same input for
+   both sides) are hard-linked from the existing STRATA_HOME's cache/rootfs into the fresh one.
+2. Strata no-op, once, right after the first Strata cold round: `strata build --only GLOB` again (target < 3 s);
+   then `strata build` of the whole matrix if every other node (the gpu cells) is already in the engine, else it
+   says which are not.
+3. Baseline (every baseline round): `DOCKER_BUILDKIT=1 /usr/bin/docker build --no-cache` of the same rendered
+   Dockerfiles, in plan order, each child FROM its baseline parent, where pip fetches the locked wheels from PyPI
+   itself (`--require-hashes` kept, the host CA bundle passed as a BuildKit secret, never as a layer), as the
+   TensorFlow and AWS image repositories do. Each round tags its images with a run id of its own and removes them
+   right after the round. Base nodes are timed on both sides (identical Dockerfile and rootfs.tar context);
+   totals are also shown without them.
 
-Prints a summary table (seconds, ratio strata cold / baseline, target <= 0.6, and the busy core-seconds of the
-whole machine during each side: wall time is CPU work spread over the cores kept busy), a per-node breakdown
-(context, engine build with its pip step and export, canonicalize) and Strata's fixed costs (start-up, fetch).
-Strata's side is read from the events each `strata build --events FILE` writes (builder/events.py), never from
-its console text. Logs and event files stay in build/bench/build-<time>/. The baseline images are removed at the
-end; the user's Strata images are rebuilt by the cold build, and if that fails the script rebuilds them with the
-usual STRATA_HOME or says clearly which are missing.
+Prints a summary table: for the cold build of all nodes, without the base nodes, and the busy core-seconds of the
+whole machine during each side (wall time is CPU work spread over the cores kept busy), each side's median over
+the rounds, its min-max and relative spread ((max - min) / median), the ratio of the medians strata / baseline,
+the paired per-round ratios strata_i / baseline_i with their min-max, and a PASS/FAIL verdict of the ratio of
+medians against its target (cold build <= 0.5, busy core-seconds <= 1.0). Then one line per round with its raw
+figures, the no-op rebuilds, Strata's fixed costs (start-up, fetch) and a per-node breakdown (context, engine
+build with its pip step and export, canonicalize) of the Strata round and the baseline round whose totals are
+the medians. Strata's side is read from the events each `strata build --events FILE` writes (builder/events.py),
+never from its console text. Logs and event files stay in build/bench/build-<time>/. The user's Strata images are
+rebuilt by every cold round, and if the last one failed the script rebuilds them with the usual STRATA_HOME or
+says clearly which are missing.
 """
 
 from __future__ import annotations
@@ -37,15 +48,17 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: the events are Strata's own types
@@ -67,7 +80,11 @@ CA_TARGET = "/run/secrets/strata-ca.crt"
 WHEELHOUSE_FIND_LINKS = '--find-links "${WHEELHOUSE_URL}"'
 BASELINE_REPO = "strata-bench-baseline"
 DEFAULT_ONLY = "*-cpu"
-COLD_TARGET_RATIO = 0.6
+COLD_TARGET_RATIO = 0.5  # strata / baseline, medians of the cold build of all nodes (base nodes included)
+BUSY_TARGET_RATIO = (
+    1.0  # strata / baseline, medians of the machine's busy core-seconds during the cold builds
+)
+DEFAULT_REPEAT = 3
 NOOP_TARGET_SECONDS = 3.0
 
 
@@ -348,6 +365,170 @@ def seconds_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+# ---------------------------------------------------------------------------------------------- rounds and statistics
+
+Side = Literal["strata", "baseline"]
+
+
+def round_schedule(repeat: int, with_baseline: bool = True) -> list[tuple[int, Side]]:
+    """(round, side) in the order they run: Strata first in even rounds, the baseline first in odd ones.
+
+    S B B S S B ...: a drift of the machine (heat, other load, a filling disk) weighs on both sides alike.
+    >>> round_schedule(2)
+    [(0, 'strata'), (0, 'baseline'), (1, 'baseline'), (1, 'strata')]
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
+    schedule: list[tuple[int, Side]] = []
+    for index in range(repeat):
+        if not with_baseline:
+            schedule.append((index, "strata"))
+        elif index % 2 == 0:
+            schedule += [(index, "strata"), (index, "baseline")]
+        else:
+            schedule += [(index, "baseline"), (index, "strata")]
+    return schedule
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value, or the mean of the two middle ones for an even count.
+
+    >>> median([3.0, 1.0, 2.0]), median([4.0, 1.0, 3.0, 2.0])
+    (2.0, 2.5)
+    """
+    if not values:
+        raise ValueError("median of no values")
+    return statistics.median(values)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of a side's rounds and how far apart they were."""
+
+    median: float
+    low: float
+    high: float
+
+    @property
+    def relative_percent(self) -> float | None:
+        """(max - min) / median in %, None when the median is 0."""
+        return (self.high - self.low) / self.median * 100 if self.median else None
+
+
+def spread(values: Iterable[float | None]) -> Spread | None:
+    """Median, min and max of the values that were measured (None: a round that failed or did not run).
+
+    >>> spread([10.0, None, 14.0, 12.0])
+    Spread(median=12.0, low=10.0, high=14.0)
+    """
+    measured = [v for v in values if v is not None]
+    if not measured:
+        return None
+    return Spread(median(measured), min(measured), max(measured))
+
+
+def paired_ratios(strata: Sequence[float | None], baseline: Sequence[float | None]) -> list[float | None]:
+    """strata_i / baseline_i for each round; None where a side is missing or the baseline is 0.
+
+    >>> paired_ratios([50.0, None, 30.0], [100.0, 80.0, 0.0])
+    [0.5, None, None]
+    """
+    return [
+        s / b if s is not None and b else None
+        for s, b in zip(strata, baseline)  # rounds line up; a missing round is None
+    ]
+
+
+def median_round(values: Sequence[float | None]) -> int | None:
+    """The round whose value is the (lower) median of the measured ones; None when none was measured.
+
+    >>> median_round([30.0, 10.0, 20.0]), median_round([40.0, None, 10.0, 20.0, 30.0]), median_round([None])
+    (2, 3, None)
+    """
+    measured = sorted((v, i) for i, v in enumerate(values) if v is not None)
+    return measured[(len(measured) - 1) // 2][1] if measured else None
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One measured quantity of both sides, one value per round (None: not measured in that round)."""
+
+    name: str
+    strata: tuple[float | None, ...]
+    baseline: tuple[float | None, ...]
+    target: float | None = None  # the ratio of medians strata / baseline must be at most this
+
+
+def verdict(value: float | None, target: float | None) -> str:
+    """`PASS (0.45 <= 0.5)`, `FAIL (0.62 > 0.5)`, `-` without a target, `n/a` without a value.
+
+    >>> verdict(0.45, 0.5), verdict(0.62, 0.5), verdict(0.62, None), verdict(None, 0.5)
+    ('PASS (0.45 <= 0.5)', 'FAIL (0.62 > 0.5)', '-', 'n/a')
+    """
+    if target is None:
+        return "-"
+    if value is None:
+        return "n/a"
+    return f"PASS ({value:.2f} <= {target:g})" if value <= target else f"FAIL ({value:.2f} > {target:g})"
+
+
+SUMMARY_HEADER = (
+    "quantity",
+    "S median",
+    "S min-max",
+    "S spread",
+    "B median",
+    "B min-max",
+    "B spread",
+    "ratio",  # of the medians, S / B: what the verdict judges
+    "paired ratios",
+    "paired min-max",
+    "target",
+    "verdict",
+)
+SUMMARY_LEGEND = (
+    "S = strata, B = baseline (plain docker build); spread = (max - min) / median; ratio = S median / B median; "
+    "paired ratios = S / B of each round"
+)
+
+
+def range_text(s: Spread | None) -> str:
+    """`812.3-830.1` or `-`."""
+    return "-" if s is None else f"{s.low:.1f}-{s.high:.1f}"
+
+
+def percent_text(s: Spread | None) -> str:
+    """`2.2%` (relative spread) or `-`."""
+    relative = None if s is None else s.relative_percent
+    return "-" if relative is None else f"{relative:.1f}%"
+
+
+def summary_row(quantity: Quantity) -> list[str]:
+    """One line of the summary table (SUMMARY_HEADER): both sides' medians and spread, the ratios, the verdict.
+
+    >>> summary_row(Quantity("cold", (40.0, 60.0), (100.0, 100.0), 0.5))[7:]
+    ['0.50', '0.40 0.60', '0.40-0.60', '<= 0.5', 'PASS (0.50 <= 0.5)']
+    """
+    strata, baseline = spread(quantity.strata), spread(quantity.baseline)
+    of_medians = strata.median / baseline.median if strata and baseline and baseline.median else None
+    pairs = paired_ratios(quantity.strata, quantity.baseline)
+    paired = spread(pairs)
+    return [
+        quantity.name,
+        seconds_text(strata.median if strata else None),
+        range_text(strata),
+        percent_text(strata),
+        seconds_text(baseline.median if baseline else None),
+        range_text(baseline),
+        percent_text(baseline),
+        "-" if of_medians is None else f"{of_medians:.2f}",
+        " ".join("-" if p is None else f"{p:.2f}" for p in pairs) or "-",
+        "-" if paired is None else f"{paired.low:.2f}-{paired.high:.2f}",
+        "" if quantity.target is None else f"<= {quantity.target:g}",
+        verdict(of_medians, quantity.target),
+    ]
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain fixed-width table: first column left-aligned, the others right-aligned.
 
@@ -605,28 +786,55 @@ class BaselineNode:
 
 
 @dataclass
+class StrataRound:
+    """One cold `strata build` round (0-based `index`)."""
+
+    index: int
+    timeline: StrataTimeline | None = None
+    failed: str = ""
+    steps: dict[str, StepSummary] = field(default_factory=dict)  # node → BuildKit steps of its engine build
+    cpu: float | None = None  # busy core-seconds of the whole machine during the build
+    purge_seconds: float | None = None  # removing the images and BuildKit's cache first (not counted)
+
+
+@dataclass
+class BaselineRound:
+    """One round of plain `docker build --no-cache` of every node (0-based `index`), tagged `run_id`."""
+
+    index: int
+    run_id: str
+    nodes: dict[str, BaselineNode] = field(default_factory=dict)
+    total: float | None = None
+    cpu: float | None = None  # busy core-seconds of the whole machine during the builds
+
+    @property
+    def failed(self) -> str:
+        """`node: reason` of the first node that failed, else empty (skipped children follow a failed parent)."""
+        return next((f"{n}: {b.message}" for n, b in self.nodes.items() if b.status is NodeStatus.FAILED), "")
+
+
+@dataclass
 class Results:
     only: str
     nodes: list[PlanNode]
     logs: Path
-    cold: StrataTimeline | None = None
-    cold_failed: str = ""
-    cold_steps: dict[str, StepSummary] = field(default_factory=dict)
+    repeat: int = 1
+    skip_baseline: bool = False
+    strata_rounds: list[StrataRound] = field(default_factory=list)
+    baseline_rounds: list[BaselineRound] = field(default_factory=list)
+    failed: str = ""  # the round failure that ended the run early
     noop: StrataTimeline | None = None
     noop_whole: StrataTimeline | None = None
     whole_note: str = ""
-    baseline: dict[str, BaselineNode] = field(default_factory=dict)
-    baseline_total: float | None = None
-    # Busy core-seconds of the whole machine during the cold build and during the baseline: where the time went.
-    cold_cpu: float | None = None
-    baseline_cpu: float | None = None
+    home: Path | None = None  # the STRATA_HOME of the latest Strata round
+    baseline_images_removed: int = 0
     concurrent: list[str] = field(default_factory=list)  # other Strata runs seen while measuring
-    jobs: int | None = None  # `strata build --jobs` for the cold build; None: Strata's default
+    jobs: int | None = None  # `strata build --jobs` for the cold builds; None: Strata's default
     phase: str = "setup"
     notes: list[str] = field(default_factory=list)
 
 
-def purge_strata(nodes: Sequence[PlanNode], results: Results) -> None:
+def purge_strata(nodes: Sequence[PlanNode]) -> None:
     """Remove the nodes' engine images (every tag) and BuildKit's cache, so `strata build` starts cold."""
     for node in reversed(nodes):
         for ref in (*node.refs, f"strata-build/{node.id}:{node.content_hash[:16]}"):
@@ -636,10 +844,6 @@ def purge_strata(nodes: Sequence[PlanNode], results: Results) -> None:
         if image_id(node.cache_ref) is not None:
             raise BenchError(f"{node.cache_ref} is still in the engine after removing it")
     docker("builder", "prune", "-af")
-    results.notes.append(
-        "purged: engine images of the selected nodes, BuildKit cache (docker builder prune -af); "
-        "cold build with an empty STRATA_HOME and STRATA_REGISTRY_CACHE=off"
-    )
 
 
 def check_no_containers(nodes: Sequence[PlanNode], before: Mapping[str, str | None]) -> None:
@@ -652,35 +856,74 @@ def check_no_containers(nodes: Sequence[PlanNode], before: Mapping[str, str | No
                 )
 
 
-def cold_build(results: Results, home: Path) -> None:
-    print(f"bench: strata cold build of '{results.only}' (STRATA_HOME={home})", file=sys.stderr, flush=True)
+def fresh_strata_home(results: Results) -> Path:
+    """An empty STRATA_HOME with the base root filesystems hard-linked in; the previous round's is removed."""
+    if results.home is not None:
+        shutil.rmtree(results.home, ignore_errors=True)
+    results.home = Path(tempfile.mkdtemp(prefix="strata-bench-home-"))
+    rootfs = user_strata_home() / "cache" / "rootfs"
+    if rootfs.is_dir():
+        link_tree(rootfs, results.home / "cache" / "rootfs")
+    return results.home
+
+
+def strata_round(results: Results, index: int) -> StrataRound:
+    """One cold Strata round: a fresh STRATA_HOME, the nodes' images and BuildKit's cache purged, `strata build`."""
+    round_ = StrataRound(index)
+    results.strata_rounds.append(round_)
+    home = fresh_strata_home(results)
+    started = time.monotonic()
+    purge_strata(results.nodes)
+    round_.purge_seconds = time.monotonic() - started
+    cold_build(results, round_, home)
+    return round_
+
+
+def cold_build(results: Results, round_: StrataRound, home: Path) -> None:
+    name = f"round {round_.index + 1}"
+    print(
+        f"bench: {name}: strata cold build of '{results.only}' (STRATA_HOME={home})",
+        file=sys.stderr,
+        flush=True,
+    )
     jobs = ["--jobs", str(results.jobs)] if results.jobs else []
-    results.notes.append(f"strata cold build: {' '.join(['--only', results.only, *jobs]) or 'defaults'}")
+    stem = f"strata-cold-r{round_.index + 1}"
     busy_before = machine_busy_seconds()
-    events = results.logs / "strata-cold.events.jsonl"
+    events = results.logs / f"{stem}.events.jsonl"
     run = run_timed(
         strata_argv("build", "--only", results.only, *jobs, "--events", str(events)),
-        results.logs / "strata-cold.log",
+        results.logs / f"{stem}.log",
         strata_env(home),
         echo=progress_line,
     )
-    results.cold_cpu = machine_busy_seconds() - busy_before
-    results.cold = strata_timeline(
-        run_events(events), [n.id for n in results.nodes], run.seconds, run.started
-    )
+    round_.cpu = machine_busy_seconds() - busy_before
+    timeline = strata_timeline(run_events(events), [n.id for n in results.nodes], run.seconds, run.started)
+    round_.timeline = timeline
     if run.returncode != 0:
-        why = results.cold.errors[0] if results.cold.errors else failure_line(run.text)
-        results.cold_failed = f"exit {run.returncode}: {why}"
-    not_built = [n for n, s in results.cold.statuses().items() if s is not NodeStatus.BUILT]
-    if not_built and not results.cold_failed:
+        why = timeline.errors[0] if timeline.errors else failure_line(run.text)
+        round_.failed = f"exit {run.returncode}: {why}"
+    not_built = [n for n, s in timeline.statuses().items() if s is not NodeStatus.BUILT]
+    if not_built and not round_.failed:
         results.notes.append(
-            f"cold build did not build {', '.join(not_built)} (cached?): not a cold measurement"
+            f"{name}: the cold build did not build {', '.join(not_built)} (cached?): not a cold measurement"
         )
     for node in results.nodes:
         log = REPO / "build" / "logs" / f"{node.id}.log"
-        if log.is_file() and results.cold.nodes[node.id].status is NodeStatus.BUILT:
-            shutil.copy2(log, results.logs / f"strata-{node.id}.log")
-            results.cold_steps[node.id] = summarize_steps(buildkit_steps(log.read_text(errors="replace")))
+        if log.is_file() and timeline.nodes[node.id].status is NodeStatus.BUILT:
+            shutil.copy2(log, results.logs / f"strata-r{round_.index + 1}-{node.id}.log")
+            round_.steps[node.id] = summarize_steps(buildkit_steps(log.read_text(errors="replace")))
+
+
+def measure_noops(results: Results, others: Sequence[PlanNode], others_missing: Sequence[str]) -> None:
+    """The no-op rebuilds of the selection, then of the whole matrix when every other node is built."""
+    results.phase = "strata no-op"
+    results.noop = noop_build(results, results.only, results.only, results.nodes)
+    if not others:
+        results.whole_note = f"'{results.only}' is the whole matrix"
+    elif others_missing:
+        results.whole_note = f"not measured: not built locally: {', '.join(others_missing)}"
+    else:
+        results.noop_whole = noop_build(results, None, "whole matrix", [*results.nodes, *others])
 
 
 def noop_build(
@@ -712,71 +955,99 @@ def noop_build(
     return timeline
 
 
-def baseline_builds(results: Results, home: Path, run_id: str, created: list[str]) -> None:
-    """Build every node with plain `docker build --no-cache`; the tags it makes go into `created` (removed later)."""
+def baseline_context(results: Results, node: PlanNode, rendered: tuple[str, str, str | None]) -> Path:
+    """The build context of a baseline node: the index-install Dockerfile, its lock and root filesystem."""
+    dockerfile, lock_text, rootfs_sha = rendered
+    text, rewritten = baseline_dockerfile(dockerfile)
+    if node.layer != "base" and rewritten == 0:
+        raise BenchError(
+            f"node {node.id}: rendered Dockerfile has no wheelhouse install to turn into an index install"
+        )
+    context = results.logs / "baseline-context" / node.id
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Dockerfile").write_text(text, encoding="utf-8")
+    if lock_text:
+        (context / "requirements.lock").write_text(lock_text, encoding="utf-8")
+    if rootfs_sha:
+        homes = [h for h in (results.home, user_strata_home()) if h is not None]
+        tars = [h / "cache" / "rootfs" / f"{rootfs_sha}.tar" for h in homes]
+        tar = next((t for t in tars if t.is_file()), None)
+        if tar is None:
+            raise BenchError(
+                f"node {node.id}: root filesystem {tars[0]} is missing (the cold build should have made it)"
+            )
+        target = context / "rootfs.tar"
+        target.unlink(missing_ok=True)
+        link_file(tar, target)
+    return context
+
+
+def baseline_argv(node: PlanNode, context: Path, run_id: str) -> list[str]:
+    argv = [
+        DOCKER,
+        "build",
+        "--no-cache",
+        "--progress",
+        "plain",
+        "--tag",
+        f"{BASELINE_REPO}/{node.id}:{run_id}",
+        "--secret",
+        f"id=ca,src={CA_BUNDLE}",
+        "--file",
+        str(context / "Dockerfile"),
+    ]
+    if node.parent:
+        argv += ["--build-arg", f"PARENT_IMAGE={BASELINE_REPO}/{node.parent}:{run_id}"]
+    return [*argv, str(context)]
+
+
+def baseline_round(results: Results, index: int, run_id: str, created: list[str]) -> BaselineRound:
+    """Build every node with plain `docker build --no-cache`, tagged `run_id`; its images are removed right after.
+
+    Tags go into `created` as they are made, so an interrupted round's images are removed too.
+    """
+    round_ = BaselineRound(index, run_id)
+    results.baseline_rounds.append(round_)
     rendered = rendered_nodes(results.only)
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    start, busy_before = time.monotonic(), machine_busy_seconds()
-    for node in results.nodes:
-        outcome = results.baseline.setdefault(node.id, BaselineNode())
-        parent = results.baseline.get(node.parent) if node.parent else None
-        if parent is not None and parent.status is not NodeStatus.BUILT:
-            outcome.status, outcome.message = NodeStatus.SKIPPED, f"parent {node.parent} {parent.status}"
-            continue
-        dockerfile, lock_text, rootfs_sha = rendered[node.id]
-        text, rewritten = baseline_dockerfile(dockerfile)
-        if node.layer != "base" and rewritten == 0:
-            raise BenchError(
-                f"node {node.id}: rendered Dockerfile has no wheelhouse install to turn into an index install"
+    try:
+        start, busy_before = time.monotonic(), machine_busy_seconds()
+        for node in results.nodes:
+            outcome = round_.nodes.setdefault(node.id, BaselineNode())
+            parent = round_.nodes.get(node.parent) if node.parent else None
+            if parent is not None and parent.status is not NodeStatus.BUILT:
+                outcome.status, outcome.message = NodeStatus.SKIPPED, f"parent {node.parent} {parent.status}"
+                continue
+            context = baseline_context(results, node, rendered[node.id])
+            print(f"bench: round {index + 1}: baseline docker build {node.id}", file=sys.stderr, flush=True)
+            run = run_timed(
+                baseline_argv(node, context, run_id),
+                results.logs / f"baseline-r{index + 1}-{node.id}.log",
+                env,
+                echo=lambda ln: bool(re.match(r"#\d+ \[", ln)),
             )
-        context = results.logs / "baseline-context" / node.id
-        context.mkdir(parents=True, exist_ok=True)
-        (context / "Dockerfile").write_text(text, encoding="utf-8")
-        if lock_text:
-            (context / "requirements.lock").write_text(lock_text, encoding="utf-8")
-        if rootfs_sha:
-            tar = home / "cache" / "rootfs" / f"{rootfs_sha}.tar"
-            if not tar.is_file():
-                raise BenchError(
-                    f"node {node.id}: root filesystem {tar} is missing (the cold build should have made it)"
-                )
-            target = context / "rootfs.tar"
-            target.unlink(missing_ok=True)
-            link_file(tar, target)
-        tag = f"{BASELINE_REPO}/{node.id}:{run_id}"
-        argv = [
-            DOCKER,
-            "build",
-            "--no-cache",
-            "--progress",
-            "plain",
-            "--tag",
-            tag,
-            "--secret",
-            f"id=ca,src={CA_BUNDLE}",
-            "--file",
-            str(context / "Dockerfile"),
-        ]
-        if node.parent:
-            argv += ["--build-arg", f"PARENT_IMAGE={BASELINE_REPO}/{node.parent}:{run_id}"]
-        argv.append(str(context))
-        print(f"bench: baseline docker build {node.id}", file=sys.stderr, flush=True)
-        run = run_timed(
-            argv,
-            results.logs / f"baseline-{node.id}.log",
-            env,
-            echo=lambda ln: bool(re.match(r"#\d+ \[", ln)),
-        )
-        outcome.seconds = run.seconds
-        outcome.steps = summarize_steps(buildkit_steps(run.text))
-        if run.returncode == 0:
-            outcome.status = NodeStatus.BUILT
-            created.append(tag)
-        else:
-            outcome.status, outcome.message = NodeStatus.FAILED, failure_line(run.text)
-            print(f"bench: baseline {node.id} failed: {outcome.message}", file=sys.stderr, flush=True)
-    results.baseline_total = time.monotonic() - start
-    results.baseline_cpu = machine_busy_seconds() - busy_before
+            outcome.seconds = run.seconds
+            outcome.steps = summarize_steps(buildkit_steps(run.text))
+            if run.returncode == 0:
+                outcome.status = NodeStatus.BUILT
+                created.append(f"{BASELINE_REPO}/{node.id}:{run_id}")
+            else:
+                outcome.status, outcome.message = NodeStatus.FAILED, failure_line(run.text)
+                print(f"bench: baseline {node.id} failed: {outcome.message}", file=sys.stderr, flush=True)
+        round_.total = time.monotonic() - start
+        round_.cpu = machine_busy_seconds() - busy_before
+    finally:
+        results.baseline_images_removed += remove_baseline_images(created)
+    return round_
+
+
+def remove_baseline_images(created: list[str]) -> int:
+    """Remove the baseline images `created` lists (children first), empty the list; how many there were."""
+    count = len(created)
+    for tag in reversed(created):
+        docker("rmi", tag, check=False)
+    created.clear()
+    return count
 
 
 def restore_images(results: Results, before: Mapping[str, str | None], interrupted: bool) -> None:
@@ -805,7 +1076,7 @@ def restore_images(results: Results, before: Mapping[str, str | None], interrupt
     if missing and not interrupted:
         names = ", ".join(n.id for n in missing)
         print(
-            f"bench: the cold build did not bring back {names}; rebuilding them with your STRATA_HOME",
+            f"bench: the cold rounds did not bring back {names}; rebuilding them with your STRATA_HOME",
             file=sys.stderr,
             flush=True,
         )
@@ -845,58 +1116,248 @@ def restore_images(results: Results, before: Mapping[str, str | None], interrupt
 # ---------------------------------------------------------------------------------------------- report
 
 
-def report(results: Results) -> str:
+@dataclass(frozen=True)
+class RoundFigures:
+    """What one side measured in one round (None: not measured, e.g. the round failed)."""
+
+    cold: float | None  # seconds for all the selected nodes
+    without_base: float | None  # seconds without the base nodes
+    busy: float | None  # busy core-seconds of the machine
+
+    @classmethod
+    def missing(cls) -> RoundFigures:
+        return cls(None, None, None)
+
+
+def strata_figures(round_: StrataRound, base_ids: Collection[str]) -> RoundFigures:
+    """A Strata round's figures; a failed round measured nothing comparable.
+
+    Without the base nodes is the total minus the base nodes' spans (only when every base node finished).
+    """
+    timeline = round_.timeline
+    if round_.failed or timeline is None:
+        return RoundFigures.missing()
+    spans = [timeline.nodes[n].span(timeline.nodes[n].start, timeline.nodes[n].end) for n in base_ids]
+    known = [s for s in spans if s is not None]
+    has_others = len(base_ids) < len(timeline.nodes)
+    without_base = timeline.total - sum(known) if len(known) == len(spans) and has_others else None
+    return RoundFigures(timeline.total, without_base, round_.cpu)
+
+
+def baseline_figures(round_: BaselineRound, base_ids: Collection[str]) -> RoundFigures:
+    """A baseline round's figures; without the base nodes is the sum of the other nodes' builds."""
+    if round_.failed or round_.total is None:
+        return RoundFigures.missing()
+    others = [b.seconds or 0.0 for n, b in round_.nodes.items() if n not in base_ids]
+    return RoundFigures(round_.total, sum(others) if others else None, round_.cpu)
+
+
+def rounds_run(results: Results) -> int:
+    """How many rounds began (on either side)."""
+    indexes = [r.index for r in results.strata_rounds] + [r.index for r in results.baseline_rounds]
+    return max(indexes) + 1 if indexes else 0
+
+
+def figures_by_round(results: Results) -> tuple[list[RoundFigures], list[RoundFigures]]:
+    """(strata, baseline) figures, one per round that began; a side that did not run that round is missing."""
     base_ids = {n.id for n in results.nodes if n.layer == "base"}
-    cold, noop = results.cold, results.noop
-    out: list[str] = []
-    baseline_all = results.baseline_total
-    rest = [b.seconds for n, b in results.baseline.items() if n not in base_ids]
-    baseline_nobase = sum(x or 0.0 for x in rest) if rest else None
-    cold_all = cold.total if cold else None
-    cold_nobase = None
-    if cold is not None:
-        base_secs = [cold.nodes[n].span(cold.nodes[n].start, cold.nodes[n].end) for n in base_ids]
-        if all(x is not None for x in base_secs) and len(base_ids) < len(results.nodes):
-            cold_nobase = cold.total - sum(x or 0.0 for x in base_secs)
-    cold_label = "FAILED" if results.cold_failed else seconds_text(cold_all)
-    rows = [
+    strata = [RoundFigures.missing() for _ in range(rounds_run(results))]
+    baseline = list(strata)
+    for s in results.strata_rounds:
+        strata[s.index] = strata_figures(s, base_ids)
+    for b in results.baseline_rounds:
+        baseline[b.index] = baseline_figures(b, base_ids)
+    return strata, baseline
+
+
+def quantities(results: Results) -> list[Quantity]:
+    """The summary's measured quantities, one value per round and side."""
+    strata, baseline = figures_by_round(results)
+    base_count = sum(1 for n in results.nodes if n.layer == "base")
+    return [
+        Quantity(
+            f"cold build, all {len(results.nodes)} nodes, s",
+            tuple(f.cold for f in strata),
+            tuple(f.cold for f in baseline),
+            COLD_TARGET_RATIO,
+        ),
+        Quantity(
+            f"cold build without the {base_count} base nodes, s",
+            tuple(f.without_base for f in strata),
+            tuple(f.without_base for f in baseline),
+        ),
+        Quantity(
+            f"busy core-s of the machine ({os.cpu_count()} cpus)",
+            tuple(f.busy for f in strata),
+            tuple(f.busy for f in baseline),
+            BUSY_TARGET_RATIO,
+        ),
+    ]
+
+
+ROUND_HEADER = (
+    "round",
+    "order",
+    "strata s",
+    "w/o base",
+    "core-s",
+    "baseline s",
+    "w/o base",
+    "core-s",
+    "ratio s",
+    "ratio core-s",
+    "outcome",
+)
+
+
+def round_outcome(results: Results, index: int) -> str:
+    """`ok`, or what failed or did not run in this round."""
+    strata = next((r for r in results.strata_rounds if r.index == index), None)
+    baseline = next((r for r in results.baseline_rounds if r.index == index), None)
+    problems = []
+    if strata is None:
+        problems.append("strata not run")
+    elif strata.failed:
+        problems.append(f"strata FAILED: {strata.failed}")
+    if baseline is None and not results.skip_baseline:
+        problems.append("baseline not run")
+    elif baseline is not None and baseline.failed:
+        problems.append(f"baseline FAILED: {baseline.failed}")
+    return "; ".join(problems) or "ok"
+
+
+def round_rows(results: Results) -> list[list[str]]:
+    """One line of raw figures per round (ROUND_HEADER), in round order."""
+    strata, baseline = figures_by_round(results)
+    schedule = round_schedule(results.repeat, not results.skip_baseline)
+    rows = []
+    for index, (s, b) in enumerate(zip(strata, baseline)):
+        order = " ".join(side[0].upper() for i, side in schedule if i == index)
+        rows.append(
+            [
+                str(index + 1),
+                order,
+                seconds_text(s.cold),
+                seconds_text(s.without_base),
+                seconds_text(s.busy),
+                seconds_text(b.cold),
+                seconds_text(b.without_base),
+                seconds_text(b.busy),
+                ratio(s.cold, b.cold),
+                ratio(s.busy, b.busy),
+                round_outcome(results, index),
+            ]
+        )
+    return rows
+
+
+def median_strata_round(results: Results) -> StrataRound | None:
+    """The Strata round whose total is the median of the rounds that succeeded, else the last one that ran."""
+    totals = [None if r.failed or r.timeline is None else r.timeline.total for r in results.strata_rounds]
+    index = median_round(totals)
+    if index is not None:
+        return results.strata_rounds[index]
+    return results.strata_rounds[-1] if results.strata_rounds else None
+
+
+def median_baseline_round(results: Results) -> BaselineRound | None:
+    """The baseline round whose total is the median of the rounds that succeeded, else the last one that ran."""
+    index = median_round([None if r.failed else r.total for r in results.baseline_rounds])
+    if index is not None:
+        return results.baseline_rounds[index]
+    return results.baseline_rounds[-1] if results.baseline_rounds else None
+
+
+def fixed_costs(timeline: StrataTimeline) -> list[list[str]]:
+    first = timeline.first_node_at
+    wheelhouse_ready = timeline.fetch_done_at or timeline.builder_at or 0.0
+    last = timeline.last_node_end
+    return [
+        ["start-up: plan, engine check, builder probe", seconds_text(timeline.builder_at)],
+        [f"fetch wheels ({timeline.wheelhouse or 'none'})", seconds_text(timeline.fetch_seconds)],
         [
-            f"cold build '{results.only}', all {len(results.nodes)} nodes",
-            cold_label,
-            seconds_text(baseline_all),
-            ratio(cold_all, baseline_all),
-            f"<= {COLD_TARGET_RATIO}",
+            "wheelhouse links, loopback server",
+            seconds_text(None if first is None else first - wheelhouse_ready),
         ],
         [
-            f"cold build, without the {len(base_ids)} base nodes",
-            seconds_text(cold_nobase),
-            seconds_text(baseline_nobase),
-            ratio(cold_nobase, baseline_nobase),
-            "",
-        ],
-        [
-            f"busy CPU during the cold builds, core-s ({os.cpu_count()} cpus)",
-            seconds_text(results.cold_cpu),
-            seconds_text(results.baseline_cpu),
-            ratio(results.cold_cpu, results.baseline_cpu),
-            "",
-        ],
-        [
-            f"no-op rebuild '{results.only}'",
-            seconds_text(noop.total if noop else None),
-            "",
-            "",
-            f"< {NOOP_TARGET_SECONDS:.0f} s",
-        ],
-        [
-            "no-op rebuild, whole matrix",
-            seconds_text(results.noop_whole.total) if results.noop_whole else "not run",
-            "",
-            "",
-            f"< {NOOP_TARGET_SECONDS:.0f} s",
+            "after the last node (summary, exit)",
+            seconds_text(None if last is None else timeline.total - last),
         ],
     ]
-    out.append(format_table(["phase", "strata s", "baseline s", "ratio", "target"], rows))
+
+
+NODE_HEADER = (
+    "node",
+    "strata",
+    "total",
+    "context",
+    "engine",
+    "pip/export",
+    "canon",
+    "baseline",
+    "pip/export",
+    "status",
+)
+
+
+def node_rows(
+    nodes: Sequence[PlanNode], timeline: StrataTimeline, strata: StrataRound, baseline: BaselineRound | None
+) -> list[list[str]]:
+    """Per node: Strata's phases (context, engine with pip step / export, canonicalize) next to its baseline build."""
+    rows = []
+    for node in nodes:
+        t = timeline.nodes[node.id]
+        st = strata.steps.get(node.id, StepSummary(None, None, None))
+        b = baseline.nodes.get(node.id) if baseline else None
+        rows.append(
+            [
+                node.id,
+                t.status or "-",
+                seconds_text(t.span(t.start, t.end)),
+                seconds_text(t.context_seconds),
+                seconds_text(t.engine_seconds),
+                f"{seconds_text(st.install)} / {seconds_text(st.export)}",
+                seconds_text(t.canonicalize_seconds),
+                seconds_text(b.seconds) if b else "-",
+                f"{seconds_text(b.steps.install)} / {seconds_text(b.steps.export)}" if b else "-",
+                (b.status or "-") if b else "-",
+            ]
+        )
+    return rows
+
+
+def noop_rows(results: Results) -> list[list[str]]:
+    noop, whole = results.noop, results.noop_whole
+    target = f"< {NOOP_TARGET_SECONDS:.0f} s"
+    return [
+        [f"no-op rebuild '{results.only}'", seconds_text(noop.total if noop else None), target],
+        ["no-op rebuild, whole matrix", seconds_text(whole.total) if whole else "not run", target],
+    ]
+
+
+def round_label(round_: StrataRound | BaselineRound, completed: int) -> str:
+    """`round 2 (median total of 3)`, `round 1`, or `round 1 (failed)` when no round of that side completed."""
+    if round_.failed:
+        return f"round {round_.index + 1} (failed)"
+    return f"round {round_.index + 1}" + (f" (median total of {completed})" if completed > 1 else "")
+
+
+def summary_section(results: Results) -> list[str]:
+    """The summary table, one line per round, the no-op rebuilds and what may have disturbed the figures."""
+    order = " ".join(side[0].upper() for _, side in round_schedule(results.repeat, not results.skip_baseline))
+    out = [
+        f"cold builds of '{results.only}': {rounds_run(results)} of {results.repeat} round(s) run, sides "
+        f"alternating ({order}); medians and spreads over the rounds each side completed",
+        format_table(SUMMARY_HEADER, [summary_row(q) for q in quantities(results)]),
+        SUMMARY_LEGEND,
+        "",
+        "per round (raw figures):",
+        format_table(ROUND_HEADER, round_rows(results)),
+        "",
+        format_table(
+            ["no-op (once, after the first strata round)", "strata s", "target"], noop_rows(results)
+        ),
+    ]
     if results.concurrent:
         out.append(
             f"WARNING: {len(results.concurrent)} other Strata run(s) shared the machine (and maybe BuildKit steps) "
@@ -904,74 +1365,37 @@ def report(results: Results) -> str:
         )
     if results.whole_note:
         out.append(f"whole matrix: {results.whole_note}")
-    if results.cold_failed:
-        out.append(f"strata cold build FAILED: {results.cold_failed}")
-    if cold is not None:
-        out.append("")
-        out.append("strata cold build, fixed costs (s):")
-        first = cold.first_node_at
-        fixed = [
-            ["start-up: plan, engine check, builder probe", seconds_text(cold.builder_at)],
-            [f"fetch wheels ({cold.wheelhouse or 'none'})", seconds_text(cold.fetch_seconds)],
-            [
-                "wheelhouse links, loopback server",
-                seconds_text(
-                    None if first is None else first - (cold.fetch_done_at or cold.builder_at or 0.0)
-                ),
-            ],
-            [
-                "after the last node (summary, exit)",
-                seconds_text(None if cold.last_node_end is None else cold.total - cold.last_node_end),
-            ],
-        ]
-        out.append(format_table(["", "s"], fixed))
-        out.append(f"builder: {cold.builder or '?'}")
-        out.append("")
-        out.append(
-            "per node (s): strata = context + engine (pip step / export) + canonicalize; baseline = docker build"
-        )
-        rows = []
-        for node in results.nodes:
-            t = cold.nodes[node.id]
-            st = results.cold_steps.get(node.id, StepSummary(None, None, None))
-            b = results.baseline.get(node.id)
-            rows.append(
-                [
-                    node.id,
-                    t.status or "-",
-                    seconds_text(t.span(t.start, t.end)),
-                    seconds_text(t.context_seconds),
-                    seconds_text(t.engine_seconds),
-                    f"{seconds_text(st.install)} / {seconds_text(st.export)}",
-                    seconds_text(t.canonicalize_seconds),
-                    seconds_text(b.seconds) if b else "-",
-                    f"{seconds_text(b.steps.install)} / {seconds_text(b.steps.export)}" if b else "-",
-                    (b.status or "-") if b else "-",
-                ]
-            )
-        out.append(
-            format_table(
-                [
-                    "node",
-                    "strata",
-                    "total",
-                    "context",
-                    "engine",
-                    "pip/export",
-                    "canon",
-                    "baseline",
-                    "pip/export",
-                    "status",
-                ],
-                rows,
-            )
-        )
-    failed = [f"{n}: {b.message}" for n, b in results.baseline.items() if b.status and not b.status.ok]
-    for line in failed:
-        out.append(f"baseline {line}")
+    if results.failed:
+        out.append(f"stopped early: {results.failed}")
+    return out
+
+
+def breakdown_section(results: Results) -> list[str]:
+    """Fixed costs and per-node times of the Strata round and the baseline round whose totals are the medians."""
+    strata, baseline = median_strata_round(results), median_baseline_round(results)
+    if strata is None or strata.timeline is None:
+        return []
+    strata_name = round_label(strata, sum(1 for r in results.strata_rounds if not r.failed))
+    baseline_name = "no baseline round"
+    if baseline is not None:
+        completed = sum(1 for r in results.baseline_rounds if not r.failed)
+        baseline_name = f"baseline {round_label(baseline, completed)}"
+    return [
+        "",
+        f"strata cold build, fixed costs (s), {strata_name}:",
+        format_table(["", "s"], fixed_costs(strata.timeline)),
+        f"builder: {strata.timeline.builder or '?'}",
+        "",
+        f"per node (s), strata {strata_name}, {baseline_name}: "
+        "strata = context + engine (pip step / export) + canonicalize; baseline = docker build",
+        format_table(NODE_HEADER, node_rows(results.nodes, strata.timeline, strata, baseline)),
+    ]
+
+
+def report(results: Results) -> str:
+    out = [*summary_section(results), *breakdown_section(results)]
     if results.notes:
-        out.append("")
-        out.extend(f"note: {n}" for n in results.notes)
+        out += ["", *(f"note: {n}" for n in results.notes)]
     out.append(f"logs: {results.logs}")
     return "\n".join(out)
 
@@ -981,34 +1405,32 @@ def report(results: Results) -> str:
 
 def measure(
     results: Results,
-    home: Path,
     others: Sequence[PlanNode],
     others_missing: Sequence[str],
-    skip_baseline: bool,
     stamp: str,
     created: list[str],
 ) -> None:
-    """Cold build, no-op rebuilds, baseline; baseline tags go into `created` as they are made."""
-    only, nodes = results.only, results.nodes
-    results.phase = "strata cold build"
-    cold_build(results, home)
-    if results.cold_failed:
-        print(f"bench: strata cold build FAILED ({results.cold_failed})", file=sys.stderr, flush=True)
-    else:
-        results.phase = "strata no-op"
-        results.noop = noop_build(results, only, only, nodes)
-        if not others:
-            results.whole_note = f"'{only}' is the whole matrix"
-        elif others_missing:
-            results.whole_note = f"not measured: not built locally: {', '.join(others_missing)}"
+    """The rounds in `round_schedule` order, the no-op rebuilds right after the first Strata round.
+
+    A round that fails ends the run (its failure goes into `results.failed`); baseline tags go into `created`.
+    """
+    for index, side in round_schedule(results.repeat, not results.skip_baseline):
+        label = f"round {index + 1}/{results.repeat} {side}"
+        results.phase = label
+        if side == "strata":
+            failed = strata_round(results, index).failed
+            if not failed and index == 0:
+                measure_noops(results, others, others_missing)
         else:
-            results.noop_whole = noop_build(results, None, "whole matrix", [*nodes, *others])
-    if not skip_baseline:
-        results.phase = "baseline"
-        baseline_builds(results, home, stamp.replace("-", ""), created)
+            run_id = f"{stamp.replace('-', '')}r{index + 1}"
+            failed = baseline_round(results, index, run_id, created).failed
+        if failed:
+            results.failed = f"{label} failed: {failed}"
+            print(f"bench: {results.failed}; no further rounds", file=sys.stderr, flush=True)
+            return
 
 
-def run_bench(only: str, skip_baseline: bool, jobs: int | None = None) -> Results:
+def check_can_run(skip_baseline: bool) -> None:
     if not Path(DOCKER).is_file():
         raise BenchError(f"{DOCKER} not found (the baseline needs the docker.io 20.10 CLI with BuildKit)")
     if not skip_baseline and not CA_BUNDLE.is_file():
@@ -1019,12 +1441,25 @@ def run_bench(only: str, skip_baseline: bool, jobs: int | None = None) -> Result
         raise BenchError(
             f"another Strata run would race with this one (pid {busy[0]}); run the bench when it is done"
         )
+
+
+def run_bench(
+    only: str, skip_baseline: bool, jobs: int | None = None, repeat: int = DEFAULT_REPEAT
+) -> Results:
+    check_can_run(skip_baseline)
     nodes = plan_nodes(only)
     unlocked = [n.id for n in nodes if not n.locked]
     if unlocked:
         raise BenchError(f"locks missing or stale for {', '.join(unlocked)}: run `python -m cli.main lock`")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    results = Results(only=only, nodes=nodes, logs=REPO / "build" / "bench" / f"build-{stamp}", jobs=jobs)
+    results = Results(
+        only=only,
+        nodes=nodes,
+        logs=REPO / "build" / "bench" / f"build-{stamp}",
+        repeat=repeat,
+        skip_baseline=skip_baseline,
+        jobs=jobs,
+    )
     results.logs.mkdir(parents=True, exist_ok=True)
     results.notes.append(
         f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cpus)"
@@ -1034,43 +1469,57 @@ def run_bench(only: str, skip_baseline: bool, jobs: int | None = None) -> Result
     others_missing = [n.id for n in others if image_id(n.cache_ref) is None]
     before = {n.id: image_id(n.cache_ref) for n in nodes}
     check_no_containers(nodes, before)
-
-    home = Path(tempfile.mkdtemp(prefix="strata-bench-home-"))
+    rootfs = user_strata_home() / "cache" / "rootfs"
+    jobs_args = ["--only", only, *(["--jobs", str(jobs)] if jobs else [])]
+    results.notes += [
+        "each strata round: engine images of the selected nodes and BuildKit's cache purged (docker builder "
+        "prune -af), then `strata build " + " ".join(jobs_args) + "` with an empty STRATA_HOME and "
+        "STRATA_REGISTRY_CACHE=off",
+        f"base root filesystems reused: {rootfs} hard-linked into each fresh STRATA_HOME"
+        if rootfs.is_dir()
+        else f"no {rootfs}: each cold round also ran mmdebstrap for the base root filesystems",
+    ]
     created: list[str] = []
     interrupted = False
     try:
-        rootfs = user_strata_home() / "cache" / "rootfs"
-        if rootfs.is_dir():
-            link_tree(rootfs, home / "cache" / "rootfs")
-            results.notes.append(
-                f"base root filesystems reused: {rootfs} hard-linked into the fresh STRATA_HOME"
-            )
-        else:
-            results.notes.append(
-                f"no {rootfs}: the cold build also ran mmdebstrap for the base root filesystems"
-            )
-        started = time.monotonic()
-        purge_strata(nodes, results)
-        results.notes.append(f"purge took {time.monotonic() - started:.1f} s (not counted)")
         with ConcurrentRunWatcher(lambda: results.phase) as watcher:
             try:
-                measure(results, home, others, others_missing, skip_baseline, stamp, created)
+                measure(results, others, others_missing, stamp, created)
             finally:
                 results.concurrent = [f"during {phase}: pid {run}" for run, phase in watcher.seen.items()]
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
-        for tag in reversed(created):
-            docker("rmi", tag, check=False)
-        if created:
+        results.baseline_images_removed += remove_baseline_images(created)
+        if results.baseline_images_removed:
             results.notes.append(
-                f"removed {len(created)} baseline images ({BASELINE_REPO}/*); BuildKit cache left as is"
+                f"removed {results.baseline_images_removed} baseline images ({BASELINE_REPO}/*) after their "
+                "rounds; BuildKit cache left as is"
             )
-        shutil.rmtree(home, ignore_errors=True)
+        purges = [f"{r.purge_seconds:.1f}" for r in results.strata_rounds if r.purge_seconds is not None]
+        if purges:
+            results.notes.append(f"purge before each strata round took {', '.join(purges)} s (not counted)")
+        if results.home is not None:
+            shutil.rmtree(results.home, ignore_errors=True)
         restore_images(results, before, interrupted)
         results.notes.append(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return results
+
+
+def repeat_count(text: str) -> int:
+    """`--repeat`'s value: a whole number of rounds, at least 1.
+
+    >>> repeat_count("5")
+    5
+    """
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"--repeat wants a whole number of rounds, got '{text}'") from None
+    if count < 1:
+        raise ValueError(f"--repeat must be at least 1, got {count}")
+    return count
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1083,16 +1532,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="GLOB",
         help=f"cells or nodes to build, as for `strata build --only` (default '{DEFAULT_ONLY}')",
     )
+    parser.add_argument(
+        "--repeat",
+        default=str(DEFAULT_REPEAT),
+        metavar="N",
+        help=f"rounds of each side, alternating S B B S ... (default {DEFAULT_REPEAT}, at least 1)",
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="measure only Strata (cold and no-op)")
     parser.add_argument(
         "--jobs",
         type=int,
         metavar="N",
-        help="pass --jobs N to Strata's cold build (default: Strata's own default)",
+        help="pass --jobs N to Strata's cold builds (default: Strata's own default)",
     )
     args = parser.parse_args(argv)
     try:
-        results = run_bench(args.only, args.skip_baseline, args.jobs)
+        repeat = repeat_count(args.repeat)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    try:
+        results = run_bench(args.only, args.skip_baseline, args.jobs, repeat)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -1100,7 +1560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: interrupted", file=sys.stderr)
         return 130
     print(report(results))
-    return 1 if results.cold_failed else 0
+    return 1 if results.failed else 0
 
 
 if __name__ == "__main__":

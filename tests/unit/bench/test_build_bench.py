@@ -1,5 +1,5 @@
 """The pure helpers of bench/build.py: baseline Dockerfiles, BuildKit step times, `strata build` timelines read
-from the events `strata build --events FILE` writes."""
+from the events `strata build --events FILE` writes, and the alternating rounds' statistics and report."""
 
 from __future__ import annotations
 
@@ -251,3 +251,220 @@ def test_the_machine_is_busier_after_doing_work() -> None:
     while time.process_time() < deadline:
         pass
     assert bench.machine_busy_seconds() - before >= 0.25
+
+
+def test_three_rounds_alternate_the_sides_as_the_docstring_says() -> None:
+    assert bench.round_schedule(3) == [
+        (0, "strata"),
+        (0, "baseline"),
+        (1, "baseline"),
+        (1, "strata"),
+        (2, "strata"),
+        (2, "baseline"),
+    ]
+    assert "S B B S S B" in (bench.__doc__ or "")
+
+
+def test_a_schedule_without_baseline_is_strata_rounds_only() -> None:
+    assert bench.round_schedule(2, with_baseline=False) == [(0, "strata"), (1, "strata")]
+
+
+def test_a_schedule_needs_at_least_one_round() -> None:
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        bench.round_schedule(0)
+
+
+def test_median_of_odd_and_even_counts() -> None:
+    assert bench.median([5.0, 1.0, 3.0]) == 3.0
+    assert bench.median([10.0, 1.0, 4.0, 2.0]) == 3.0
+    with pytest.raises(ValueError, match="no values"):
+        bench.median([])
+
+
+def test_spread_skips_rounds_that_were_not_measured() -> None:
+    s = bench.spread([110.0, None, 90.0, 100.0])
+    assert (s.median, s.low, s.high) == (100.0, 90.0, 110.0)
+    assert s.relative_percent == pytest.approx(20.0)
+    assert bench.spread([None, None]) is None
+
+
+def test_spread_of_one_run_is_zero() -> None:
+    s = bench.spread([42.0])
+    assert (s.median, s.low, s.high, s.relative_percent) == (42.0, 42.0, 42.0, 0.0)
+    assert bench.percent_text(s) == "0.0%" and bench.range_text(s) == "42.0-42.0"
+
+
+def test_paired_ratios_pair_rounds_and_leave_gaps() -> None:
+    assert bench.paired_ratios([40.0, 60.0, None], [100.0, 120.0, 90.0]) == [0.4, 0.5, None]
+
+
+def test_the_median_round_is_the_lower_middle_of_the_measured_rounds() -> None:
+    assert bench.median_round([300.0, 100.0, 200.0]) == 2
+    assert bench.median_round([400.0, 100.0, None, 200.0]) == 3  # a failed round is not a candidate
+    assert bench.median_round([400.0, 100.0, None, 200.0, 300.0]) == 3  # even count: the lower middle
+    assert bench.median_round([]) is None
+
+
+def test_verdict_compares_the_ratio_with_the_target() -> None:
+    assert bench.verdict(0.5, 0.5) == "PASS (0.50 <= 0.5)"
+    assert bench.verdict(1.04, 1.0) == "FAIL (1.04 > 1)"
+    assert bench.verdict(None, 1.0) == "n/a"
+    assert bench.verdict(0.3, None) == "-"
+
+
+def test_summary_row_of_three_rounds() -> None:
+    quantity = bench.Quantity("cold", (45.0, 55.0, 50.0), (100.0, 90.0, 120.0), target=0.5)
+    row = dict(zip(bench.SUMMARY_HEADER, bench.summary_row(quantity)))
+    assert row["quantity"] == "cold"
+    assert row["S median"] == "50.0" and row["B median"] == "100.0"
+    assert row["ratio"] == "0.50" and row["verdict"] == "PASS (0.50 <= 0.5)"
+    assert row["paired ratios"] == "0.45 0.61 0.42" and row["paired min-max"] == "0.42-0.61"
+    assert bench.summary_row(quantity)[2:4] == ["45.0-55.0", "20.0%"]  # strata min-max, (max-min)/median
+    assert bench.summary_row(quantity)[5:7] == ["90.0-120.0", "30.0%"]
+    assert row["target"] == "<= 0.5"
+
+
+def test_summary_row_fails_a_target_the_medians_miss() -> None:
+    row = bench.summary_row(bench.Quantity("busy core-s", (130.0,), (100.0,), target=1.0))
+    assert row[-1] == "FAIL (1.30 > 1)" and row[-3] == "1.30-1.30"
+    assert bench.summary_row(bench.Quantity("x", (None,), (100.0,)))[7:] == ["-", "-", "-", "", "-"]
+
+
+def _plan_node(node_id: str, layer: str, parent: str | None) -> object:
+    return bench.PlanNode(node_id, layer, parent, "0" * 64, f"strata-cache/{node_id}:x", (), True)
+
+
+NODES = [_plan_node("base-bookworm", "base", None), _plan_node("tf-cpu", "framework", "base-bookworm")]
+
+
+def _strata_round(index: int, total: float, base_end: float, cpu: float, failed: str = "") -> object:
+    timeline = bench.StrataTimeline(total=total, builder="buildkit-cli (test)", builder_at=1.0)
+    timeline.nodes = {
+        "base-bookworm": bench.NodeTimes(
+            start=2.0, build=2.0, canonicalize=8.0, end=base_end, status=NodeStatus.BUILT
+        ),
+        "tf-cpu": bench.NodeTimes(
+            start=base_end, build=base_end, canonicalize=total - 5, end=total - 1, status=NodeStatus.BUILT
+        ),
+    }
+    return bench.StrataRound(index, timeline=timeline, failed=failed, cpu=cpu)
+
+
+def _baseline_round(index: int, base: float, tf: float, cpu: float) -> object:
+    nodes = {
+        "base-bookworm": bench.BaselineNode(seconds=base, status=NodeStatus.BUILT),
+        "tf-cpu": bench.BaselineNode(seconds=tf, status=NodeStatus.BUILT),
+    }
+    return bench.BaselineRound(index, f"run{index}", nodes=nodes, total=base + tf, cpu=cpu)
+
+
+def _two_rounds(tmp_path: Path) -> object:
+    results = bench.Results(only="*-cpu", nodes=NODES, logs=tmp_path, repeat=2)
+    # Round 1 ran S B, round 2 B S (the order does not matter for the figures, only for drift).
+    results.strata_rounds = [_strata_round(0, 60.0, 12.0, 100.0), _strata_round(1, 40.0, 12.0, 80.0)]
+    results.baseline_rounds = [_baseline_round(0, 20.0, 80.0, 100.0), _baseline_round(1, 20.0, 80.0, 120.0)]
+    return results
+
+
+def test_round_figures_without_the_base_nodes(tmp_path: Path) -> None:
+    results = _two_rounds(tmp_path)
+    strata, baseline = bench.figures_by_round(results)
+    assert strata[0] == bench.RoundFigures(cold=60.0, without_base=50.0, busy=100.0)  # base ran 2 s to 12 s
+    assert baseline[1] == bench.RoundFigures(cold=100.0, without_base=80.0, busy=120.0)
+
+
+def test_report_of_two_rounds_shows_medians_ratios_and_verdicts(tmp_path: Path) -> None:
+    results = _two_rounds(tmp_path)
+    [cold, without_base, busy] = [
+        dict(zip(bench.SUMMARY_HEADER, bench.summary_row(q))) for q in bench.quantities(results)
+    ]
+    assert (cold["S median"], cold["B median"], cold["ratio"]) == (
+        "50.0",
+        "100.0",
+        "0.50",
+    )
+    assert cold["paired ratios"] == "0.60 0.40" and cold["verdict"] == "PASS (0.50 <= 0.5)"
+    assert cold["S median"] == "50.0" and cold["S min-max"] == "40.0-60.0" and cold["S spread"] == "40.0%"
+    assert (cold["B min-max"], cold["B spread"]) == ("100.0-100.0", "0.0%")
+    assert (without_base["ratio"], without_base["target"], without_base["verdict"]) == (
+        "0.50",
+        "",
+        "-",
+    )
+    assert (busy["S median"], busy["B median"], busy["ratio"]) == (
+        "90.0",
+        "110.0",
+        "0.82",
+    )
+    assert busy["verdict"] == "PASS (0.82 <= 1)"
+    text = bench.report(results)
+    assert "'*-cpu': 2 of 2 round(s) run, sides alternating (S B B S)" in text
+    assert "PASS (0.50 <= 0.5)" in text and "PASS (0.82 <= 1)" in text
+    lines = text.splitlines()
+    first = lines.index("per round (raw figures):") + 3  # after the header and its underline
+    round_lines = [ln.split() for ln in lines[first : first + 2]]
+    assert round_lines == [
+        ["1", "S", "B", "60.0", "50.0", "100.0", "100.0", "80.0", "100.0", "0.60", "1.00", "ok"],
+        ["2", "B", "S", "40.0", "30.0", "80.0", "100.0", "80.0", "120.0", "0.40", "0.67", "ok"],
+    ]
+    # The breakdown comes from the (lower) median round of each side: strata round 2 (40 s), baseline round 1.
+    assert "fixed costs (s), round 2 (median total of 2):" in text
+    assert "per node (s), strata round 2 (median total of 2), baseline round 1 (median total of 2):" in text
+
+
+def test_a_failed_round_is_reported_and_left_out_of_the_medians(tmp_path: Path) -> None:
+    results = bench.Results(only="*-cpu", nodes=NODES, logs=tmp_path, repeat=3)
+    results.strata_rounds = [_strata_round(0, 60.0, 12.0, 100.0)]
+    results.baseline_rounds = [_baseline_round(0, 20.0, 80.0, 100.0), _baseline_round(1, 20.0, 100.0, 90.0)]
+    results.strata_rounds.append(
+        _strata_round(1, 30.0, 12.0, 50.0, failed="exit 1: node tf-cpu failed: disk full")
+    )
+    results.failed = "round 2/3 strata failed: exit 1: node tf-cpu failed: disk full"
+    cold = bench.summary_row(bench.quantities(results)[0])
+    assert cold[1:3] == ["60.0", "60.0-60.0"] and cold[4] == "110.0"  # strata: round 1 only; baseline: both
+    assert cold[7:10] == ["0.55", "0.60 -", "0.60-0.60"] and cold[-1] == "FAIL (0.55 > 0.5)"
+    text = bench.report(results)
+    assert "strata FAILED: exit 1: node tf-cpu failed: disk full" in text
+    assert "stopped early: round 2/3 strata failed" in text
+    assert "2 of 3 round(s) run" in text
+
+
+def test_repeat_must_be_a_whole_number_of_at_least_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.repeat_count("3") == 3
+    assert bench.main(["--repeat", "0"]) == 2
+    assert capsys.readouterr().err == "bench: --repeat must be at least 1, got 0\n"
+    assert bench.main(["--repeat", "two"]) == 2
+    assert capsys.readouterr().err == "bench: --repeat wants a whole number of rounds, got 'two'\n"
+
+
+def test_targets_are_half_the_baseline_time_and_no_more_cpu() -> None:
+    assert (bench.COLD_TARGET_RATIO, bench.BUSY_TARGET_RATIO, bench.DEFAULT_REPEAT) == (0.5, 1.0, 3)
+
+
+def test_a_failed_baseline_round_names_the_node_that_failed_not_its_skipped_children(tmp_path: Path) -> None:
+    failed = bench.BaselineRound(0, "run0", total=30.0, cpu=20.0)
+    failed.nodes = {
+        "base-bookworm": bench.BaselineNode(
+            seconds=30.0, status=NodeStatus.FAILED, message="ERROR: no space"
+        ),
+        "tf-cpu": bench.BaselineNode(status=NodeStatus.SKIPPED, message="parent base-bookworm failed"),
+    }
+    assert failed.failed == "base-bookworm: ERROR: no space"
+    assert bench.baseline_figures(failed, {"base-bookworm"}) == bench.RoundFigures(None, None, None)
+    results = bench.Results(only="*-cpu", nodes=NODES, logs=tmp_path, repeat=1)
+    results.strata_rounds = [_strata_round(0, 60.0, 12.0, 100.0)]
+    results.baseline_rounds = [failed]
+    [row] = bench.round_rows(results)
+    assert row[1:3] == ["S B", "60.0"] and row[5] == "-" and row[8] == "-"
+    assert row[-1] == "baseline FAILED: base-bookworm: ERROR: no space"
+
+
+def test_strata_only_rounds_have_no_ratios(tmp_path: Path) -> None:
+    results = bench.Results(only="*-cpu", nodes=NODES, logs=tmp_path, repeat=2, skip_baseline=True)
+    results.strata_rounds = [_strata_round(0, 60.0, 12.0, 100.0), _strata_round(1, 50.0, 12.0, 90.0)]
+    assert [(r[1], r[2], r[-1]) for r in bench.round_rows(results)] == [
+        ("S", "60.0", "ok"),
+        ("S", "50.0", "ok"),
+    ]
+    cold = bench.summary_row(bench.quantities(results)[0])
+    assert cold[1] == "55.0" and cold[7] == "-" and cold[-1] == "n/a"
