@@ -7,9 +7,9 @@ fill the disk (about twice the image size per build). The engine is shared, so r
 are provably Strata's, by id (`POST /build/prune` with an `id` filter; engine 20.10 matches it as a regular
 expression), never by age or size:
 
-- right after a build (`discard_build_image`): of the records created since the build started, the stage whose
-  layers only the raw image (just removed) shared, and the stages holding one of the node's own RUN commands that
-  started FROM the same image;
+- after builds (`discard_build_image`, or `discard_build_images` for a batch): of the records created since the
+  build started, the stage whose layers only the raw image (just removed) shared, and the stages holding one of
+  the node's own RUN commands that started FROM the same image;
 - by `strata gc` (`strata_records`): the stages of records whose step is a RUN of one of the matrix's Dockerfiles,
   the stages of copies only that started FROM the same image and were released with them (the final stage of that
   build: BuildKit releases all records of a build when it ends), and (`records_freed_by`) the stages whose layers
@@ -306,11 +306,30 @@ def discard_build_image(client: Any, ref: str, trace: BuildTrace | None) -> None
 
     Best effort: the image may be gone or in use, the engine may refuse; `strata gc` finds what stays.
     """
+    discard_build_images(client, [(ref, trace)])
+
+
+def discard_build_images(client: Any, builds: Sequence[tuple[str, BuildTrace | None]]) -> None:
+    """`discard_build_image` for several finished builds at once: the build cache is listed twice in all (before
+    and after every raw image is removed) and pruned once, instead of twice and once per build.
+
+    Listing the build cache makes BuildKit size the records a build just left, and pruning deletes their files:
+    both hold up the steps of builds running meanwhile, so `strata build` batches its discards (see
+    builder/build/orchestrate.py). The records taken are the union of `records_of_build` for each trace.
+    """
+    if not builds:
+        return
+    traces = [trace for _, trace in builds if trace is not None]
     try:
-        before = list_build_records(client) if trace else []
-        client.images.remove(ref, noprune=False)
-        if trace:
-            doomed = records_of_build(before, list_build_records(client), trace)
-            prune_build_records(client, [r.id for r in doomed])
+        before = list_build_records(client) if traces else []
+        for ref, _ in builds:
+            try:
+                client.images.remove(ref, noprune=False)
+            except ENGINE_ERRORS:
+                pass  # already gone or still used by a container: its records stay shared, so none are taken
+        if traces:
+            after = list_build_records(client)
+            doomed = {r.id for trace in traces for r in records_of_build(before, after, trace)}
+            prune_build_records(client, doomed)
     except ENGINE_ERRORS:
-        pass  # already gone, still used by a container, or the engine went away: nothing a build depends on
+        pass  # the engine went away: nothing a build depends on, and `strata gc` finds what stays

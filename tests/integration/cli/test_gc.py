@@ -32,6 +32,7 @@ from builder.plan.retention import RAW_MIN_AGE_SECONDS
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[3]
 CELL = "tf2.13.1-cpu"
+OTHER_CELL = "tf2.10.1-cpu"
 USER_NODE = "user-example-tf2.13.1-cpu"
 
 
@@ -67,12 +68,12 @@ def report(stdout: str) -> dict[str, tuple[int, str]]:
     return lines
 
 
-@pytest.fixture
-def throwaway(
-    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan
+def _throwaway(
+    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan, cells: list[str], tag: str
 ) -> Iterator[tuple[Path, str, Plan]]:
-    """A copy of the repository's matrix in its own namespace, its cpu parents tagged in; removed afterwards."""
-    namespace = f"gc-{uuid.uuid4().hex[:10]}"
+    """A copy of the repository's matrix in its own namespace, the parents of the user nodes of `cells` tagged in;
+    removed afterwards."""
+    namespace = f"{tag}-{uuid.uuid4().hex[:10]}"
     root = tmp_path / "repo"
     root.mkdir()
     for name in ("layers", "locks"):
@@ -81,9 +82,9 @@ def throwaway(
     assert "  namespace: strata\n" in text
     (root / "matrix.yaml").write_text(text.replace("  namespace: strata\n", f"  namespace: {namespace}\n"))
     set_probe(root, namespace, 1)
-    plan = build_plan(load_matrix(root / "matrix.yaml")).select([CELL])
+    plan = build_plan(load_matrix(root / "matrix.yaml")).select(cells)
     for node in plan.nodes:
-        if node.id != USER_NODE:
+        if node.layer != "user":
             assert node.content_hash == default_plan.node(node.id).content_hash
             image = engine.images.get(default_plan.node(node.id).cache_ref)
             for ref in (node.cache_ref, *node.tags):
@@ -97,6 +98,20 @@ def throwaway(
                     engine.images.remove(ref, noprune=False)
                 except docker.errors.APIError:
                     pass
+
+
+@pytest.fixture
+def throwaway(
+    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan
+) -> Iterator[tuple[Path, str, Plan]]:
+    yield from _throwaway(tmp_path, engine, default_plan, [CELL], "gc")
+
+
+@pytest.fixture
+def throwaway_both_cells(
+    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan
+) -> Iterator[tuple[Path, str, Plan]]:
+    yield from _throwaway(tmp_path, engine, default_plan, [CELL, OTHER_CELL], "discard")
 
 
 def set_probe(root: Path, namespace: str, n: int) -> str:
@@ -175,3 +190,30 @@ def test_gc_removes_exactly_the_unreachable_node(
     assert not set(others_before) - set(others_after), set(others_before) - set(others_after)
     assert {p.name for p in (home / "cache" / "wheels").iterdir()} == locked_wheels
     assert not (root / "build" / "wheelhouse" / "session-killed").exists()
+
+
+def test_one_run_building_two_nodes_removes_both_raw_images_and_their_records(
+    tmp_path: Path,
+    engine: docker.DockerClient,
+    cpu_cells_built: dict[str, str],
+    throwaway_both_cells: tuple[Path, str, Plan],
+) -> None:
+    # The raw images of a run are discarded in one batch when it ends (builder/build/orchestrate.py): both user
+    # nodes build at once here, and neither leaves its raw image or a build cache record behind.
+    root, prefix, plan = throwaway_both_cells
+    namespace = prefix.rstrip("/").rsplit("/", 1)[1]
+    users = [n for n in plan.nodes if n.layer == "user"]
+    assert len(users) == 2
+    built = run(
+        "build", "-f", str(root / "matrix.yaml"), "--only", CELL, "--only", OTHER_CELL, "--format", "json",
+        home=tmp_path / "home",
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    statuses = {o["node"]: o["status"] for o in json.loads(built.stdout)["nodes"]}
+    assert {statuses[n.id] for n in users} == {"built"}, statuses
+    for node in users:
+        assert f"gc-probe-{namespace}-1" in (root / "build" / "logs" / f"{node.id}.log").read_text()
+        assert engine.images.get(node.cache_ref)
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.images.get(f"strata-build/{node.id}:{node.content_hash[:16]}")
+    assert not [r for r in list_build_records(engine) if f"gc-probe-{namespace}-1" in r.description]

@@ -15,7 +15,14 @@ from typing import IO
 
 import pytest
 
-from builder.build.orchestrate import BuildOptions, NodeOutcome, _run_dag, _within_budget, gather_from_stores
+from builder.build.orchestrate import (
+    BuildOptions,
+    NodeOutcome,
+    _run_dag,
+    _within_budget,
+    discard_pause,
+    gather_from_stores,
+)
 from builder.errors import StrataError
 from builder.events import NodeStatus
 from builder.oci.image import Image, LayerReader, make_image
@@ -306,3 +313,13 @@ def test_a_budget_never_removes_a_tag_that_names_another_image() -> None:
     assert fat.cache_ref not in engine.images and engine.images[fat.tags[0]] is other
     unlimited = dataclasses.replace(fat, budget=None)
     assert _within_budget(engine, unlimited, built) is built
+
+
+def test_raw_images_wait_for_a_quiet_moment_after_the_last_node_start() -> None:
+    # asked at 9.0, a node started at 8.0: removal waits until 13.0 (4 s after the later of the two)
+    assert discard_pause(now=10.0, last_start=8.0, requested=9.0, quiet=4.0) == 3.0
+    # a node that started after the request pushes the removal back
+    assert discard_pause(now=12.0, last_start=11.5, requested=9.0, quiet=4.0) == 3.5
+    # quiet long enough: at once, never negative
+    assert discard_pause(now=13.0, last_start=8.0, requested=9.0, quiet=4.0) == 0.0
+    assert discard_pause(now=99.0, last_start=8.0, requested=9.0, quiet=4.0) == 0.0
