@@ -145,14 +145,31 @@ def _delete(
     reclaimed = 0
     if build_cache:
         # Records whose layers only the raw leftovers just removed shared are Strata's too, and now free to go.
-        freed_records = records_freed_by(records_before, list_build_records(client), commands)
+        after = list_build_records(client)
+        freed_records = records_freed_by(records_before, after, commands)
         ids = [f.key for f in plan.files[BUILD_CACHE]] + [r.id for r in freed_records]
         _, reclaimed = prune_build_records(client, ids)
+        reclaimed += _prune_until_settled(client, commands)
     freed = {IMAGES: image_bytes, BUILD_CACHE: reclaimed}
     for category in CATEGORIES:
         if category not in freed:
             freed[category] = remove_cached_files(plan.files.get(category, ()))
     return freed, problems
+
+
+def _prune_until_settled(client: Any, commands: frozenset[str], rounds: int = 4) -> int:
+    """Prune the records that only became recognizable as Strata's once others went (a stage of copies is tied to
+    its build by the records around it); at most `rounds` more listings. Returns the bytes reclaimed."""
+    reclaimed = 0
+    for _ in range(rounds):
+        left = strata_records(list_build_records(client), commands)
+        if not left:
+            break
+        removed, freed = prune_build_records(client, [r.id for r in left])
+        reclaimed += freed
+        if not removed:
+            break  # the engine kept them (in use): listing again would find the same
+    return reclaimed
 
 
 def _report(plan: GcPlan, freed: dict[str, int], verb: str) -> None:

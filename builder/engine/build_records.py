@@ -211,8 +211,22 @@ def _stages(
     return chosen
 
 
-def _removable(records: Iterable[BuildRecord]) -> list[BuildRecord]:
-    return [r for r in records if not r.in_use and not r.shared]
+def _removable(chosen: Iterable[BuildRecord], records: Sequence[BuildRecord]) -> list[BuildRecord]:
+    """The chosen records the engine can remove: not in use, not shared with an image, and with no child outside
+    the choice (a step someone else built on it, e.g. a plain `docker build` of the same Dockerfile: the record is
+    theirs too, and the engine keeps it while that child exists)."""
+    kept = {r.id: r for r in chosen if not r.in_use and not r.shared}
+    children: dict[str, list[str]] = {}
+    for record in records:
+        children.setdefault(record.parent, []).append(record.id)
+    changed = True
+    while changed:  # dropping a record makes its parent's child foreign in turn
+        changed = False
+        for record_id in list(kept):
+            if any(child not in kept for child in children.get(record_id, ())):
+                del kept[record_id]
+                changed = True
+    return list(kept.values())
 
 
 def strata_records(records: Sequence[BuildRecord], commands: frozenset[str]) -> list[BuildRecord]:
@@ -240,7 +254,7 @@ def strata_records(records: Sequence[BuildRecord], commands: frozenset[str]) -> 
             released = any(abs(sibling.last_used - t) <= RELEASED_TOGETHER_SECONDS for t in times)
             if copies_only and released:
                 chosen.update((r.id, r) for r in stage)
-    return _removable(chosen.values())
+    return _removable(chosen.values(), records)
 
 
 def _subtree(graph: _Graph, root: BuildRecord) -> list[BuildRecord]:
@@ -258,7 +272,7 @@ def records_freed_by(
     """The stages whose layers only images removed between the two listings shared (pure)."""
     was_shared = {r.id for r in before if r.shared}
     flipped = [r for r in after if r.id in was_shared and not r.shared and not r.is_image]
-    return _removable(_stages(after, flipped, commands, lambda r: r.type == "regular").values())
+    return _removable(_stages(after, flipped, commands, lambda r: r.type == "regular").values(), after)
 
 
 def records_of_build(
@@ -285,7 +299,7 @@ def records_of_build(
         for r in after
         if ours(r) and _is_strata_step(r, trace.commands) and graph.root_of(r, regular).parent in bases
     ]
-    return _removable(_stages(after, freed + installs, trace.commands, ours).values())
+    return _removable(_stages(after, freed + installs, trace.commands, ours).values(), after)
 
 
 def prune_build_records(client: Any, ids: Iterable[str]) -> tuple[list[str], int]:
