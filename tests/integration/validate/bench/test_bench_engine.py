@@ -209,7 +209,10 @@ def test_planted_slowdown_is_a_regression(rounds: Rounds, planted_slow_image: st
     verdict = decided(rounds, planted_slow_image, {Verdict.EQUIVALENT, Verdict.IMPROVEMENT})
     c = rounds.comparisons[planted_slow_image][-1]
     assert verdict is Verdict.REGRESSION, c.summary()
-    assert c.ratio == pytest.approx(1 / 1.10, abs=0.03), c.summary()
+    # The hook sleeps 10% of each step's compute time; a sleep never ends early, and on a time-sliced VM it ends
+    # late (CI measured 0.878 once: 14% slower). So the ratio may fall further below 1/1.10 than above it: down
+    # to 1/1.20 (20% slower) is the planted slowdown; above 1/1.10 + 0.03 (under 6.5%) the hook did not act.
+    assert 1 / 1.20 <= c.ratio <= 1 / 1.10 + 0.03, c.summary()
 
 
 def test_identical_rebuild_is_equivalent(rounds: Rounds, rebuilt_image: str) -> None:
