@@ -34,6 +34,9 @@ BUILDER_ENV = "STRATA_BUILDER"  # legacy | buildkit: force a way of building
 LAYER_READ_ENV = (
     "STRATA_LAYER_READ"  # save: read layers through `docker save` even from a local overlay2 engine
 )
+# build: run install stages inside the engine's build of the Dockerfile (as plain `docker build` does) instead of
+# in a container whose files become the layer (builder/plan/install_stage.py); the images are the same either way.
+INSTALL_STAGE_ENV = "STRATA_INSTALL_STAGE"
 REGISTRY_CACHE_ENV = (
     "STRATA_REGISTRY_CACHE"  # off: never pull a node from the registry instead of building it
 )
@@ -55,6 +58,7 @@ class Settings:
     registry_override: str | None = None
     builder_override: str | None = None
     layer_read: str = ""  # "save" forces `docker save`; anything else lets Strata read local storage
+    install_in_build: bool = False  # STRATA_INSTALL_STAGE=build: install stages run inside the engine's build
     registry_cache: bool = True
     registry_ca: Path | None = None
     # Registries STRATA_REGISTRY_USER/PASSWORD may be sent to besides the matrix's own (registry_override or
@@ -155,12 +159,16 @@ def resolve_settings(environ: Mapping[str, str], matrix_file: str | Path | None 
     home = environ.get(HOME_ENV, "").strip()
     state_root = Path(home) if home else matrix.resolve().parent / ".strata"
     ca = environ.get(REGISTRY_CA_ENV, "").strip()
+    install_stage = environ.get(INSTALL_STAGE_ENV, "").strip().lower()
+    if install_stage not in ("", "build", "container"):
+        raise MatrixError(f"{INSTALL_STAGE_ENV}={install_stage[:40]!r}: choose 'build' or 'container'")
     return Settings(
         state_root=state_root.absolute(),
         matrix_file=matrix,
         registry_override=environ.get(REGISTRY_ENV, "").strip() or None,
         builder_override=environ.get(BUILDER_ENV, "").strip() or None,
         layer_read=environ.get(LAYER_READ_ENV, "").strip(),
+        install_in_build=install_stage == "build",
         registry_cache=environ.get(REGISTRY_CACHE_ENV, "").strip().lower() not in ("off", "0", "false", "no"),
         registry_ca=Path(ca) if ca else None,
         registry_auth_hosts=tuple(

@@ -11,6 +11,7 @@ import textwrap
 from builder.settings import (
     BUILDER_ENV,
     HOME_ENV,
+    INSTALL_STAGE_ENV,
     LAYER_READ_ENV,
     MATRIX_ENV,
     REGISTRY_AUTH_HOSTS_ENV,
@@ -32,6 +33,7 @@ ENVIRONMENT: dict[str, str] = {
     REGISTRY_CA_ENV: "CA bundle of registries with a private CA",
     REGISTRY_CACHE_ENV: "off: never pull a node from the registry instead of building it",
     BUILDER_ENV: "legacy|buildkit: force a way of building (default: BuildKit where it works)",
+    INSTALL_STAGE_ENV: "build: run install stages inside the engine's build, as plain docker build (same images)",
     LAYER_READ_ENV: "save: read engine images through `docker save` even from local overlay2 storage",
     "STRATA_PUSH_WORKERS": "layers `strata push` compresses at once, same bytes whatever the count (default: one per core)",
     SIGNING_PASSPHRASE_ENV: "passphrase of the key of `strata sign` / `strata keygen` (default: asked)",

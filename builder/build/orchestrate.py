@@ -32,6 +32,7 @@ from builder.engine.build_records import BuildTrace, discard_build_image, discar
 from builder.engine.caps import BuilderChoice, detect_builder
 from builder.engine.image_build import BuildRequest, build_image
 from builder.engine.images import load_canonical_in_worker, warm_up
+from builder.engine.install_container import InstallContainer, local_overlay, run_install_stage, stage_exports
 from builder.engine.store import EngineStore
 from builder.errors import BuildError, ErrorList, MatrixError, StrataError
 from builder.events import (
@@ -54,6 +55,7 @@ from builder.oci.canonical import CanonicalPolicy
 from builder.oci.store import ImageMismatch, ImageStore, StoreList, StoreOpener, TargetStore
 from builder.plan.budgets import over_budget
 from builder.plan.graph import LABEL_HASH, LayerNode, Plan
+from builder.plan.install_stage import STAGED_DIR, InstallStage, parse_install_stage, stand_in_dockerfile
 from builder.settings import Settings
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
@@ -159,15 +161,32 @@ class BuildSession:
     closing: threading.Event = field(
         default_factory=threading.Event
     )  # the run is over: remove without waiting
+    # Install stages run in containers whose files become the layer (builder/plan/install_stage.py) when the engine's
+    # storage is readable here and STRATA_INSTALL_STAGE is not `build`; decided once per run.
+    install_outside: bool = False
+    # Finished install containers are removed here (their files are gigabytes), apart from raw images' janitor.
+    container_janitor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-rm-container")
+    )
 
-    def canonicalize(self, build_tag: str, node: LayerNode) -> str:
-        """Load the canonical form of the raw image `build_tag` as `node.cache_ref`; returns its image ID."""
+    def install_stage(self, node: LayerNode) -> InstallStage | None:
+        """The node's install stage when it runs in a container this run, else None (the Dockerfile is built as is)."""
+        if not self.install_outside or not node.parent or not (node.lock and node.lock.wheels):
+            return None
+        return parse_install_stage(node.dockerfile)
+
+    def canonicalize(self, build_tag: str, node: LayerNode, grafts: Sequence[tuple[str, str]] = ()) -> str:
+        """Load the canonical form of the raw image `build_tag` as `node.cache_ref`; returns its image ID.
+
+        `grafts` (path in the image, directory on this host): `build_tag` is a stand-in build, each directory's tree
+        goes under its path (builder.oci.graft)."""
         args = (
             self.settings,
             build_tag,
             canonical_policy(self.plan),
             node.cache_ref,
             _parent_ref(self.plan, node),
+            tuple(grafts),
         )
         try:
             if self.canonicalizers is None:
@@ -201,6 +220,12 @@ class BuildSession:
         """Remove the raw image `ref` and the build cache its build left, before returning."""
         discard_build_image(self.client, ref, self.traces.pop(ref, None))
 
+    def build_args(self, node: LayerNode) -> dict[str, str]:
+        args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
+        if node.parent:
+            args["PARENT_IMAGE"] = self.plan.node(node.parent).local_ref
+        return args
+
     def engine_build(
         self,
         node: LayerNode,
@@ -209,27 +234,67 @@ class BuildSession:
         no_cache: bool = False,
         log_name: str | None = None,
         on_line: Callable[[str], None] | None = None,
-    ) -> str:
-        """Build one node's Dockerfile into `tag` (raw, not canonical); returns the image id."""
+        stand_in: tuple[str, InstallContainer, InstallStage] | None = None,
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Build one node's Dockerfile into `tag` (raw, not canonical); returns the image id and the grafts.
+
+        With `stand_in` (its Dockerfile, the finished install container, the stage), the stand-in Dockerfile is
+        built from what the container left: the grafts returned put the installed trees back (builder.oci.graft).
+        """
         # One directory per node (runs in one checkout take turns: builder/state_lock.py): BuildKit keys its record
         # of a context by the directory, so a stable one is reused instead of a new record per build.
         context_dir = self.work / "context" / (log_name or node.id)
         shutil.rmtree(context_dir, ignore_errors=True)
-        context = _prepare_context(self.plan, node, self.cache, context_dir, self.settings)
-        args = {"STRATA_CONTENT_HASH": node.content_hash, "WHEELHOUSE_URL": self.server.url_for(node.id)}
-        if node.parent:
-            args["PARENT_IMAGE"] = self.plan.node(node.parent).local_ref
-        log = self.work / "logs" / f"{log_name or node.id}.log"
+        grafts: list[tuple[str, str]] = []
+        if stand_in is None:
+            dockerfile = node.dockerfile
+            context = _prepare_context(self.plan, node, self.cache, context_dir, self.settings)
+        else:
+            dockerfile, container, stage = stand_in
+            context = context_dir
+            context.mkdir(parents=True)
+            (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
+            (context / STAGED_DIR).mkdir()
+            grafts = stage_exports(container, stage, context / STAGED_DIR, node.id)
+        log = self.work / "logs" / f"{log_name or node.id}{'.stand-in' if stand_in else ''}.log"
         self.last_start = time.monotonic()
         try:
-            request = BuildRequest(node.id, context, tag, args, log, self.settings.environ, no_cache)
+            request = BuildRequest(
+                node.id, context, tag, self.build_args(node), log, self.settings.environ, no_cache
+            )
             started = time.time()
             image_id = build_image(self.client, self.choice, request, on_line)
             if self.choice.kind != "legacy":  # the legacy builder leaves no build cache records
-                self.traces[tag] = BuildTrace(started, run_commands(node.dockerfile))
-            return image_id
+                self.traces[tag] = BuildTrace(started, run_commands(dockerfile))
+            return image_id, grafts
         finally:
             shutil.rmtree(context, ignore_errors=True)
+
+    def run_install(
+        self,
+        node: LayerNode,
+        stage: InstallStage,
+        *,
+        log_name: str | None = None,
+        on_line: Callable[[str], None] | None = None,
+    ) -> InstallContainer:
+        """Run `node`'s install stage in a container of its parent image (builder.engine.install_container)."""
+        assert node.parent and node.lock
+        self.last_start = time.monotonic()
+        return run_install_stage(
+            self.client,
+            node.id,
+            self.plan.node(node.parent).local_ref,
+            stage,
+            {"requirements.lock": node.lock.render().encode("utf-8")},
+            self.build_args(node),
+            self.work / "logs" / f"{log_name or node.id}.log",
+            on_line,
+        )
+
+    def remove_later(self, container: InstallContainer) -> None:
+        """Remove a finished install container (and its files) in the background."""
+        self.container_janitor.submit(container.remove)
 
 
 class _FetchMeter:
@@ -280,11 +345,15 @@ def build_session(
     try:
         with WheelServer(wheel_root) as server:
             session = BuildSession(plan, client, settings, choice, server, cache, work)
+            session.install_outside = (
+                not settings.install_in_build and settings.layer_read != "save" and local_overlay(client)
+            )
             try:
                 yield session
             finally:
                 session.closing.set()
                 session.janitor.shutdown(wait=True)
+                session.container_janitor.shutdown(wait=True)
     finally:
         shutil.rmtree(wheel_root, ignore_errors=True)
 
@@ -428,12 +497,25 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
     try:
         build_tag = f"strata-build/{node.id}:{node.content_hash[:16]}"
         options.on_event(NodeStarted(node.id))
-        session.engine_build(
-            node, build_tag, on_line=lambda line: options.on_event(engine_output(node.id, line))
-        )
-        options.on_event(NodeCanonicalizing(node.id))
-        # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
-        image_id = session.canonicalize(build_tag, node)
+
+        def on_line(line: str) -> None:
+            options.on_event(engine_output(node.id, line))
+
+        stage = session.install_stage(node)
+        container = session.run_install(node, stage, on_line=on_line) if stage else None
+        try:
+            stand_in = (
+                (stand_in_dockerfile(node.dockerfile, stage), container, stage)
+                if stage and container
+                else None
+            )
+            _, grafts = session.engine_build(node, build_tag, on_line=on_line, stand_in=stand_in)
+            options.on_event(NodeCanonicalizing(node.id))
+            # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
+            image_id = session.canonicalize(build_tag, node, grafts)
+        finally:
+            if container is not None:
+                session.remove_later(container)
         session.discard_later(build_tag)
         engine = EngineStore(session.client)
         # Measured before the version tags are given: an image over its budget leaves no tag behind.

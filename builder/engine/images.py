@@ -6,6 +6,7 @@ The only module of the canonical/diff feature that talks to Docker; everything e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -13,6 +14,7 @@ import docker
 import docker.errors
 
 from builder.engine.client import engine_client
+from builder.engine.layer_store import DiffDirLayer
 from builder.engine.store import EngineStore
 from builder.engine.transfer import MissingBaseLayers, engine_load
 from builder.errors import StrataError
@@ -24,6 +26,7 @@ from builder.oci.canonical import (
     canonicalize_source,
     write_docker_archive,
 )
+from builder.oci.graft import Graft, graft_image
 from builder.oci.image import Image
 from builder.oci.layout_store import pack_layout
 from builder.settings import Settings
@@ -89,15 +92,21 @@ def load_canonical(
     client: Any,
     base_ref: str | None = None,
     layer_read: str = "",
+    grafts: Sequence[tuple[str, str]] = (),
 ) -> StreamedImage:
     """Canonicalize the engine's image `ref` straight into the engine as `tag`; no layout is written.
 
     The canonical layers are streamed into `docker load` as they are rewritten. `base_ref` as for
-    `canonicalize_image`. Returns the loaded image; its ID is its config digest.
+    `canonicalize_image`. `grafts` (path in the image, directory on this host) put each directory's tree under
+    its path, in the layer of `ref` that holds the path as an empty directory (`builder.oci.graft`): `ref` is then
+    a stand-in build. Returns the loaded image; its ID is its config digest.
     """
     base = _diff_ids(client, base_ref) if base_ref else ()
     with EngineStore(client, layer_read) as engine:
         source = engine.get(ref)
+        if grafts:
+            trees = [Graft(path, partial(DiffDirLayer, Path(directory))) for path, directory in grafts]
+            source = graft_image(source, trees, first_index=len(base))
         try:
             return _load_stream(client, source, policy, tag, base)
         except MissingBaseLayers:
@@ -112,7 +121,12 @@ def warm_up() -> None:
 
 
 def load_canonical_in_worker(
-    settings: Settings, ref: str, policy: CanonicalPolicy, tag: str, base_ref: str | None = None
+    settings: Settings,
+    ref: str,
+    policy: CanonicalPolicy,
+    tag: str,
+    base_ref: str | None = None,
+    grafts: Sequence[tuple[str, str]] = (),
 ) -> StreamedImage:
     """`load_canonical` as a process-pool task: one engine client per worker, errors that pickle as StrataError.
 
@@ -123,7 +137,7 @@ def load_canonical_in_worker(
     try:
         if _worker_client is None:
             _worker_client = engine_client(settings)
-        return load_canonical(ref, policy, tag, _worker_client, base_ref, settings.layer_read)
+        return load_canonical(ref, policy, tag, _worker_client, base_ref, settings.layer_read, grafts)
     except (docker.errors.DockerException, OSError) as exc:
         raise StrataError(f"{tag}: {type(exc).__name__}: {exc}") from None
 
