@@ -21,12 +21,19 @@ from builder.engine.build_records import (
     strata_records,
 )
 from builder.engine.client import engine_client
-from builder.engine.gc import list_images, remove_cached_files, remove_images
+from builder.engine.gc import (
+    list_images,
+    list_install_containers,
+    remove_cached_files,
+    remove_containers,
+    remove_images,
+)
 from builder.lock.fetch import list_wheelhouse
 from builder.lock.rootfs import list_debs, list_rootfs
 from builder.plan.retention import (
     BUILD_CACHE,
     CATEGORIES,
+    CONTAINERS,
     IMAGES,
     CachedFile,
     GcPlan,
@@ -90,6 +97,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         rootfs=list_rootfs(settings.cache_dir),
         debs=list_debs(settings.cache_dir),
         scratch=list_scratch(settings),
+        containers=list_install_containers(client),
     )
     plan = plan_gc(inventory, needs)
     attributed_ids = {r.id for r in attributed}
@@ -137,6 +145,7 @@ def _delete(
     build_cache: bool,
 ) -> tuple[dict[str, int], list[str]]:
     """Delete the plan; returns the bytes freed per category (of what was really removed) and what was not."""
+    containers = remove_containers(client, plan.files[CONTAINERS])  # first: they hold images in use
     removed, problems = remove_images(client, plan.images)
     gone = set(removed)
     image_bytes = freed_by_removing(
@@ -150,7 +159,7 @@ def _delete(
         ids = [f.key for f in plan.files[BUILD_CACHE]] + [r.id for r in freed_records]
         _, reclaimed = prune_build_records(client, ids)
         reclaimed += _prune_until_settled(client, commands)
-    freed = {IMAGES: image_bytes, BUILD_CACHE: reclaimed}
+    freed = {IMAGES: image_bytes, BUILD_CACHE: reclaimed, CONTAINERS: containers}
     for category in CATEGORIES:
         if category not in freed:
             freed[category] = remove_cached_files(plan.files.get(category, ()))

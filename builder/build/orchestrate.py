@@ -246,21 +246,22 @@ class BuildSession:
         context_dir = self.work / "context" / (log_name or node.id)
         shutil.rmtree(context_dir, ignore_errors=True)
         grafts: list[tuple[str, str]] = []
-        if stand_in is None:
-            dockerfile = node.dockerfile
-            context = _prepare_context(self.plan, node, self.cache, context_dir, self.settings)
-        else:
-            dockerfile, container, stage = stand_in
-            context = context_dir
-            context.mkdir(parents=True)
-            (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
-            (context / STAGED_DIR).mkdir()
-            grafts = stage_exports(container, stage, context / STAGED_DIR, node.id)
-        log = self.work / "logs" / f"{log_name or node.id}{'.stand-in' if stand_in else ''}.log"
-        self.last_start = time.monotonic()
+        log = self.work / "logs" / f"{log_name or node.id}.log"  # after the install stage's output, if any
         try:
+            if stand_in is None:
+                dockerfile = node.dockerfile
+                context = _prepare_context(self.plan, node, self.cache, context_dir, self.settings)
+            else:
+                dockerfile, container, stage = stand_in
+                context = context_dir
+                (context / STAGED_DIR).mkdir(parents=True)
+                (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
+                grafts = stage_exports(container, stage, context / STAGED_DIR, node.id)
+            self.last_start = time.monotonic()
+            args = self.build_args(node)
+            appended = stand_in is not None
             request = BuildRequest(
-                node.id, context, tag, self.build_args(node), log, self.settings.environ, no_cache
+                node.id, context, tag, args, log, self.settings.environ, no_cache, appended
             )
             started = time.time()
             image_id = build_image(self.client, self.choice, request, on_line)
@@ -268,7 +269,7 @@ class BuildSession:
                 self.traces[tag] = BuildTrace(started, run_commands(dockerfile))
             return image_id, grafts
         finally:
-            shutil.rmtree(context, ignore_errors=True)
+            shutil.rmtree(context_dir, ignore_errors=True)
 
     def run_install(
         self,

@@ -3,7 +3,8 @@ also the removal of cache entries the stores' owners listed (`remove_cached_file
 
 Each image (untagged ones too) is listed with its references, labels, age, diff_ids, its layers' chain ids and
 sizes (what removing it frees is the layers no other image has) and whether a container uses it. Removal untags reference by reference,
-never forced: the engine itself refuses to remove an image a container uses.
+never forced: the engine itself refuses to remove an image a container uses. Stopped install containers a killed
+run left (`list_install_containers`) go first, so the images they use are free to go.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker.errors
+
 from builder.engine.client import ENGINE_ERRORS
+from builder.engine.install_container import INSTALL_LABEL
 from builder.plan.retention import CachedFile, EngineImage
 
 
@@ -137,3 +141,30 @@ def tree_size(path: Path) -> int:
         except OSError:
             continue  # went away while we counted
     return total
+
+
+def list_install_containers(client: Any) -> list[CachedFile]:
+    """Stopped containers of install stages (builder/engine/install_container.py), with the bytes of their files.
+
+    A finished build removes its own; these are a killed run's. Running or just created ones may belong to a live
+    run (of another checkout) and are not listed.
+    """
+    found = []
+    for summary in client.api.containers(all=True, size=True, filters={"label": INSTALL_LABEL}):
+        if summary.get("State") in ("exited", "dead"):
+            found.append(CachedFile(str(summary["Id"]), (), int(summary.get("SizeRw") or 0)))
+    return found
+
+
+def remove_containers(client: Any, entries: Iterable[CachedFile]) -> int:
+    """Remove the containers of `entries` (gone already is fine); returns the bytes their listing counted."""
+    freed = 0
+    for entry in entries:
+        try:
+            client.api.remove_container(entry.key, force=False)
+        except docker.errors.NotFound:
+            pass
+        except ENGINE_ERRORS:
+            continue  # started again, or the engine refused: left for the next gc
+        freed += entry.size
+    return freed

@@ -37,6 +37,7 @@ class BuildRequest:
     log_path: Path
     environ: Mapping[str, str]  # the docker CLI's environment (BuildKit builds): settings.environ
     no_cache: bool = False  # ignore the engine's build cache (reproducibility checks)
+    append_log: bool = False  # add to the log (after the node's install stage output) instead of starting it
 
 
 def summarize_failure(log_text: str) -> str:
@@ -59,7 +60,7 @@ def build_image(
 ) -> str:
     """Build `req` and return the resulting image id; BuildError names the node and the log on failure."""
     req.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(req.log_path, "w", encoding="utf-8") as log:
+    with open(req.log_path, "a" if req.append_log else "w", encoding="utf-8") as log:
         log.write(f"# strata build {req.node_id} via {choice.kind} ({choice.cli or 'docker SDK'})\n")
         log.flush()
         try:

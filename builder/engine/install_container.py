@@ -61,7 +61,17 @@ class InstallContainer:
     upper: Path
 
     def path(self, inside: str) -> Path:
-        """Where the container's file `inside` (absolute) is on this host, if the container wrote it."""
+        """Where the container's file `inside` (absolute) is on this host, if the container wrote it.
+
+        No directory on the way may be a symbolic link: one the container made would point into this host's tree.
+        """
+        path = self.upper
+        for part in [p for p in inside.split("/") if p][:-1]:
+            path = path / part
+            if path.is_symlink():
+                raise StrataError(
+                    f"install container {self.container_id[:12]}: {inside} passes a symbolic link"
+                )
         return self.upper / inside.lstrip("/")
 
     def remove(self) -> None:

@@ -42,7 +42,10 @@ WHEELS = "wheels"
 ROOTFS = "root filesystems"
 DEBS = "debs"
 SCRATCH = "scratch"
-CATEGORIES = (IMAGES, BUILD_CACHE, COMPRESSED_LAYERS, WHEELS, ROOTFS, DEBS, SCRATCH)
+CONTAINERS = (
+    "install containers"  # stopped containers of install stages (a killed `strata build` leaves them)
+)
+CATEGORIES = (IMAGES, BUILD_CACHE, CONTAINERS, COMPRESSED_LAYERS, WHEELS, ROOTFS, DEBS, SCRATCH)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Inventory:
     rootfs: Sequence[CachedFile] = ()
     debs: Sequence[CachedFile] = ()
     scratch: Sequence[CachedFile] = ()
+    containers: Sequence[CachedFile] = ()  # stopped install containers (key: container id, size: their files)
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,7 @@ def plan_gc(inventory: Inventory, needs: Needs) -> GcPlan:
     kept_diff_ids = {d for i in remaining for d in i.diff_ids}
     files = {
         BUILD_CACHE: tuple(inventory.records),
+        CONTAINERS: tuple(inventory.containers),
         COMPRESSED_LAYERS: _unreferenced(inventory.compressed_layers, kept_diff_ids),
         WHEELS: _unreferenced(inventory.wheels, needs.wheels),
         ROOTFS: _unreferenced(inventory.rootfs, needs.rootfs),

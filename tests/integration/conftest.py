@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 
 from builder.matrix.load import load_matrix
@@ -69,3 +72,45 @@ def cpu_cells_built(engine: docker.DockerClient, default_plan: Plan) -> dict[str
     assert {o["status"] for o in outcomes} <= {"built", "cached", "pulled"}, outcomes
     plan = default_plan.select([CPU_CELLS])
     return {cell: plan.final_node(cell).tags[0] for cell in plan.cell_ids()}
+
+
+@pytest.fixture
+def throwaway_matrix(
+    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan
+) -> Iterator[Callable[[list[str], str, Callable[[Path, str], object]], tuple[Path, str, Plan]]]:
+    """make(cells, tag, edit): a copy of the repository's matrix in a namespace of its own (`<tag>-<random>`), its
+    user template changed by `edit(root, namespace)`, the parents of the user nodes of `cells` (the default matrix's
+    cpu images, same content hashes) tagged in; returns (root, image prefix, plan). Its images go afterwards."""
+    prefixes: list[str] = []
+
+    def make(cells: list[str], tag: str, edit: Callable[[Path, str], object]) -> tuple[Path, str, Plan]:
+        namespace = f"{tag}-{uuid.uuid4().hex[:10]}"
+        root = tmp_path / f"repo-{namespace}"
+        root.mkdir()
+        for name in ("layers", "locks"):
+            shutil.copytree(REPO / name, root / name)
+        text = (REPO / "matrix.yaml").read_text()
+        assert "  namespace: strata\n" in text
+        (root / "matrix.yaml").write_text(
+            text.replace("  namespace: strata\n", f"  namespace: {namespace}\n")
+        )
+        edit(root, namespace)
+        plan = build_plan(load_matrix(root / "matrix.yaml")).select(cells)
+        for node in plan.nodes:
+            if node.layer != "user":
+                assert node.content_hash == default_plan.node(node.id).content_hash
+                image = engine.images.get(default_plan.node(node.id).cache_ref)
+                for ref in (node.cache_ref, *node.tags):
+                    image.tag(*ref.rsplit(":", 1))
+        prefix = f"{plan.matrix.model.registry.address}/{namespace}/"
+        prefixes.append(prefix)
+        return root, prefix, plan
+
+    yield make
+    for image in engine.images.list():
+        for ref in image.tags:
+            if ref.startswith(tuple(prefixes)):
+                try:
+                    engine.images.remove(ref, noprune=False)
+                except docker.errors.APIError:
+                    pass

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
@@ -25,8 +23,7 @@ import docker.errors
 import pytest
 
 from builder.engine.build_records import list_build_records
-from builder.matrix.load import load_matrix
-from builder.plan.graph import Plan, build_plan
+from builder.plan.graph import Plan
 from builder.plan.retention import RAW_MIN_AGE_SECONDS
 
 pytestmark = pytest.mark.engine
@@ -34,6 +31,8 @@ REPO = Path(__file__).resolve().parents[3]
 CELL = "tf2.13.1-cpu"
 OTHER_CELL = "tf2.10.1-cpu"
 USER_NODE = "user-example-tf2.13.1-cpu"
+# make(cells, tag, edit) -> (root, image prefix, plan): the throwaway_matrix fixture of tests/integration/conftest.py
+ThrowawayMatrix = Callable[[list[str], str, Callable[[Path, str], object]], tuple[Path, str, Plan]]
 
 
 def run(*args: str, home: Path, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
@@ -68,50 +67,16 @@ def report(stdout: str) -> dict[str, tuple[int, str]]:
     return lines
 
 
-def _throwaway(
-    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan, cells: list[str], tag: str
-) -> Iterator[tuple[Path, str, Plan]]:
-    """A copy of the repository's matrix in its own namespace, the parents of the user nodes of `cells` tagged in;
-    removed afterwards."""
-    namespace = f"{tag}-{uuid.uuid4().hex[:10]}"
-    root = tmp_path / "repo"
-    root.mkdir()
-    for name in ("layers", "locks"):
-        shutil.copytree(REPO / name, root / name)
-    text = (REPO / "matrix.yaml").read_text()
-    assert "  namespace: strata\n" in text
-    (root / "matrix.yaml").write_text(text.replace("  namespace: strata\n", f"  namespace: {namespace}\n"))
-    set_probe(root, namespace, 1)
-    plan = build_plan(load_matrix(root / "matrix.yaml")).select(cells)
-    for node in plan.nodes:
-        if node.layer != "user":
-            assert node.content_hash == default_plan.node(node.id).content_hash
-            image = engine.images.get(default_plan.node(node.id).cache_ref)
-            for ref in (node.cache_ref, *node.tags):
-                image.tag(*ref.rsplit(":", 1))
-    prefix = f"{plan.matrix.model.registry.address}/{namespace}/"
-    yield root, prefix, plan
-    for image in engine.images.list():
-        for ref in image.tags:
-            if ref.startswith(prefix):
-                try:
-                    engine.images.remove(ref, noprune=False)
-                except docker.errors.APIError:
-                    pass
+@pytest.fixture
+def throwaway(throwaway_matrix: ThrowawayMatrix) -> tuple[Path, str, Plan]:
+    return throwaway_matrix([CELL], "gc", lambda root, namespace: set_probe(root, namespace, 1))
 
 
 @pytest.fixture
-def throwaway(
-    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan
-) -> Iterator[tuple[Path, str, Plan]]:
-    yield from _throwaway(tmp_path, engine, default_plan, [CELL], "gc")
-
-
-@pytest.fixture
-def throwaway_both_cells(
-    tmp_path: Path, engine: docker.DockerClient, default_plan: Plan
-) -> Iterator[tuple[Path, str, Plan]]:
-    yield from _throwaway(tmp_path, engine, default_plan, [CELL, OTHER_CELL], "discard")
+def throwaway_both_cells(throwaway_matrix: ThrowawayMatrix) -> tuple[Path, str, Plan]:
+    return throwaway_matrix(
+        [CELL, OTHER_CELL], "discard", lambda root, namespace: set_probe(root, namespace, 1)
+    )
 
 
 def set_probe(root: Path, namespace: str, n: int) -> str:

@@ -8,6 +8,7 @@ from builder.plan.lockfile import DebPackage
 from builder.plan.retention import (
     BUILD_CACHE,
     COMPRESSED_LAYERS,
+    CONTAINERS,
     DEBS,
     IMAGES,
     ROOTFS,
@@ -149,13 +150,15 @@ def test_cached_files_go_unless_a_lock_names_them() -> None:
             CachedFile("bash_5.2.15-2+b12_amd64.deb", (Path("/d/2"),), 2),
         ],
         scratch=[CachedFile("", (Path("/build/wheelhouse/session-x"),), 4)],
+        containers=[CachedFile("c0ffee", (), 8)],
     )
     plan = plan_gc(inventory, NEEDS)
     assert [e.key for e in plan.files[WHEELS]] == ["c" * 64]
     assert [e.key for e in plan.files[ROOTFS]] == ["d" * 64]
     assert [e.key for e in plan.files[DEBS]] == ["bash_5.2.15-2+b12_amd64.deb"]
     assert plan.count(SCRATCH) == 1 and plan.bytes(BUILD_CACHE) == 500
-    assert plan.total_bytes == 500 + 20 + 40 + 2 + 4
+    assert [e.key for e in plan.files[CONTAINERS]] == ["c0ffee"]  # every stopped install container goes
+    assert plan.total_bytes == 500 + 20 + 40 + 2 + 4 + 8
 
 
 def test_deb_file_names_are_apt_s() -> None:
