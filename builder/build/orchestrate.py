@@ -136,6 +136,24 @@ def check_buildable(plan: Plan) -> None:
 
 
 @dataclass
+class Staged:
+    """A node built as far as its stand-in, being canonicalized: its children may already run their install stages
+    on `image` (the stand-in) with `binds` (its installed trees, read-only) mounted over the empty directories.
+
+    Its install container and stand-in image stay while anybody holds it (the node itself, and children whose
+    install stage runs on it); `done` is set once the node's canonical image is loaded (`ok`) or it failed.
+    """
+
+    node_id: str
+    image: str
+    binds: tuple[tuple[str, str], ...]
+    container: InstallContainer
+    holds: int = 1
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+
+
+@dataclass
 class BuildSession:
     """What every node build in one run shares: engine, builder choice, wheelhouse server, directories."""
 
@@ -168,6 +186,49 @@ class BuildSession:
     container_janitor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-rm-container")
     )
+    # Nodes past their stand-in build whose children may start their install stages (see Staged).
+    staged: dict[str, Staged] = field(default_factory=dict)
+    settled: dict[str, bool] = field(default_factory=dict)  # node -> whether its canonical image got loaded
+    staged_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def offer(self, staged: Staged) -> None:
+        """`staged`'s children may run their install stages on it from now on."""
+        with self.staged_lock:
+            self.staged[staged.node_id] = staged
+
+    def is_staged(self, node_id: str) -> bool:
+        """Whether `node_id` is being canonicalized with its stand-in offered (its children may start)."""
+        with self.staged_lock:
+            found = self.staged.get(node_id)
+            return found is not None and not found.done.is_set()
+
+    def borrow(self, node_id: str) -> Staged | None:
+        """Hold `node_id`'s stand-in and trees for a child's install stage, if still offered and not yet done."""
+        with self.staged_lock:
+            found = self.staged.get(node_id)
+            if found is None or found.done.is_set():
+                return None
+            found.holds += 1
+            return found
+
+    def give_back(self, staged: Staged) -> None:
+        """Release a hold; the last one removes the install container and the stand-in image."""
+        with self.staged_lock:
+            staged.holds -= 1
+            last = staged.holds == 0
+            if last:
+                self.staged.pop(staged.node_id, None)
+        if last:
+            self.remove_later(staged.container)
+            self.discard_later(staged.image)
+
+    def settle(self, staged: Staged, ok: bool) -> None:
+        """The node's own build is over (`ok`: its canonical image is in the engine): wake its waiting children."""
+        staged.ok = ok
+        with self.staged_lock:
+            self.settled[staged.node_id] = ok
+        staged.done.set()
+        self.give_back(staged)
 
     def install_stage(self, node: LayerNode) -> InstallStage | None:
         """The node's install stage when it runs in a container this run, else None (the Dockerfile is built as is)."""
@@ -278,19 +339,22 @@ class BuildSession:
         *,
         log_name: str | None = None,
         on_line: Callable[[str], None] | None = None,
+        on: Staged | None = None,
     ) -> InstallContainer:
-        """Run `node`'s install stage in a container of its parent image (builder.engine.install_container)."""
+        """Run `node`'s install stage in a container of its parent image (builder.engine.install_container), or,
+        `on` a parent still being canonicalized, of its stand-in with its trees mounted: the same files."""
         assert node.parent and node.lock
         self.last_start = time.monotonic()
         return run_install_stage(
             self.client,
             node.id,
-            self.plan.node(node.parent).local_ref,
+            on.image if on else self.plan.node(node.parent).local_ref,
             stage,
             {"requirements.lock": node.lock.render().encode("utf-8")},
             self.build_args(node),
             self.work / "logs" / f"{log_name or node.id}.log",
             on_line,
+            binds=[(host, inside) for inside, host in on.binds] if on else (),
         )
 
     def remove_later(self, container: InstallContainer) -> None:
@@ -372,7 +436,13 @@ def build_images(
         with canonicalizer_pool(options.jobs) as pool:
             with build_session(plan, client, settings, todo, options.on_event) as session:
                 session.canonicalizers = pool
-                _run_dag(todo, options, outcomes, lambda node: _build_one(session, node, options))
+                _run_dag(
+                    todo,
+                    options,
+                    outcomes,
+                    lambda node: _build_one(session, node, options),
+                    session.is_staged,
+                )
     return [outcomes[n.id] for n in plan.nodes]
 
 
@@ -447,28 +517,33 @@ def _run_dag(
     options: BuildOptions,
     outcomes: dict[str, NodeOutcome],
     build: Callable[[LayerNode], NodeOutcome],
+    staged: Callable[[str], bool] = lambda node_id: False,
 ) -> None:
     """Build `todo` with `build`, parents first, `options.jobs` at a time. `outcomes` holds every node already
     decided (parents outside `todo`) and receives each node's; a node whose parent did not end up built, cached
-    or pulled is skipped, and after a failure nothing new starts unless `options.keep_going`."""
+    or pulled is skipped, and after a failure nothing new starts unless `options.keep_going`.
+
+    A running node for which `staged(id)` holds is being canonicalized with its stand-in offered: its children may
+    start (their builds wait for it where they must), and it no longer counts against `options.jobs`."""
     pending = {n.id: n for n in todo}
     running: dict[Future[NodeOutcome], str] = {}
     stop = False
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=2 * max(1, options.jobs)) as pool:
         while pending or running:
             if not stop:
                 for node_id, node in list(pending.items()):
-                    if node.parent and (node.parent in pending or node.parent in running.values()):
-                        continue  # wait for the parent
-                    parent_state = outcomes[node.parent].status if node.parent else None
+                    parent = node.parent
+                    if parent and (parent in pending or (parent in running.values() and not staged(parent))):
+                        continue  # wait for the parent (or for its stand-in)
+                    parent_state = outcomes[parent].status if parent in outcomes else None
                     if parent_state is not None and not parent_state.ok:
                         outcomes[node_id] = NodeOutcome(
-                            node_id, NodeStatus.SKIPPED, message=f"parent {node.parent} {parent_state}"
+                            node_id, NodeStatus.SKIPPED, message=f"parent {parent} {parent_state}"
                         )
                         options.on_event(outcomes[node_id].finished())
                         del pending[node_id]
                         continue
-                    if len(running) >= max(1, options.jobs):
+                    if sum(1 for n in running.values() if not staged(n)) >= max(1, options.jobs):
                         break
                     del pending[node_id]
                     running[pool.submit(build, node)] = node_id
@@ -480,7 +555,8 @@ def _run_dag(
                     options.on_event(outcomes[node_id].finished())
                     del pending[node_id]
                 continue
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            # A running node may offer its stand-in at any time: look again every quarter second.
+            done, _ = wait(list(running), timeout=0.25, return_when=FIRST_COMPLETED)
             for fut in done:
                 node_id = running.pop(fut)
                 outcomes[node_id] = fut.result()
@@ -495,6 +571,7 @@ def canonical_policy(plan: Plan) -> CanonicalPolicy:
 
 def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) -> NodeOutcome:
     start = time.monotonic()
+    staged: Staged | None = None
     try:
         build_tag = f"strata-build/{node.id}:{node.content_hash[:16]}"
         options.on_event(NodeStarted(node.id))
@@ -503,7 +580,7 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
             options.on_event(engine_output(node.id, line))
 
         stage = session.install_stage(node)
-        container = session.run_install(node, stage, on_line=on_line) if stage else None
+        container = _install(session, node, stage, on_line) if stage else None
         try:
             stand_in = (
                 (stand_in_dockerfile(node.dockerfile, stage), container, stage)
@@ -511,13 +588,18 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
                 else None
             )
             _, grafts = session.engine_build(node, build_tag, on_line=on_line, stand_in=stand_in)
-            options.on_event(NodeCanonicalizing(node.id))
-            # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
-            image_id = session.canonicalize(build_tag, node, grafts)
-        finally:
+        except BaseException:
             if container is not None:
                 session.remove_later(container)
-        session.discard_later(build_tag)
+            raise
+        if container is not None:
+            staged = Staged(node.id, build_tag, tuple(grafts), container)
+            session.offer(staged)  # its children may start their install stages now
+        options.on_event(NodeCanonicalizing(node.id))
+        # Streamed into the engine as it is rewritten; the parent's layers are neither read nor sent.
+        image_id = session.canonicalize(build_tag, node, grafts)
+        if staged is None:
+            session.discard_later(build_tag)
         engine = EngineStore(session.client)
         # Measured before the version tags are given: an image over its budget leaves no tag behind.
         size = int(session.client.images.get(image_id).attrs.get("Size", 0))
@@ -526,7 +608,14 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
         if checked.status is NodeStatus.FAILED:
             return checked
         stored = engine.tag(image_id, [node.cache_ref, *node.tags])
+        if staged is not None:
+            session.settle(staged, ok=True)
+            staged = None
         return NodeOutcome(node.id, NodeStatus.BUILT, time.monotonic() - start, stored.size, stored.ref)
+    except _ParentFailed:
+        return NodeOutcome(
+            node.id, NodeStatus.SKIPPED, time.monotonic() - start, message=f"parent {node.parent} failed"
+        )
     except StrataError as exc:
         return NodeOutcome(node.id, NodeStatus.FAILED, time.monotonic() - start, message=str(exc))
     except (docker.errors.DockerException, OSError) as exc:
@@ -536,6 +625,46 @@ def _build_one(session: BuildSession, node: LayerNode, options: BuildOptions) ->
             time.monotonic() - start,
             message=f"node {node.id}: {type(exc).__name__}: {exc}",
         )
+    finally:
+        if staged is not None:  # failed after offering its stand-in: children waiting on it stop
+            session.settle(staged, ok=False)
+
+
+class _ParentFailed(Exception):
+    """The parent whose stand-in a child's install stage ran on did not end up in the engine."""
+
+
+def _install(
+    session: BuildSession, node: LayerNode, stage: InstallStage, on_line: Callable[[str], None]
+) -> InstallContainer:
+    """Run the node's install stage: on its parent's stand-in while the parent is canonicalized, else on the parent.
+
+    On the stand-in, the parent's trees are mounted read-only: an install stage that would write into them (pip
+    uninstalling from the parent's prefix) fails there and runs again on the parent once it is loaded. Returns once
+    the parent's canonical image is in the engine (the stand-in build is FROM it).
+    """
+    on = session.borrow(node.parent) if node.parent else None
+    if on is None:
+        if node.parent and session.settled.get(node.parent) is False:
+            raise _ParentFailed  # it offered its stand-in, then failed
+        return session.run_install(node, stage, on_line=on_line)
+    try:
+        container = session.run_install(node, stage, on_line=on_line, on=on)
+    except (StrataError, docker.errors.DockerException, OSError) as exc:
+        on.done.wait()
+        session.give_back(on)
+        if not on.ok:
+            raise _ParentFailed from None
+        on_line(
+            f"strata: the install stage on {node.parent}'s stand-in failed ({exc}); running it on {node.parent}"
+        )
+        return session.run_install(node, stage, on_line=on_line)
+    session.give_back(on)
+    on.done.wait()
+    if not on.ok:
+        session.remove_later(container)
+        raise _ParentFailed
+    return container
 
 
 def _within_budget(target: TargetStore, node: LayerNode, outcome: NodeOutcome) -> NodeOutcome:

@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,9 +91,12 @@ def run_install_stage(
     build_args: Mapping[str, str],
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
+    binds: Sequence[tuple[str, str]] = (),
 ) -> InstallContainer:
     """Run `stage` on `parent_ref`; `context_files` maps the build context's file names to their bytes.
 
+    `binds` (directory on this host, path in the container) are mounted read-only: a parent's installed trees over
+    the empty directories of its stand-in image, while the parent is still being canonicalized.
     A failing RUN line is a BuildError naming the node, the likeliest cause and the log; the container is then gone.
     """
     copies = []
@@ -108,7 +111,9 @@ def run_install_stage(
         command=["strata-install", *stage.runs],
         environment=environment,
         labels={INSTALL_LABEL: node_id},
-        host_config=client.api.create_host_config(network_mode="host"),
+        host_config=client.api.create_host_config(
+            network_mode="host", binds={host: {"bind": inside, "mode": "ro"} for host, inside in binds}
+        ),
     )
     container = InstallContainer(client, str(created["Id"]), Path())
     try:

@@ -282,6 +282,54 @@ def test_jobs_build_independent_nodes_side_by_side_and_children_after_their_pare
         assert position[("end", str(n.parent))] < position[("start", n.id)], build.events
 
 
+def test_a_child_starts_once_its_running_parent_is_staged_and_the_staged_parent_leaves_its_slot() -> None:
+    # jobs=1: the parent offers its stand-in (staged), then waits until its child has started; without the early
+    # start the child would wait for the parent's end, and the parent's wait would time out.
+    parent, child = node("parent"), node("child", "parent")
+    staged: set[str] = set()
+    child_started = threading.Event()
+
+    def during(n: LayerNode) -> None:
+        if n.id == "parent":
+            staged.add("parent")
+            assert child_started.wait(10), "the child did not start while its parent was staged"
+            staged.discard("parent")
+        else:
+            child_started.set()
+
+    build = Builds(during=during)
+    outcomes: dict[str, NodeOutcome] = {}
+    _run_dag([parent, child], BuildOptions(jobs=1), outcomes, build, lambda node_id: node_id in staged)
+
+    assert {o.status for o in outcomes.values()} == {"built"}
+    assert build.events.index(("start", "child")) < build.events.index(("end", "parent"))
+
+
+def test_a_staged_parent_s_child_still_waits_for_a_free_slot() -> None:
+    # jobs=1 with another node running unstaged: the child of the staged parent waits for it.
+    parent, child, other = node("parent"), node("child", "parent"), node("other")
+    staged: set[str] = set()
+    other_running, parent_staged = threading.Event(), threading.Event()
+
+    def during(n: LayerNode) -> None:
+        if n.id == "parent":
+            staged.add("parent")
+            parent_staged.set()
+            assert other_running.wait(10)
+            time.sleep(0.6)  # the scheduler looks every 0.25 s: the child would have started by now
+            staged.discard("parent")
+        elif n.id == "other":
+            other_running.set()
+            time.sleep(0.6)
+
+    build = Builds(during=during)
+    outcomes: dict[str, NodeOutcome] = {}
+    _run_dag([parent, other, child], BuildOptions(jobs=1), outcomes, build, lambda node_id: node_id in staged)
+
+    assert {o.status for o in outcomes.values()} == {"built"}
+    assert build.events.index(("end", "other")) < build.events.index(("start", "child")), build.events
+
+
 def test_an_image_over_its_budget_fails_in_one_line_and_keeps_no_tag() -> None:
     """MemoryStore.put reports 7 bytes: a budget of 6 fails the node, a budget of 7 keeps it."""
     fat = dataclasses.replace(node("fat"), budget=Budget(6, "matrix.yaml:150:33"))
