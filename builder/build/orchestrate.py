@@ -140,15 +140,18 @@ class Staged:
     """A node built as far as its stand-in, being canonicalized: its children may already run their install stages
     on `image` (the stand-in) with `binds` (its installed trees, read-only) mounted over the empty directories.
 
-    Its install container and stand-in image stay while anybody holds it (the node itself, and children whose
-    install stage runs on it); `done` is set once the node's canonical image is loaded (`ok`) or it failed.
+    Its install container (whose files are the trees) stays while anybody needs the trees: the node itself until it
+    is canonicalized, and children until their install stages are over (`tree_holds`). Its stand-in image stays
+    while a container made from it exists (`image_holds`: the engine keeps such an image). `done` is set once the
+    node's canonical image is loaded (`ok`) or it failed.
     """
 
     node_id: str
     image: str
     binds: tuple[tuple[str, str], ...]
     container: InstallContainer
-    holds: int = 1
+    tree_holds: int = 1
+    image_holds: int = 1
     done: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
 
@@ -189,6 +192,9 @@ class BuildSession:
     # Nodes past their stand-in build whose children may start their install stages (see Staged).
     staged: dict[str, Staged] = field(default_factory=dict)
     settled: dict[str, bool] = field(default_factory=dict)  # node -> whether its canonical image got loaded
+    released_with: dict[str, Staged] = field(
+        default_factory=dict
+    )  # container id -> the hold its removal ends
     staged_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def offer(self, staged: Staged) -> None:
@@ -208,19 +214,42 @@ class BuildSession:
             found = self.staged.get(node_id)
             if found is None or found.done.is_set():
                 return None
-            found.holds += 1
+            found.tree_holds += 1
+            found.image_holds += 1
             return found
 
-    def give_back(self, staged: Staged) -> None:
-        """Release a hold; the last one removes the install container and the stand-in image."""
+    def give_back(
+        self, staged: Staged, *, tree: bool = True, image: bool = True, inline: bool = False
+    ) -> None:
+        """Release holds on the trees and/or the stand-in image; the last of each removes the install container
+        (`inline`: right here, on the container janitor's thread) or discards the stand-in image."""
         with self.staged_lock:
-            staged.holds -= 1
-            last = staged.holds == 0
-            if last:
+            staged.tree_holds -= int(tree)
+            staged.image_holds -= int(image)
+            drop_tree = tree and staged.tree_holds == 0
+            drop_image = image and staged.image_holds == 0
+            if staged.tree_holds == 0 and staged.image_holds == 0:
                 self.staged.pop(staged.node_id, None)
-        if last:
-            self.remove_later(staged.container)
+        if drop_tree:
+            if inline:
+                self._remove_now(staged.container)
+            else:
+                self.remove_later(staged.container)
+        if drop_image:
             self.discard_later(staged.image)
+
+    def hold_until_removed(self, container: InstallContainer, staged: Staged) -> None:
+        """`container` was made from `staged`'s stand-in image: the hold on it ends once the container is gone
+        (the engine keeps an image a container uses)."""
+        with self.staged_lock:
+            self.released_with[container.container_id] = staged
+
+    def _remove_now(self, container: InstallContainer) -> None:
+        container.remove()
+        with self.staged_lock:
+            borrowed = self.released_with.pop(container.container_id, None)
+        if borrowed is not None:
+            self.give_back(borrowed, tree=False, inline=True)
 
     def settle(self, staged: Staged, ok: bool) -> None:
         """The node's own build is over (`ok`: its canonical image is in the engine): wake its waiting children."""
@@ -359,7 +388,7 @@ class BuildSession:
 
     def remove_later(self, container: InstallContainer) -> None:
         """Remove a finished install container (and its files) in the background."""
-        self.container_janitor.submit(container.remove)
+        self.container_janitor.submit(self._remove_now, container)
 
 
 class _FetchMeter:
@@ -417,8 +446,9 @@ def build_session(
                 yield session
             finally:
                 session.closing.set()
-                session.janitor.shutdown(wait=True)
+                # Containers first: removing one may release a stand-in image for the other janitor to discard.
                 session.container_janitor.shutdown(wait=True)
+                session.janitor.shutdown(wait=True)
     finally:
         shutil.rmtree(wheel_root, ignore_errors=True)
 
@@ -659,7 +689,10 @@ def _install(
             f"strata: the install stage on {node.parent}'s stand-in failed ({exc}); running it on {node.parent}"
         )
         return session.run_install(node, stage, on_line=on_line)
-    session.give_back(on)
+    session.give_back(
+        on, image=False
+    )  # its trees are no longer needed; the image is, while the container exists
+    session.hold_until_removed(container, on)
     on.done.wait()
     if not on.ok:
         session.remove_later(container)
